@@ -1,0 +1,39 @@
+"""Callbacks that the callbacks/ config group adds to the Trainer."""
+from __future__ import annotations
+
+import numpy as np
+import pytorch_lightning as pl
+from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
+
+from segtrain.visualize import blend
+
+
+class PredictionOverlays(pl.Callback):
+    """Logs image | ground truth | prediction overlays of the first validation batch to wandb / TensorBoard."""
+
+    def __init__(self, num_images: int = 4, alpha: float = 0.5):
+        self.num_images = num_images
+        self.alpha = alpha
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        if batch_idx != 0 or trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        loggers = [lg for lg in trainer.loggers if isinstance(lg, (WandbLogger, TensorBoardLogger))]
+        if not loggers:
+            return
+        images = batch["image"][: self.num_images].permute(0, 2, 3, 1).cpu().numpy()
+        masks = batch["mask"][: self.num_images].cpu().numpy()
+        preds = outputs[: self.num_images].cpu().numpy()
+        palette = pl_module.palette
+        panels = [
+            np.concatenate([np.repeat(img, 3, -1) if img.shape[-1] == 1 else img,
+                            blend(img, np.where(gt == pl_module.ignore_index, 0, gt), palette, self.alpha),
+                            blend(img, pred, palette, self.alpha)], axis=1)
+            for img, gt, pred in zip(images, masks, preds)
+        ]
+        names = [meta.get("name", str(i)) for i, meta in enumerate(batch["meta"][: self.num_images])]
+        for logger in loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_image("val/overlays", panels, step=trainer.global_step, caption=names)
+            else:
+                logger.experiment.add_images("val/overlays", np.stack(panels), trainer.global_step, dataformats="NHWC")

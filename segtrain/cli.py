@@ -1,0 +1,136 @@
+"""``segtrain [COMMAND] key=value ...``: the command word picks a config and a task function.
+
+The overrides are composed and validated here first, so a bad key or value exits with one
+message before Hydra creates a run directory or anything heavy is built.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Callable
+
+from segtrain.errors import SegtrainError
+
+# command -> (primary config, "module:function", one-line help)
+COMMANDS = {
+    "train": ("config", "segtrain.engine:train", "train a model (the default command)"),
+    "eval": ("eval", "segtrain.engine:evaluate", "evaluate ckpt=PATH on data.split (mIoU, Dice, ...)"),
+    "predict": ("predict", "segtrain.predict:predict", "ckpt=PATH|model.onnx input=DIR_OR_FILE output=DIR"),
+    "export": ("export", "segtrain.export:export", "ckpt=PATH format=onnx|torchscript, checked at two sizes"),
+    "bench": ("bench", "segtrain.bench:bench", "time segtrain's training step against a plain PyTorch loop"),
+    "list": (None, None, "list the models, datasets, losses, ... available in conf/"),
+}
+
+USAGE = """usage: segtrain [COMMAND] [key=value ...] [hydra flags]
+
+commands:
+{commands}
+
+examples:
+  segtrain                                   train the default run on the embedded shapes dataset
+  segtrain model=deeplabv3plus data=voc data.root=/data/VOCdevkit/VOC2012
+  segtrain train --cfg job                   print the composed config
+  segtrain -m optimizer.lr=0.01,0.001        a sweep (Hydra multirun)
+  segtrain eval ckpt=outputs/.../checkpoints/best.ckpt inference.mode=slide inference.crop_size=[512,512]
+  segtrain export ckpt=... format=onnx
+
+'segtrain COMMAND --help' shows the config groups and the composed config of that command.
+"""
+
+# Hydra flags that take a value; everything else starting with '-' is a switch.
+_VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-name", "-cn", "--config-path", "-cp",
+                "--config-dir", "-cd", "--experimental-rerun", "--info", "-i"}
+_INSPECT_FLAGS = {"--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i", "--resolve"}
+
+
+def _split_args(args: list[str]) -> tuple[list[str], set[str]]:
+    overrides, flags = [], set()
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg.startswith("-"):
+            flags.add(arg)
+            skip = arg in _VALUE_FLAGS and arg not in ("--info", "-i")
+        else:
+            overrides.append(arg)
+    return overrides, flags
+
+
+def _task_function(spec: str) -> Callable:
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _user_message(err: BaseException) -> str:
+    """The SegtrainError text, also when a DataLoader worker re-raised it with its traceback."""
+    text = str(err)
+    marker = "SegtrainError: "
+    return text.rsplit(marker, 1)[-1].strip() if marker in text else text
+
+
+def precheck(command: str, overrides: list[str], flags: set[str]) -> None:
+    """Compose and validate one run before Hydra starts it (sweeps are checked per job)."""
+    from segtrain.config import check_writable, compose, validate
+
+    if flags & {"-m", "--multirun"}:
+        return
+    cfg = compose(COMMANDS[command][0], overrides)
+    if flags & _INSPECT_FLAGS:
+        return
+    check_writable(cfg.paths.log_dir)
+    if command == "train":
+        validate(cfg)
+    elif command in ("eval", "predict", "export") and not cfg.get("ckpt"):
+        raise SegtrainError(f"segtrain {command} needs ckpt=PATH (a .ckpt written by segtrain train)")
+
+
+def run_hydra(command: str, args: list[str]) -> None:
+    import hydra
+
+    from segtrain.config import config_dir
+
+    config_name, spec, _ = COMMANDS[command]
+    task = _task_function(spec)
+
+    def job(cfg):
+        try:
+            return task(cfg)
+        except SegtrainError as err:
+            print(f"error: {_user_message(err)}", file=sys.stderr)
+            sys.exit(2)
+
+    job.__name__ = command
+    sys.argv = [f"segtrain {command}", *args]
+    hydra.main(config_path=str(config_dir()), config_name=config_name, version_base="1.3")(job)()
+
+
+def list_configs() -> None:
+    from segtrain.config import config_dir, config_groups
+
+    groups = config_groups()
+    print(f"configs in {config_dir()}")
+    order = ["model", "data", "loss", "optimizer", "scheduler", "trainer", "logger", "callbacks",
+             "experiment", "debug", "paths"]
+    for group in order + sorted(set(groups) - set(order)):
+        if group in groups:
+            print(f"  {group + ':':<12} {', '.join(groups[group])}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in ("-h", "--help", "help"):
+        commands = "\n".join(f"  {name:<8} {help_}" for name, (_, _, help_) in COMMANDS.items())
+        print(USAGE.format(commands=commands))
+        return
+    command = args.pop(0) if args and args[0] in COMMANDS else "train"
+    try:
+        if command == "list":
+            list_configs()
+            return
+        overrides, flags = _split_args(args)
+        precheck(command, overrides, flags)
+    except SegtrainError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    run_hydra(command, args)

@@ -1,0 +1,206 @@
+"""Finding, composing and validating configs.
+
+``validate`` checks the composed config before anything heavy is built, so a bad value costs a
+second, names the key, and leaves nothing half-written on disk.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra.errors import ConfigCompositionException, MissingConfigException
+from hydra.utils import get_class
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from segtrain.errors import SegtrainError
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+OmegaConf.register_new_resolver("len", lambda items: len(items), replace=True)
+
+
+def config_dir() -> Path:
+    """``segtrain/conf`` inside an installed wheel, else the repository's top-level ``conf/``."""
+    for candidate in (_PACKAGE_DIR / "conf", _PACKAGE_DIR.parent / "conf"):
+        if (candidate / "config.yaml").is_file():
+            return candidate
+    raise SegtrainError(f"segtrain's configs were not found next to {_PACKAGE_DIR}; reinstall segtrain")
+
+
+def config_groups() -> dict[str, list[str]]:
+    """Every config group under conf/ and its options, e.g. ``{"model": ["deeplabv3", ...]}``."""
+    root = config_dir()
+    groups = {}
+    for path in sorted(root.rglob("*.yaml")):
+        group = path.parent.relative_to(root).as_posix()
+        if group != ".":
+            groups.setdefault(group, []).append(path.stem)
+    return groups
+
+
+def compose(config_name: str, overrides: list[str]) -> DictConfig:
+    """Compose like the CLI does, with messages that list the valid choices on a bad override."""
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        try:
+            return hydra_compose(config_name, overrides=overrides)
+        except (ConfigCompositionException, MissingConfigException) as err:
+            raise SegtrainError(_explain_override_error(err, config_name, overrides)) from None
+
+
+def _explain_override_error(err: Exception, config_name: str, overrides: list[str]) -> str:
+    message = str(err).strip()
+    match = re.search(r"Could not override '([^']+)'", message) or re.search(
+        r"Could not append to config. An item is already at '([^']+)'", message
+    )
+    if not match:
+        return message
+    key = match.group(1)
+    others = [o for o in overrides if not o.lstrip("+~").startswith(key + "=")]
+    try:
+        base = hydra_compose(config_name, overrides=others)
+    except Exception:
+        return message
+    parent_key, _, leaf = key.rpartition(".")
+    parent = OmegaConf.select(base, parent_key) if parent_key else base
+    if not isinstance(parent, DictConfig):
+        return f"unknown config key '{key}': '{parent_key}' is not a config section"
+    valid = sorted(k for k in parent.keys() if isinstance(k, str))
+    close = difflib.get_close_matches(leaf, valid, n=1)
+    hint = f" Did you mean '{parent_key + '.' if parent_key else ''}{close[0]}'?" if close else ""
+    return (
+        f"unknown config key '{key}'.{hint} Valid keys under '{parent_key or '<root>'}': {', '.join(valid)}. "
+        f"To add a new key on purpose, write +{key}=..."
+    )
+
+
+@dataclass(frozen=True)
+class Rule:
+    key: str
+    check: Callable[[Any], bool]
+    expected: str
+    required: bool = True
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _list(value) -> bool:
+    return isinstance(value, (list, tuple, ListConfig))
+
+
+RULES = (
+    Rule("seed", _int, "an integer"),
+    Rule("data.classes", lambda v: _list(v) and len(v) > 0, "a non-empty list of class names"),
+    Rule("data.num_classes", lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    Rule("data.in_channels", lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    Rule("data.ignore_index", lambda v: _int(v) and 0 <= v <= 255, "an integer in [0, 255]"),
+    Rule("data.batch_size", lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    Rule("data.num_workers", lambda v: _int(v) and v >= 0, "an integer >= 0"),
+    Rule("data.mean", lambda v: _list(v) and all(_number(x) for x in v), "a list of numbers"),
+    Rule("data.std", lambda v: _list(v) and all(_number(x) and x > 0 for x in v), "a list of numbers > 0"),
+    Rule("optimizer.lr", lambda v: _number(v) and v > 0, "a number > 0"),
+    Rule("optimizer.weight_decay", lambda v: _number(v) and v >= 0, "a number >= 0", required=False),
+    Rule("optimizer.momentum", lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)", required=False),
+    Rule("trainer.max_epochs", lambda v: _int(v) and v >= -1, "an integer >= 1 (or -1)", required=False),
+    Rule("trainer.max_steps", lambda v: _int(v) and v >= -1, "an integer >= 1 (or -1)", required=False),
+    Rule("trainer.gradient_clip_val", lambda v: v is None or (_number(v) and v >= 0), "null or a number >= 0", required=False),
+    Rule("trainer.accumulate_grad_batches", lambda v: _int(v) and v >= 1, "an integer >= 1", required=False),
+    Rule("inference.mode", lambda v: v in ("whole", "slide"), "'whole' or 'slide'"),
+    Rule("inference.scales", lambda v: _list(v) and len(v) > 0 and all(_number(s) and s > 0 for s in v), "a non-empty list of numbers > 0"),
+    Rule("inference.flip", lambda v: isinstance(v, bool), "true or false"),
+)
+
+
+def _value(cfg: DictConfig, key: str):
+    try:
+        return OmegaConf.select(cfg, key, throw_on_missing=True, default=_ABSENT)
+    except Exception as err:  # interpolation to a missing key, MISSING value
+        raise SegtrainError(f"config key {key} cannot be resolved: {err}") from None
+
+
+_ABSENT = object()
+
+
+def validate(cfg: DictConfig, *, needs_data: bool = True) -> None:
+    """Check types, ranges and cross-key consistency; raise one SegtrainError naming the key."""
+    if needs_data:
+        _check_data_root(cfg)
+    for rule in RULES:
+        value = _value(cfg, rule.key)
+        if value is _ABSENT:
+            if rule.required:
+                raise SegtrainError(f"config key {rule.key} is missing; it must be {rule.expected}")
+            continue
+        if not rule.check(value):
+            raise SegtrainError(f"{rule.key}={value!r} is invalid: it must be {rule.expected}")
+    _check_consistency(cfg)
+
+
+def _check_data_root(cfg: DictConfig) -> None:
+    data = cfg.data
+    if "root" not in data:
+        return
+    layout = _dataset_layout(data)
+    if OmegaConf.is_missing(data, "root"):
+        raise SegtrainError(
+            f"data.root is not set: data={data.get('name', '?')} reads a dataset from disk. "
+            f"Pass data.root=/path/to/it on the command line. Expected layout: {layout}"
+        )
+    root = data.root
+    if root is not None and not Path(str(root)).is_dir():
+        raise SegtrainError(f"data.root={root} does not exist or is not a directory. Expected layout: {layout}")
+
+
+def _dataset_layout(data: DictConfig) -> str:
+    try:
+        return getattr(get_class(data.dataset._target_), "layout", "") or "see the dataset's docs"
+    except Exception:
+        return "see the dataset's docs"
+
+
+def _check_consistency(cfg: DictConfig) -> None:
+    classes = list(cfg.data.classes)
+    if cfg.data.num_classes != len(classes):
+        raise SegtrainError(
+            f"data.num_classes={cfg.data.num_classes} but data.classes lists {len(classes)} classes; "
+            "remove data.num_classes (it defaults to the length of data.classes) or fix the list"
+        )
+    if len(cfg.data.palette) < len(classes):
+        raise SegtrainError(f"data.palette has {len(cfg.data.palette)} colours for {len(classes)} classes")
+    model_classes = OmegaConf.select(cfg, "model.num_classes")
+    if model_classes is not None and model_classes != len(classes):
+        raise SegtrainError(
+            f"model.num_classes={model_classes} does not match the {len(classes)} classes of "
+            f"data={cfg.data.get('name', '?')}; drop the override (it follows data.num_classes)"
+        )
+    for key in ("mean", "std"):
+        if len(cfg.data[key]) != cfg.data.in_channels:
+            raise SegtrainError(
+                f"data.{key} has {len(cfg.data[key])} values for data.in_channels={cfg.data.in_channels}"
+            )
+    if cfg.inference.mode == "slide" and not cfg.inference.get("crop_size"):
+        raise SegtrainError("inference.mode=slide needs inference.crop_size=[H,W] (and optionally inference.stride)")
+
+
+def check_writable(directory: str | os.PathLike, key: str = "paths.log_dir") -> None:
+    """Fail before a run starts when its output directory cannot be created or written."""
+    path = Path(directory).absolute()
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise SegtrainError(
+            f"output directory {path} is not writable ({existing} is "
+            f"{'not a directory' if not existing.is_dir() else 'read-only'}); set {key} to a writable directory"
+        )

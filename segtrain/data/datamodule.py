@@ -1,0 +1,107 @@
+"""The LightningDataModule every data config instantiates."""
+from __future__ import annotations
+
+from functools import partial
+from typing import Callable, Sequence
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from segtrain.data.datasets.base import SegmentationDataset, pad_collate
+from segtrain.data.transforms import compose
+
+
+class SegDataModule(pl.LightningDataModule):
+    """Train / val / eval loaders over one dataset reader.
+
+    ``dataset`` is a partial of a reader class taking ``split``, ``num_classes``, ``ignore_index``,
+    ``in_channels`` and ``transform``. The rest of the data config (classes, palette, mean, std,
+    the training ``crop_size`` that sliding-window inference defaults to) describes the dataset to
+    the task, checkpoints and exports.
+    """
+
+    def __init__(
+        self,
+        dataset: Callable[..., SegmentationDataset],
+        classes: Sequence[str],
+        palette: Sequence[Sequence[int]],
+        num_classes: int,
+        name: str = "",
+        root: str | None = None,
+        ignore_index: int = 255,
+        in_channels: int = 3,
+        mean: Sequence[float] = (0.485, 0.456, 0.406),
+        std: Sequence[float] = (0.229, 0.224, 0.225),
+        train_split: str = "train",
+        val_split: str = "val",
+        split: str = "val",
+        crop_size: Sequence[int] | None = None,
+        batch_size: int = 8,
+        val_batch_size: int | None = None,
+        num_workers: int = 4,
+        pin_memory: bool = True,
+        persistent_workers: bool = True,
+        train_transforms: Sequence = (),
+        val_transforms: Sequence = (),
+    ):
+        super().__init__()
+        self.dataset_factory = dataset
+        self.classes = list(classes)
+        self.palette = [list(color) for color in palette]
+        self.num_classes = num_classes
+        self.name = name
+        self.ignore_index = ignore_index
+        self.in_channels = in_channels
+        self.mean, self.std = list(mean), list(std)
+        self.crop_size = crop_size
+        self.splits = {"train": train_split, "val": val_split, "eval": split}
+        self.batch_size = batch_size
+        self.val_batch_size = val_batch_size or batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory and torch.cuda.is_available()
+        self.persistent_workers = persistent_workers and num_workers > 0
+        self.transforms = {"train": compose(train_transforms), "val": compose(val_transforms)}
+        self.datasets: dict[str, SegmentationDataset] = {}
+
+    def build(self, stage: str) -> SegmentationDataset:
+        if stage not in self.datasets:
+            self.datasets[stage] = self.dataset_factory(
+                split=self.splits[stage],
+                num_classes=self.num_classes,
+                ignore_index=self.ignore_index,
+                in_channels=self.in_channels,
+                transform=self.transforms["train" if stage == "train" else "val"],
+            )
+        return self.datasets[stage]
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit"):
+            self.build("train")
+            self.build("val")
+        elif stage == "validate":
+            self.build("val")
+        elif stage == "test":
+            self.build("eval")
+
+    def loader(self, stage: str) -> DataLoader:
+        training = stage == "train"
+        return DataLoader(
+            self.build(stage),
+            batch_size=self.batch_size if training else self.val_batch_size,
+            shuffle=training,
+            drop_last=training,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers,
+            collate_fn=partial(pad_collate, ignore_index=self.ignore_index),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self.loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self.loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self.loader("eval")

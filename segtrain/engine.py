@@ -1,0 +1,120 @@
+"""Task functions: a composed config in, a trained or evaluated model out.
+
+The config has been validated by the time these run (``segtrain.config.validate``); here
+everything is instantiated from it and handed to Lightning's Trainer.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytorch_lightning as pl
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from segtrain.checkpoint import check_classes, load_checkpoint, stored_config
+from segtrain.config import validate
+from segtrain.errors import SegtrainError
+from segtrain.metrics import format_table
+from segtrain.tasks.semantic import SemanticSegmentation
+
+log = logging.getLogger(__name__)
+
+
+def build_task(cfg: DictConfig) -> SemanticSegmentation:
+    scheduler = cfg.get("scheduler")
+    return SemanticSegmentation(
+        model=instantiate(cfg.model),
+        loss=instantiate(cfg.loss),
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=instantiate(scheduler) if scheduler else None,
+        classes=list(cfg.data.classes),
+        palette=OmegaConf.to_container(cfg.data.palette),
+        mean=list(cfg.data.mean),
+        std=list(cfg.data.std),
+        ignore_index=cfg.data.ignore_index,
+        inference=OmegaConf.to_container(cfg.inference, resolve=True),
+        config=OmegaConf.to_container(cfg, resolve=True),
+    )
+
+
+def build_trainer(cfg: DictConfig, **overrides) -> pl.Trainer:
+    callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node]
+    loggers = [instantiate(node) for node in (cfg.get("logger") or {}).values() if node]
+    kwargs = {"callbacks": callbacks, "logger": loggers or False, **overrides}
+    return instantiate(cfg.trainer, **kwargs)
+
+
+def output_dir() -> Path:
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
+def find_resume_checkpoint(cfg: DictConfig) -> str | None:
+    """``resume=true``: the newest ``last.ckpt`` among earlier runs beside this one; or a given path."""
+    resume = cfg.get("resume")
+    if not resume:
+        return None
+    if isinstance(resume, str):
+        if not Path(resume).is_file():
+            raise SegtrainError(f"resume={resume} does not exist; pass resume=true or the path of a .ckpt")
+        return resume
+    here = output_dir()
+    runs = sorted((p for p in here.parent.iterdir() if p.is_dir() and p != here), reverse=True)
+    for run in runs:
+        last = run / "checkpoints" / "last.ckpt"
+        if last.is_file():
+            log.info("resuming from %s", last)
+            return str(last)
+    raise SegtrainError(
+        f"resume=true found no checkpoints/last.ckpt in earlier runs under {here.parent}; "
+        "start without resume, or pass resume=/path/to/last.ckpt"
+    )
+
+
+def write_metrics(result: dict, name: str) -> Path:
+    path = output_dir() / name
+    path.write_text(json.dumps(result, indent=2))
+    return path
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Fit, print the validation table and return the best val mIoU (what sweeps optimise)."""
+    validate(cfg)
+    pl.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(cfg.data)
+    task = build_task(cfg)
+    trainer = build_trainer(cfg)
+    trainer.fit(task, datamodule=datamodule, ckpt_path=find_resume_checkpoint(cfg))
+    if task.val_scores is None or not trainer.is_global_zero:
+        return None
+    best = trainer.checkpoint_callback.best_model_score if trainer.checkpoint_callback else None
+    best_value = float(best) if best is not None else task.val_scores["mIoU"]
+    print(format_table(task.val_scores, title=f"validation after epoch {trainer.current_epoch}"))
+    if trainer.checkpoint_callback is not None:
+        print(f"best val/mIoU {best_value * 100:.2f}: {trainer.checkpoint_callback.best_model_path}")
+    write_metrics({**task.val_scores, "best_val_mIoU": best_value}, "val_metrics.json")
+    return best_value
+
+
+def load_task(cfg: DictConfig) -> tuple[SemanticSegmentation, DictConfig]:
+    """A model from ``cfg.ckpt`` with its stored config, this command's overrides applied."""
+    checkpoint = load_checkpoint(cfg.ckpt)
+    merged = stored_config(checkpoint, cfg)
+    check_classes(checkpoint, merged, cfg.ckpt)
+    task = build_task(merged)
+    task.load_state_dict(checkpoint["state_dict"])
+    return task.eval(), merged
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    task, merged = load_task(cfg)
+    validate(merged)
+    datamodule = instantiate(merged.data)
+    trainer = build_trainer(merged, logger=False)
+    trainer.test(task, datamodule=datamodule, verbose=False)
+    result = task.test_scores
+    print(format_table(result, title=f"{merged.data.get('name', '')} split={merged.data.split} ckpt={cfg.ckpt}"))
+    print(f"metrics written to {write_metrics(result, 'metrics.json')}")
+    return result

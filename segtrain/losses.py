@@ -1,0 +1,102 @@
+"""Segmentation losses. Each takes logits or ``{"out": logits, "aux": [...]}`` and uint8/int targets.
+
+Auxiliary outputs (deep supervision) add ``aux_weight * loss(aux, target)``; ``aux_weight`` is a
+number for every aux output or a list with one weight each (PSPNet uses 0.4).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class SegmentationLoss(nn.Module):
+    def __init__(self, ignore_index: int = 255, aux_weight: float | Sequence[float] = 0.4):
+        super().__init__()
+        self.ignore_index = ignore_index
+        self.aux_weight = aux_weight
+
+    def compute(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, output, target: torch.Tensor) -> torch.Tensor:
+        target = target.long()
+        if not isinstance(output, dict):
+            return self.compute(output, target)
+        loss = self.compute(output["out"], target)
+        aux = output.get("aux", [])
+        weights = [self.aux_weight] * len(aux) if isinstance(self.aux_weight, (int, float)) else list(self.aux_weight)
+        if len(weights) != len(aux):
+            raise ValueError(f"loss.aux_weight has {len(weights)} weights for {len(aux)} auxiliary outputs")
+        for weight, logits in zip(weights, aux):
+            loss = loss + weight * self.compute(logits, target)
+        return loss
+
+
+class CrossEntropyLoss(SegmentationLoss):
+    def __init__(self, class_weights: Sequence[float] | None = None, label_smoothing: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        # Not persistent: weights come from the config, so a resumed run uses the config's.
+        weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
+        self.register_buffer("class_weights", weight, persistent=False)
+        self.label_smoothing = label_smoothing
+
+    def compute(self, logits, target):
+        return F.cross_entropy(
+            logits.float(), target, weight=self.class_weights, ignore_index=self.ignore_index,
+            label_smoothing=self.label_smoothing,
+        )
+
+
+class DiceLoss(SegmentationLoss):
+    """1 - soft Dice over softmax probabilities, averaged over the classes present in the target."""
+
+    def __init__(self, smooth: float = 1e-5, **kwargs):
+        super().__init__(**kwargs)
+        self.smooth = smooth
+
+    def compute(self, logits, target):
+        num_classes = logits.shape[1]
+        valid = (target != self.ignore_index).unsqueeze(1)
+        probs = logits.float().softmax(1) * valid
+        onehot = F.one_hot(target.where(valid.squeeze(1), 0), num_classes).permute(0, 3, 1, 2) * valid
+        dims = (0, *range(2, logits.ndim))
+        intersection = (probs * onehot).sum(dims)
+        cardinality = probs.sum(dims) + onehot.sum(dims)
+        dice = (2 * intersection + self.smooth) / (cardinality + self.smooth)
+        present = onehot.sum(dims) > 0
+        return (1 - dice)[present].mean() if present.any() else logits.sum() * 0
+
+
+class FocalLoss(SegmentationLoss):
+    """Lin et al. "Focal Loss for Dense Object Detection", ICCV 2017: -alpha (1 - p_t)^gamma log p_t."""
+
+    def __init__(self, gamma: float = 2.0, alpha: float | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.gamma = gamma
+        self.alpha = alpha
+
+    def compute(self, logits, target):
+        ce = F.cross_entropy(logits.float(), target, ignore_index=self.ignore_index, reduction="none")
+        valid = target != self.ignore_index
+        pt = torch.exp(-ce)
+        loss = (1 - pt) ** self.gamma * ce
+        if self.alpha is not None:
+            loss = self.alpha * loss
+        return loss[valid].mean() if valid.any() else logits.sum() * 0
+
+
+class CEDiceLoss(SegmentationLoss):
+    """``ce_weight * CE + dice_weight * Dice``, the nnU-Net default."""
+
+    def __init__(self, ce_weight: float = 1.0, dice_weight: float = 1.0, class_weights=None, **kwargs):
+        super().__init__(**kwargs)
+        self.ce = CrossEntropyLoss(class_weights=class_weights, ignore_index=self.ignore_index)
+        self.dice = DiceLoss(ignore_index=self.ignore_index)
+        self.ce_weight = ce_weight
+        self.dice_weight = dice_weight
+
+    def compute(self, logits, target):
+        return self.ce_weight * self.ce.compute(logits, target) + self.dice_weight * self.dice.compute(logits, target)

@@ -1,0 +1,119 @@
+"""The LightningModule for semantic segmentation: steps, metrics, optimisation, checkpoint metadata."""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import pytorch_lightning as pl
+import torch
+import torch.nn as nn
+
+from segtrain import __version__
+from segtrain.errors import SegtrainError
+from segtrain.inference import predict_probs
+from segtrain.metrics import ConfusionMatrix, scores
+
+
+class SemanticSegmentation(pl.LightningModule):
+    """Owns the step logic; ``model`` is a plain nn.Module taking normalised images.
+
+    Batches arrive as uint8 and are normalised here, on the device.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss: nn.Module,
+        optimizer: Callable,
+        scheduler: Callable | None,
+        classes: Sequence[str],
+        palette: Sequence[Sequence[int]],
+        mean: Sequence[float],
+        std: Sequence[float],
+        ignore_index: int = 255,
+        inference: dict | None = None,
+        config: dict | None = None,
+    ):
+        super().__init__()
+        self.model = model
+        self.loss = loss
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.classes = list(classes)
+        self.palette = [list(color) for color in palette]
+        self.ignore_index = ignore_index
+        self.inference = dict(inference or {})
+        self.config = config or {}
+        channels = len(mean)
+        self.register_buffer("pixel_mean", torch.tensor(mean).view(1, channels, 1, 1) * 255, persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(std).view(1, channels, 1, 1) * 255, persistent=False)
+        self.val_confmat = ConfusionMatrix(len(self.classes), ignore_index)
+        self.test_confmat = ConfusionMatrix(len(self.classes), ignore_index)
+        self.val_scores: dict | None = None
+        self.test_scores: dict | None = None
+
+    def normalize(self, image: torch.Tensor) -> torch.Tensor:
+        return (image.float() - self.pixel_mean) / self.pixel_std
+
+    def forward(self, image: torch.Tensor):
+        return self.model(self.normalize(image))
+
+    def predict_probs(self, image: torch.Tensor) -> torch.Tensor:
+        return predict_probs(self.model, self.normalize(image), **self.inference)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss = self.loss(self(batch["image"]), batch["mask"])
+        if not torch.isfinite(loss):
+            raise SegtrainError(
+                f"loss is {loss.item()} at global step {self.global_step} (epoch {self.current_epoch}, "
+                f"batch {batch_idx}); training stopped and the last saved checkpoint is kept. Lower "
+                "optimizer.lr, set trainer.gradient_clip_val, or check the data."
+            )
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["image"].shape[0])
+        return loss
+
+    def _evaluate_batch(self, batch: dict, confmat: ConfusionMatrix) -> torch.Tensor:
+        preds = self.predict_probs(batch["image"]).argmax(1)
+        confmat.update(preds, batch["mask"])
+        return preds
+
+    def validation_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self._evaluate_batch(batch, self.val_confmat)
+
+    def test_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self._evaluate_batch(batch, self.test_confmat)
+
+    def _log_scores(self, confmat: ConfusionMatrix, prefix: str) -> dict:
+        result = scores(confmat.compute(), self.classes)
+        confmat.reset()
+        # The confusion matrix is already summed over ranks, so every rank logs the same numbers.
+        self.log(f"{prefix}/mIoU", result["mIoU"], prog_bar=True)
+        self.log_dict({f"{prefix}/{key}": result[key] for key in ("mDice", "aAcc", "mAcc", "fwIoU")})
+        return result
+
+    def on_validation_epoch_end(self) -> None:
+        self.val_scores = self._log_scores(self.val_confmat, "val")
+
+    def on_test_epoch_end(self) -> None:
+        self.test_scores = self._log_scores(self.test_confmat, "test")
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(params=[p for p in self.parameters() if p.requires_grad])
+        if self.scheduler_factory is None:
+            return optimizer
+        total_steps = int(self.trainer.estimated_stepping_batches)
+        scheduler = self.scheduler_factory(optimizer, total_steps=total_steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def metadata(self) -> dict:
+        """What eval, predict and export need besides the weights."""
+        return {
+            "classes": self.classes,
+            "palette": self.palette,
+            "mean": (self.pixel_mean.flatten() / 255).tolist(),
+            "std": (self.pixel_std.flatten() / 255).tolist(),
+            "ignore_index": self.ignore_index,
+            "segtrain_version": __version__,
+        }
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["segtrain"] = {**self.metadata(), "config": self.config}
