@@ -55,6 +55,11 @@ def compose(config_name: str, overrides: list[str]) -> DictConfig:
 
 def _explain_override_error(err: Exception, config_name: str, overrides: list[str]) -> str:
     message = str(err).strip()
+    missing = re.search(r"Could not find '([^']+)/([^'/]+)'", message)
+    if missing:
+        group, option = missing.groups()
+        choices = config_groups().get(group, [])
+        return f"{group}={option} is not an option of the '{group}' group; choose one of: {', '.join(choices)}"
     match = re.search(r"Could not override '([^']+)'", message) or re.search(
         r"Could not append to config. An item is already at '([^']+)'", message
     )
@@ -109,6 +114,8 @@ RULES = (
     Rule("data.num_workers", lambda v: _int(v) and v >= 0, "an integer >= 0"),
     Rule("data.mean", lambda v: _list(v) and all(_number(x) for x in v), "a list of numbers"),
     Rule("data.std", lambda v: _list(v) and all(_number(x) and x > 0 for x in v), "a list of numbers > 0"),
+    Rule("loss.class_weights", lambda v: v is None or (_list(v) and all(_number(x) for x in v)),
+         "null or a list of numbers, one per class", required=False),
     Rule("optimizer.lr", lambda v: _number(v) and v > 0, "a number > 0"),
     Rule("optimizer.weight_decay", lambda v: _number(v) and v >= 0, "a number >= 0", required=False),
     Rule("optimizer.momentum", lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)", required=False),
@@ -149,17 +156,16 @@ def validate(cfg: DictConfig, *, needs_data: bool = True) -> None:
 
 def _check_data_root(cfg: DictConfig) -> None:
     data = cfg.data
-    if "root" not in data:
-        return
-    layout = _dataset_layout(data)
     if OmegaConf.is_missing(data, "root"):
         raise SegtrainError(
             f"data.root is not set: data={data.get('name', '?')} reads a dataset from disk. "
-            f"Pass data.root=/path/to/it on the command line. Expected layout: {layout}"
+            f"Pass data.root=/path/to/it on the command line. Expected layout: {_dataset_layout(data)}"
         )
-    root = data.root
+    root = data.get("root")
     if root is not None and not Path(str(root)).is_dir():
-        raise SegtrainError(f"data.root={root} does not exist or is not a directory. Expected layout: {layout}")
+        raise SegtrainError(
+            f"data.root={root} does not exist or is not a directory. Expected layout: {_dataset_layout(data)}"
+        )
 
 
 def _dataset_layout(data: DictConfig) -> str:
@@ -184,6 +190,9 @@ def _check_consistency(cfg: DictConfig) -> None:
             f"model.num_classes={model_classes} does not match the {len(classes)} classes of "
             f"data={cfg.data.get('name', '?')}; drop the override (it follows data.num_classes)"
         )
+    weights = OmegaConf.select(cfg, "loss.class_weights")
+    if weights is not None and len(weights) != len(classes):
+        raise SegtrainError(f"loss.class_weights has {len(weights)} weights for {len(classes)} classes")
     for key in ("mean", "std"):
         if len(cfg.data[key]) != cfg.data.in_channels:
             raise SegtrainError(

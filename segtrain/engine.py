@@ -86,13 +86,15 @@ def train(cfg: DictConfig) -> float | None:
     datamodule = instantiate(cfg.data)
     task = build_task(cfg)
     trainer = build_trainer(cfg)
+    for logger in trainer.loggers:
+        logger.log_hyperparams(task.config)
     trainer.fit(task, datamodule=datamodule, ckpt_path=find_resume_checkpoint(cfg))
     if task.val_scores is None or not trainer.is_global_zero:
         return None
     best = trainer.checkpoint_callback.best_model_score if trainer.checkpoint_callback else None
     best_value = float(best) if best is not None else task.val_scores["mIoU"]
     print(format_table(task.val_scores, title=f"validation after epoch {trainer.current_epoch}"))
-    if trainer.checkpoint_callback is not None:
+    if trainer.checkpoint_callback is not None and trainer.checkpoint_callback.best_model_path:
         print(f"best val/mIoU {best_value * 100:.2f}: {trainer.checkpoint_callback.best_model_path}")
     write_metrics({**task.val_scores, "best_val_mIoU": best_value}, "val_metrics.json")
     return best_value

@@ -14,7 +14,7 @@ def read_image(path: str | Path, channels: int = 3) -> np.ndarray:
     try:
         with Image.open(path) as img:
             img = img.convert("RGB" if channels == 3 else "L")
-            array = np.asarray(img)
+            array = np.array(img)
     except (OSError, UnidentifiedImageError, SyntaxError) as err:
         raise SegtrainError(
             f"cannot read image {path}: {err}. The file is unreadable or truncated; "
@@ -39,7 +39,7 @@ def read_mask(path: str | Path, palette_ok: bool = False) -> np.ndarray:
                     f"mask {path} is {kind} image, but single-channel class ids are expected. "
                     "Convert it to a grayscale PNG of ids, or map its colours with data.color_map."
                 )
-            array = np.asarray(img)
+            array = np.array(img)
     except (OSError, UnidentifiedImageError, SyntaxError) as err:
         raise SegtrainError(
             f"cannot read mask {path}: {err}. The file is unreadable or truncated; re-export it."

@@ -1,0 +1,163 @@
+"""End to end through the ``segtrain`` command, as a user runs it."""
+import hashlib
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from PIL import Image
+
+from tests.conftest import TINY, checkpoints, make_voc_tree, run_cli
+
+
+def assert_clean_error(result, *fragments):
+    """Non-zero exit, one ``error:`` line naming the problem, no traceback."""
+    assert result.returncode != 0, result.stdout[-2000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr[-3000:]
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+    return errors[0]
+
+
+def test_help_list_and_cfg(tmp_path):
+    help_ = run_cli("--help", cwd=tmp_path)
+    assert help_.returncode == 0 and "eval" in help_.stdout and "export" in help_.stdout
+    listing = run_cli("list", cwd=tmp_path)
+    assert listing.returncode == 0
+    for expected in ("deeplabv3plus", "unet", "fcn", "voc", "shapes", "ce_dice", "focal", "sgd", "adamw",
+                     "poly", "cosine", "cpu", "gpu", "csv", "tensorboard", "wandb"):
+        assert expected in listing.stdout
+    cfg = run_cli("train", "--cfg", "job", "model=deeplabv3plus", cwd=tmp_path)
+    assert cfg.returncode == 0 and "DeepLabV3Plus" in cfg.stdout and "SegDataModule" in cfg.stdout
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_train_prints_table_and_writes_checkpoints_with_metadata(trained_run):
+    out = trained_run["stdout"]
+    for name in ("background", "disc", "ring", "IoU", "Dice", "mIoU", "mDice", "aAcc", "mAcc"):
+        assert name in out
+    assert trained_run["last"].is_file()
+    checkpoint = torch.load(trained_run["best"], map_location="cpu", weights_only=True)
+    meta = checkpoint["segtrain"]
+    assert meta["classes"][0] == "background" and len(meta["palette"]) == 6
+    assert meta["mean"] == pytest.approx([0.5] * 3) and meta["config"]["model"]["base_channels"] == 4
+    run_dir = trained_run["best"].parent.parent
+    assert json.loads((run_dir / "val_metrics.json").read_text())["best_val_mIoU"] >= 0
+
+
+def test_eval_uses_stored_config_with_overrides(trained_run):
+    cwd = trained_run["cwd"]
+    result = run_cli("eval", f"ckpt={trained_run['best']}", "data.split=test", "inference.mode=slide",
+                     "inference.crop_size=[16,16]", "inference.flip=true", cwd=cwd)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "split=test" in result.stdout and "mIoU" in result.stdout
+    (metrics,) = sorted((cwd / "outputs" / "eval").rglob("metrics.json"))
+    data = json.loads(metrics.read_text())
+    assert 0 <= data["mIoU"] <= 1 and "background" in data["per_class"]
+
+
+def test_eval_with_other_classes_explains_the_mismatch(trained_run, tmp_path):
+    voc = make_voc_tree(tmp_path)
+    result = run_cli("eval", f"ckpt={trained_run['best']}", "data=voc", f"data.root={voc}", cwd=tmp_path)
+    assert_clean_error(result, "trained on 6 classes", "declares 21 classes")
+
+
+def test_export_onnx_and_torchscript_then_predict_with_both(trained_run, tmp_path):
+    cwd = trained_run["cwd"]
+    onnx_path = tmp_path / "model.onnx"
+    result = run_cli("export", f"ckpt={trained_run['best']}", "format=onnx", f"output={onnx_path}",
+                     "export.check_sizes=[[32,32],[45,61]]", cwd=cwd)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "max abs diff" in result.stdout and "(1, 3, 32, 32)" in result.stdout and "(2, 3, 45, 61)" in result.stdout
+    graph_input = onnx.load(str(onnx_path)).graph.input[0]
+    dims = [d.dim_param or d.dim_value for d in graph_input.type.tensor_type.shape.dim]
+    assert dims == ["batch", 3, "height", "width"]
+    meta = json.loads(onnx_path.with_suffix(".json").read_text())
+    assert meta["classes"][1] == "disc" and meta["mean"] and meta["std"] and meta["palette"]
+
+    ts = run_cli("export", f"ckpt={trained_run['best']}", "format=torchscript", f"output={tmp_path / 'model.pt'}",
+                 "export.check_sizes=[[32,32],[45,61]]", cwd=cwd)
+    assert ts.returncode == 0, ts.stderr[-3000:]
+    assert torch.jit.load(str(tmp_path / "model.pt"))(torch.zeros(1, 3, 33, 47)).shape == (1, 6, 33, 47)
+
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for name, size in (("a", (40, 52)), ("b", (33, 33))):
+        Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).save(images / f"{name}.png")
+    masks = {}
+    for source in (trained_run["best"], onnx_path):
+        out = tmp_path / f"pred_{source.suffix[1:]}"
+        result = run_cli("predict", f"ckpt={source}", f"input={images}", f"output={out}", cwd=cwd)
+        assert result.returncode == 0, result.stderr[-3000:]
+        mask = Image.open(out / "a.png")
+        assert mask.mode == "P" and mask.size == (52, 40)
+        assert mask.getpalette()[3:6] == [230, 25, 75]
+        assert Image.open(out / "overlays" / "b.jpg").size == (33, 33)
+        masks[source.suffix] = np.asarray(mask)
+    assert (masks[".ckpt"] == masks[".onnx"]).mean() > 0.99
+
+
+def test_voc_trains_with_deeplabv3plus(tmp_path):
+    voc = make_voc_tree(tmp_path)
+    result = run_cli(
+        "model=deeplabv3plus", "data=voc", f"data.root={voc}", "model.backbone.name=resnet18",
+        "model.backbone.multi_grid=null", "data.crop_size=[48,48]", "data.batch_size=2", "data.num_workers=0",
+        "debug=limit", "callbacks.progress_bar=null", cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "aeroplane" in result.stdout and "tvmonitor" in result.stdout
+    assert checkpoints(tmp_path / "outputs")
+
+
+def test_unknown_group_option_and_key_list_choices(tmp_path):
+    assert_clean_error(run_cli("model=deeplabv9", cwd=tmp_path), "model=deeplabv9", "deeplabv3plus, fcn, unet")
+    assert_clean_error(run_cli("optimizer.learning_rate=0.1", cwd=tmp_path), "unknown config key", "lr")
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_missing_and_wrong_data_root(tmp_path):
+    assert_clean_error(run_cli("data=voc", cwd=tmp_path), "data.root is not set", "JPEGImages")
+    assert_clean_error(run_cli("data=voc", f"data.root={tmp_path}/nope", cwd=tmp_path), f"{tmp_path}/nope", "ImageSets")
+    assert not (tmp_path / "outputs").exists(), "a rejected config must not leave a run directory"
+
+
+def test_bad_mask_in_a_worker_names_the_file(tmp_path):
+    voc = make_voc_tree(tmp_path, train=2, val=2)
+    name = (voc / "ImageSets/Segmentation/train.txt").read_text().split()[0]
+    Image.open(voc / "SegmentationClass" / f"{name}.png").convert("RGB").save(voc / "SegmentationClass" / f"{name}.png")
+    result = run_cli("data=voc", f"data.root={voc}", "data.num_workers=1", "data.crop_size=[32,32]",
+                     "data.batch_size=2", *TINY[4:], cwd=tmp_path)
+    assert_clean_error(result, f"{name}.png is an RGB image")
+
+
+def test_output_dir_not_writable(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    assert_clean_error(run_cli(f"paths.log_dir={blocker}/runs", cwd=tmp_path), "is not writable", "paths.log_dir")
+
+
+def test_bad_value_names_the_key(tmp_path):
+    assert_clean_error(run_cli("optimizer.lr=-1", cwd=tmp_path), "optimizer.lr=-1")
+
+
+def test_resume_then_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    first = run_cli(*TINY, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    (last,) = checkpoints(tmp_path / "outputs")
+    assert torch.load(last, weights_only=True)["epoch"] == 0
+
+    resumed = run_cli(*TINY, "trainer.max_epochs=2", "resume=true", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    newest = checkpoints(tmp_path / "outputs")[-1]
+    assert newest != last and torch.load(newest, weights_only=True)["epoch"] == 1
+    assert torch.load(newest, weights_only=True)["global_step"] == 8  # 4 steps per epoch, none repeated
+
+    digest = hashlib.sha256(newest.read_bytes()).hexdigest()
+    poisoned = run_cli(*TINY, "trainer.max_epochs=3", "resume=true", "loss.class_weights=[nan,1,1,1,1,1]", cwd=tmp_path)
+    assert_clean_error(poisoned, "loss is nan at global step 8", "last saved checkpoint is kept")
+    assert hashlib.sha256(newest.read_bytes()).hexdigest() == digest
+    assert len(checkpoints(tmp_path / "outputs")) == 2, "the failed run must not write a checkpoint"

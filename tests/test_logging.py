@@ -1,0 +1,22 @@
+"""CSV, TensorBoard and offline wandb together, with prediction overlays; debug presets."""
+import yaml
+
+from tests.conftest import TINY, run_cli
+
+
+def test_all_loggers_record_config_metrics_and_overlays(tmp_path):
+    result = run_cli(*TINY, "logger=many", cwd=tmp_path, env={"WANDB_API_KEY": ""})
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = (tmp_path / "outputs").glob("*/*")
+    assert "val/mIoU" in (run_dir / "metrics.csv").read_text().splitlines()[0]
+    assert yaml.safe_load((run_dir / "hparams.yaml").read_text())["data"]["name"] == "shapes"
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    (wandb_run,) = (run_dir / "wandb").glob("offline-run-*")
+    assert "shapes" in (wandb_run / "files" / "config.yaml").read_text()
+    assert list((wandb_run / "files" / "media" / "images").rglob("*.png")), "no overlays logged to wandb"
+
+
+def test_fast_dev_run_preset(tmp_path):
+    result = run_cli(*TINY, "debug=fast_dev_run", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "mIoU" in result.stdout
