@@ -8,6 +8,7 @@ from typing import Callable
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
+from PIL import Image
 
 from segtrain.data.io import read_image
 from segtrain.errors import SegtrainError
@@ -77,9 +78,6 @@ def predict(cfg: DictConfig) -> Path:
             x = (torch.from_numpy(image).permute(2, 0, 1)[None].float() - mean) / std
             pred = predict_probs(model, x, **inference).argmax(1)[0].numpy().astype(np.uint8)
             palette_image(pred, meta["palette"]).save(out_dir / f"{path.stem}.png")
-            overlay = blend(image, pred, meta["palette"])
-            from PIL import Image
-
-            Image.fromarray(overlay).save(overlay_dir / f"{path.stem}.jpg", quality=90)
+            Image.fromarray(blend(image, pred, meta["palette"])).save(overlay_dir / f"{path.stem}.jpg", quality=90)
     print(f"wrote {len(inputs)} masks to {out_dir} and overlays to {overlay_dir}")
     return out_dir
