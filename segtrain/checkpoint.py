@@ -16,6 +16,9 @@ COMMAND_KEYS = {"ckpt", "input", "output", "format", "export", "task_name", "hyd
 RUNTIME_KEYS = ("trainer", "paths", "logger", "callbacks")
 
 
+_ABSENT = object()
+
+
 def load_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
@@ -55,9 +58,6 @@ def stored_config(checkpoint: dict, cfg: DictConfig) -> DictConfig:
             continue  # a global overlay (experiment=, debug=): its keys are runtime keys or absent
         OmegaConf.update(stored, key, OmegaConf.select(cfg, key), merge=False, force_add=True)
     return stored
-
-
-_ABSENT = object()
 
 
 def check_classes(checkpoint: dict, cfg: DictConfig, ckpt_path) -> None:

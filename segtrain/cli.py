@@ -39,7 +39,7 @@ examples:
 
 # Hydra flags that take a value; everything else starting with '-' is a switch.
 _VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-name", "-cn", "--config-path", "-cp",
-                "--config-dir", "-cd", "--experimental-rerun", "--info", "-i"}
+                "--config-dir", "-cd", "--experimental-rerun"}
 _INSPECT_FLAGS = {"--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i", "--resolve"}
 
 
@@ -51,7 +51,7 @@ def _split_args(args: list[str]) -> tuple[list[str], set[str]]:
             skip = False
         elif arg.startswith("-"):
             flags.add(arg)
-            skip = arg in _VALUE_FLAGS and arg not in ("--info", "-i")
+            skip = arg in _VALUE_FLAGS
         else:
             overrides.append(arg)
     return overrides, flags

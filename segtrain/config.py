@@ -129,14 +129,14 @@ RULES = (
 )
 
 
+_ABSENT = object()
+
+
 def _value(cfg: DictConfig, key: str):
     try:
         return OmegaConf.select(cfg, key, throw_on_missing=True, default=_ABSENT)
     except Exception as err:  # interpolation to a missing key, MISSING value
         raise SegtrainError(f"config key {key} cannot be resolved: {err}") from None
-
-
-_ABSENT = object()
 
 
 def validate(cfg: DictConfig, *, needs_data: bool = True) -> None:
