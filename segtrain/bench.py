@@ -14,7 +14,7 @@ import time
 
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from hydra.utils import instantiate
 from segtrain.config import validate
@@ -55,8 +55,7 @@ def plain_loop(task, batches: list[dict], total_steps: int) -> list[float]:
 def segtrain_loop(cfg: DictConfig, task, batches: list[dict]) -> list[float]:
     """The configured trainer, loggers and callbacks; only checkpointing is off (nothing to validate)."""
     timer = StepTimer()
-    cfg = cfg.copy()
-    cfg.callbacks.model_checkpoint = None
+    cfg = OmegaConf.merge(cfg, {"callbacks": {"model_checkpoint": None}})
     trainer = build_trainer(cfg, max_steps=len(batches), max_epochs=1, limit_val_batches=0,
                             num_sanity_val_steps=0, enable_checkpointing=False)
     trainer.callbacks.append(timer)

@@ -139,10 +139,9 @@ def _value(cfg: DictConfig, key: str):
         raise SegtrainError(f"config key {key} cannot be resolved: {err}") from None
 
 
-def validate(cfg: DictConfig, *, needs_data: bool = True) -> None:
+def validate(cfg: DictConfig) -> None:
     """Check types, ranges and cross-key consistency; raise one SegtrainError naming the key."""
-    if needs_data:
-        _check_data_root(cfg)
+    _check_data_root(cfg)
     for rule in RULES:
         value = _value(cfg, rule.key)
         if value is _ABSENT:

@@ -54,7 +54,6 @@ class SegDataModule(pl.LightningDataModule):
         self.ignore_index = ignore_index
         self.in_channels = in_channels
         self.mean, self.std = list(mean), list(std)
-        self.crop_size = crop_size
         self.splits = {"train": train_split, "val": val_split, "eval": split}
         self.batch_size = batch_size
         self.val_batch_size = val_batch_size or batch_size
