@@ -6,6 +6,7 @@ message before Hydra creates a run directory or anything heavy is built.
 from __future__ import annotations
 
 import importlib
+import re
 import sys
 from typing import Callable
 
@@ -63,10 +64,12 @@ def _task_function(spec: str) -> Callable:
 
 
 def _user_message(err: BaseException) -> str:
-    """The SegtrainError text, also when a DataLoader worker re-raised it with its traceback."""
-    text = str(err)
-    marker = "SegtrainError: "
-    return text.rsplit(marker, 1)[-1].strip() if marker in text else text
+    """The error text, also when a DataLoader worker re-raised it with the worker's traceback."""
+    lines = str(err).splitlines()
+    for index in range(len(lines) - 1, -1, -1):
+        if re.match(rf"([\w.]+\.)?{type(err).__name__}: ", lines[index]):
+            return "\n".join([lines[index].partition(": ")[2], *lines[index + 1 :]]).strip()
+    return str(err)
 
 
 def precheck(command: str, overrides: list[str], flags: set[str]) -> None:

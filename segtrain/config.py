@@ -5,6 +5,7 @@ second, names the key, and leaves nothing half-written on disk.
 """
 from __future__ import annotations
 
+import colorsys
 import difflib
 import os
 import re
@@ -22,7 +23,23 @@ from segtrain.errors import SegtrainError
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
+
+
+def distinct_palette(count: int) -> ListConfig:
+    """``${palette:N}``: N colours for datasets without an official palette, deterministic and
+    spread around the hue circle by the golden ratio so that neighbouring ids differ."""
+    colors = []
+    for index in range(count):
+        hue = (index * 0.618033988749895) % 1.0
+        value = 0.95 if index % 2 else 0.7
+        rgb = colorsys.hsv_to_rgb(hue, 0.85, value)
+        colors.append([round(channel * 255) for channel in rgb])
+    # A ListConfig, not a list: OmegaConf.resolve (--resolve) rejects plain lists from resolvers.
+    return ListConfig(colors)
+
+
 OmegaConf.register_new_resolver("len", lambda items: len(items), replace=True)
+OmegaConf.register_new_resolver("palette", distinct_palette, replace=True)
 
 
 def config_dir() -> Path:
@@ -39,7 +56,7 @@ def config_groups() -> dict[str, list[str]]:
     groups = {}
     for path in sorted(root.rglob("*.yaml")):
         group = path.parent.relative_to(root).as_posix()
-        if group != ".":
+        if group != "." and not path.stem.startswith("_"):
             groups.setdefault(group, []).append(path.stem)
     return groups
 

@@ -63,7 +63,7 @@ def test_label_values_out_of_range_name_file_and_values(voc_root):
     image = Image.fromarray(mask, mode="P")
     image.putpalette(Image.open(mask_path).getpalette())
     image.save(mask_path)
-    with pytest.raises(SegtrainError, match=rf"mask {mask_path} has label values \[33, 40\] >= num_classes=21"):
+    with pytest.raises(SegtrainError, match=rf"mask {mask_path}: label values \[33, 40\] are >= num_classes=21"):
         voc(voc_root)[0]
 
 

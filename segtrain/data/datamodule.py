@@ -8,17 +8,24 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
+from segtrain.data.checks import diagnose_binary
 from segtrain.data.datasets.base import SegmentationDataset, pad_collate
+from segtrain.data.encoding import LabelEncoding
 from segtrain.data.transforms import compose
+from segtrain.errors import SegtrainError
 
 
 class SegDataModule(pl.LightningDataModule):
     """Train / val / eval loaders over one dataset reader.
 
     ``dataset`` is a partial of a reader class taking ``split``, ``num_classes``, ``ignore_index``,
-    ``in_channels`` and ``transform``. The rest of the data config (classes, palette, mean, std,
-    the training ``crop_size`` that sliding-window inference defaults to) describes the dataset to
-    the task, checkpoints and exports.
+    ``in_channels``, ``transform`` and ``encoding``. ``label_map``, ``reduce_zero_label`` and
+    ``color_map`` say how the published masks encode class ids (see ``LabelEncoding``). The rest of
+    the data config (classes, palette, mean, std, the training ``crop_size`` that sliding-window
+    inference defaults to) describes the dataset to the task, checkpoints and exports.
+
+    The first ``label_check_batches`` training batches are checked for the {0, 255} binary-mask
+    slip that per-image checks cannot see, since one image may rightly hold background only.
     """
 
     def __init__(
@@ -44,6 +51,10 @@ class SegDataModule(pl.LightningDataModule):
         persistent_workers: bool = True,
         train_transforms: Sequence = (),
         val_transforms: Sequence = (),
+        label_map: dict[int, int] | str | None = None,
+        reduce_zero_label: bool = False,
+        color_map: dict | Sequence | str | None = None,
+        label_check_batches: int = 20,
     ):
         super().__init__()
         self.dataset_factory = dataset
@@ -61,6 +72,9 @@ class SegDataModule(pl.LightningDataModule):
         self.pin_memory = pin_memory and torch.cuda.is_available()
         self.persistent_workers = persistent_workers and num_workers > 0
         self.transforms = {"train": compose(train_transforms), "val": compose(val_transforms)}
+        self.encoding = LabelEncoding(ignore_index, label_map, reduce_zero_label, color_map, self.palette)
+        self.label_check_batches = label_check_batches
+        self.labels_seen: torch.Tensor | None = None
         self.datasets: dict[str, SegmentationDataset] = {}
 
     def build(self, stage: str) -> SegmentationDataset:
@@ -71,6 +85,7 @@ class SegDataModule(pl.LightningDataModule):
                 ignore_index=self.ignore_index,
                 in_channels=self.in_channels,
                 transform=self.transforms["train" if stage == "train" else "val"],
+                encoding=self.encoding,
             )
         return self.datasets[stage]
 
@@ -96,8 +111,25 @@ class SegDataModule(pl.LightningDataModule):
             collate_fn=partial(pad_collate, ignore_index=self.ignore_index),
         )
 
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        if self.label_check_batches and self.trainer is not None and self.trainer.training:
+            self.check_first_labels(batch["mask"])
+        return batch
+
+    def check_first_labels(self, mask: torch.Tensor) -> None:
+        counts = torch.bincount(mask.flatten(), minlength=256)
+        self.labels_seen = counts if self.labels_seen is None else self.labels_seen + counts
+        self.label_check_batches -= 1
+        if self.label_check_batches == 0:
+            present = self.labels_seen.nonzero().flatten().tolist()
+            finding = diagnose_binary(present, self.num_classes, self.ignore_index, self.encoding.identity)
+            if finding:
+                raise SegtrainError(f"data={self.name}, the first training batches: {finding}")
+
     def train_dataloader(self) -> DataLoader:
-        return self.loader("train")
+        loader = self.loader("train")
+        self.label_check_batches = min(self.label_check_batches, len(loader))
+        return loader
 
     def val_dataloader(self) -> DataLoader:
         return self.loader("val")

@@ -16,7 +16,7 @@ from segtrain.metrics import ConfusionMatrix, scores
 class SemanticSegmentation(pl.LightningModule):
     """Owns the step logic; ``model`` is a plain nn.Module taking normalised images.
 
-    Batches arrive as uint8 and are normalised here, on the device.
+    Images arrive as uint8 and are normalised here, on the device.
     """
 
     def __init__(
@@ -52,6 +52,8 @@ class SemanticSegmentation(pl.LightningModule):
         self.test_scores: dict | None = None
 
     def normalize(self, image: torch.Tensor) -> torch.Tensor:
+        if image.dtype != torch.uint8:  # volumes: their reader normalises per modality
+            return image
         return (image.float() - self.pixel_mean) / self.pixel_std
 
     def forward(self, image: torch.Tensor):

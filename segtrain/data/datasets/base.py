@@ -2,18 +2,25 @@
 
 An item is ``{"image": uint8 CxHxW, "mask": uint8 HxW (ignore_index = 255), "meta": {...}}``.
 Images and masks stay uint8 until they reach the device, where the task normalises them:
-4x (image) and 8x (mask) less to collate, pin and copy than float32 / int64.
+4x (image) and 8x (mask) less to collate, pin and copy than float32 / int64. Volumes (3D
+medical images) are CxDxHxW float32 intensities that their reader has already normalised,
+since CT and MRI need per-modality normalisation that a mean and std cannot express.
+
+A reader returns the mask values as published (``read_raw``); its ``LabelEncoding`` turns them
+into class ids, and ``check_pair`` stops on values the config cannot explain.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from segtrain.data.io import check_pair, read_image, read_mask
+from segtrain.data.checks import check_pair
+from segtrain.data.encoding import LabelEncoding
+from segtrain.data.io import read_image, read_mask
 from segtrain.errors import SegtrainError
 
 
@@ -27,26 +34,39 @@ class SegmentationDataset(Dataset):
         ignore_index: int = 255,
         in_channels: int = 3,
         transform: Callable | None = None,
+        encoding: LabelEncoding | None = None,
     ):
         self.split = split
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.in_channels = in_channels
         self.transform = transform
+        self.encoding = encoding or LabelEncoding(ignore_index)
+
+    def read_raw(self, index: int) -> tuple[np.ndarray, np.ndarray, dict]:
+        """Channel-last image, the mask as stored, and meta (``name`` at least)."""
+        raise NotImplementedError
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray, dict]:
-        """uint8 HxWxC image, uint8 HxW mask of ids, and meta (``name`` at least)."""
-        raise NotImplementedError
+        image, raw, meta = self.read_raw(index)
+        mask = self.encoding(raw)
+        check_pair(image, mask, meta.get("mask_path", meta["name"]), self.num_classes, self.ignore_index,
+                   self.encoding.identity)
+        return image, mask, meta
 
     def __getitem__(self, index: int) -> dict:
         image, mask, meta = self.load(index)
         if self.transform is not None:
-            out = self.transform(image=image, mask=mask)
-            image, mask = out["image"], out["mask"]
+            if mask.ndim == 3:
+                out = self.transform(volume=image, mask3d=mask)
+                image, mask = out["volume"], out["mask3d"]
+            else:
+                out = self.transform(image=image, mask=mask)
+                image, mask = out["image"], out["mask"]
         return {
-            "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
+            "image": torch.from_numpy(np.ascontiguousarray(np.moveaxis(image, -1, 0))),
             "mask": torch.from_numpy(np.ascontiguousarray(mask)),
-            "meta": meta,
+            "meta": {**meta, "size": tuple(mask.shape)},
         }
 
 
@@ -58,11 +78,15 @@ class FileDataset(SegmentationDataset):
     #: Whether masks are palette PNGs whose indices are the class ids (VOC).
     palette_masks = False
 
-    def __init__(self, root: str | Path, split: str, num_classes: int, **kwargs):
+    def __init__(self, root: str | Path, split: str, num_classes: int, palette_masks: bool | None = None, **kwargs):
         super().__init__(split, num_classes, **kwargs)
         self.root = Path(root)
+        if palette_masks is not None:
+            self.palette_masks = palette_masks
         if not self.root.is_dir():
             raise SegtrainError(f"data.root={self.root} does not exist. Expected layout: {self.layout}")
+        #: Files found without their partner; readers that list directories fill it, check-data reports it.
+        self.unpaired: list[Path] = []
         self.samples: list[tuple[Path, Path]] = self.find_samples()
         if not self.samples:
             raise SegtrainError(f"split '{split}' under {self.root} is empty. Expected layout: {self.layout}")
@@ -70,39 +94,80 @@ class FileDataset(SegmentationDataset):
     def find_samples(self) -> list[tuple[Path, Path]]:
         raise NotImplementedError
 
-    def read_split_list(self, path: Path) -> list[str]:
+    def pair_files(self, images: Iterable[Path], mask_for: Callable[[Path], Path]) -> list[tuple[Path, Path]]:
+        """(image, mask) for each image whose mask exists; the others go to ``unpaired``."""
+        samples = []
+        for image in images:
+            mask = mask_for(image)
+            if mask.is_file():
+                samples.append((image, mask))
+            else:
+                self.unpaired.append(image)
+        return samples
+
+    def read_split_list(self, path: Path) -> list[list[str]]:
+        """The whitespace-separated fields of each line (a name, or image and mask paths)."""
         if not path.is_file():
             raise SegtrainError(
                 f"split list {path} does not exist (split '{self.split}'). Expected layout: {self.layout}"
             )
-        names = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
-        if not names:
+        rows = [line.split() for line in path.read_text().splitlines() if line.strip()]
+        if not rows:
             raise SegtrainError(f"split list {path} is empty. Expected layout: {self.layout}")
-        return names
+        return rows
+
+    def resolve_listed(self, listed: list[str], list_path: Path) -> list[Path]:
+        """Paths from a split list, resolved against data.root.
+
+        Published lists often hold absolute paths of the authors' machine (SegNet's CamVid lists
+        start with /SegNet/CamVid/). The shortest tail of the first entry that exists under the
+        root fixes how many leading parts to drop, for every entry.
+        """
+        parts = Path(listed[0]).parts
+        for skip in range(len(parts)):
+            if self.root.joinpath(*parts[skip:]).exists():
+                return [self.root.joinpath(*Path(entry).parts[skip:]) for entry in listed]
+        raise SegtrainError(
+            f"split list {list_path}: no tail of its first entry {listed[0]} exists under data.root={self.root}. "
+            f"Expected layout: {self.layout}"
+        )
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def load(self, index: int) -> tuple[np.ndarray, np.ndarray, dict]:
+    def read_raw(self, index: int) -> tuple[np.ndarray, np.ndarray, dict]:
         image_path, mask_path = self.samples[index]
         image = read_image(image_path, self.in_channels)
-        mask = read_mask(mask_path, palette_ok=self.palette_masks)
-        check_pair(image, mask, mask_path, self.num_classes, self.ignore_index)
-        return image, mask, {"name": image_path.stem, "path": str(image_path)}
+        mask = read_mask(mask_path, palette_ok=self.palette_masks, colors=self.encoding.uses_colors)
+        return image, mask, {"name": image_path.stem, "path": str(image_path), "mask_path": str(mask_path)}
+
+
+class ImagesAnnotationsDataset(FileDataset):
+    """``images/<split dir>/*.jpg`` beside ``annotations/<split dir>/<same stem>.png`` (ADE20K, COCO-Stuff)."""
+
+    #: split name -> directory name, e.g. {"train": "training"}
+    split_dirs: dict[str, str] = {}
+
+    def find_samples(self) -> list[tuple[Path, Path]]:
+        folder = self.split_dirs.get(self.split, self.split)
+        return self.pair_files(
+            sorted((self.root / "images" / folder).glob("*.jpg")),
+            lambda image: self.root / "annotations" / folder / f"{image.stem}.png",
+        )
 
 
 def pad_collate(batch: Sequence[dict], ignore_index: int = 255) -> dict:
     """Stack items, padding images with 0 and masks with ``ignore_index`` to the largest size.
 
     Validation images differ in size (VOC); padding lets them run batched, and the padded
-    pixels are ignored by the metrics.
+    pixels are ignored by the metrics. Works for HxW and DxHxW items alike.
     """
-    height = max(item["image"].shape[-2] for item in batch)
-    width = max(item["image"].shape[-1] for item in batch)
-    images = batch[0]["image"].new_zeros((len(batch), batch[0]["image"].shape[0], height, width))
-    masks = batch[0]["mask"].new_full((len(batch), height, width), ignore_index)
+    size = [max(dims) for dims in zip(*(item["mask"].shape for item in batch))]
+    first = batch[0]
+    images = first["image"].new_zeros((len(batch), first["image"].shape[0], *size))
+    masks = first["mask"].new_full((len(batch), *size), ignore_index)
     for i, item in enumerate(batch):
-        h, w = item["mask"].shape
-        images[i, :, :h, :w] = item["image"]
-        masks[i, :h, :w] = item["mask"]
+        region = tuple(slice(0, n) for n in item["mask"].shape)
+        images[(i, slice(None), *region)] = item["image"]
+        masks[(i, *region)] = item["mask"]
     return {"image": images, "mask": masks, "meta": [item["meta"] for item in batch]}

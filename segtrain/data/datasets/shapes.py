@@ -125,5 +125,5 @@ class Shapes(SegmentationDataset):
     def __len__(self) -> int:
         return self.length
 
-    def load(self, index: int) -> tuple[np.ndarray, np.ndarray, dict]:
+    def read_raw(self, index: int) -> tuple[np.ndarray, np.ndarray, dict]:
         return self.images[index], self.masks[index], {"name": f"{self.split}_{index:05d}"}

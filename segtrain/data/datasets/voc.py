@@ -28,5 +28,5 @@ class VOCSegmentation(FileDataset):
         use_aug = self.aug and self.split == "train"
         list_name = "train_aug" if use_aug else self.split
         mask_dir = self.root / ("SegmentationClassAug" if use_aug else "SegmentationClass")
-        names = self.read_split_list(self.root / "ImageSets" / "Segmentation" / f"{list_name}.txt")
-        return [(self.root / "JPEGImages" / f"{name}.jpg", mask_dir / f"{name}.png") for name in names]
+        rows = self.read_split_list(self.root / "ImageSets" / "Segmentation" / f"{list_name}.txt")
+        return [(self.root / "JPEGImages" / f"{row[0]}.jpg", mask_dir / f"{row[0]}.png") for row in rows]
