@@ -19,6 +19,8 @@ COMMANDS = {
     "predict": ("predict", "segtrain.predict:predict", "ckpt=PATH|model.onnx input=DIR_OR_FILE output=DIR"),
     "export": ("export", "segtrain.export:export", "ckpt=PATH format=onnx|torchscript, checked at two sizes"),
     "bench": ("bench", "segtrain.bench:bench", "time segtrain's training step against a plain PyTorch loop"),
+    "check-data": ("check_data", "segtrain.check_data:check_data",
+                   "scan data.split for unreadable files, size mismatches and label-encoding slips"),
     "list": (None, None, "list the models, datasets, losses, ... available in conf/"),
 }
 
@@ -34,9 +36,13 @@ examples:
   segtrain -m optimizer.lr=0.01,0.001        a sweep (Hydra multirun)
   segtrain eval ckpt=outputs/.../checkpoints/best.ckpt inference.mode=slide inference.crop_size=[512,512]
   segtrain export ckpt=... format=onnx
+  segtrain check-data data=camvid data.root=/data/CamVid data.split=train
 
 'segtrain COMMAND --help' shows the config groups and the composed config of that command.
 """
+
+# Commands that only read: composed without a Hydra run, so they leave no run directory behind.
+_COMPOSE_ONLY = {"check-data"}
 
 # Hydra flags that take a value; everything else starting with '-' is a switch.
 _VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-name", "-cn", "--config-path", "-cp",
@@ -132,6 +138,11 @@ def main(argv: list[str] | None = None) -> None:
             list_configs()
             return
         overrides, flags = _split_args(args)
+        if command in _COMPOSE_ONLY and not flags:
+            from segtrain.config import compose
+
+            _task_function(COMMANDS[command][1])(compose(COMMANDS[command][0], overrides))
+            return
         precheck(command, overrides, flags)
     except SegtrainError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -32,7 +32,7 @@ def _named_label_map(name: str) -> Mapping[int, int]:
     return getattr(importlib.import_module(module), attr)
 
 
-def _rgb_code(colors: np.ndarray) -> np.ndarray:
+def rgb_code(colors: np.ndarray) -> np.ndarray:
     colors = colors.astype(np.int32)
     return (colors[..., 0] << 16) | (colors[..., 1] << 8) | colors[..., 2]
 
@@ -104,7 +104,7 @@ class LabelEncoding:
             pairs = [(_parse_color(key), int(value)) for key, value in color_map.items()]
         else:
             pairs = [(_parse_color(color), index) for index, color in enumerate(color_map)]
-        codes = _rgb_code(np.array([color for color, _ in pairs], np.int32))
+        codes = rgb_code(np.array([color for color, _ in pairs], np.int32))
         order = np.argsort(codes)
         return codes[order], np.array([index for _, index in pairs], np.uint8)[order]
 
@@ -114,7 +114,7 @@ class LabelEncoding:
         return raw if self.identity else self.lut[raw]
 
     def encode_colors(self, rgb: np.ndarray) -> np.ndarray:
-        codes = _rgb_code(rgb)
+        codes = rgb_code(rgb)
         position = np.searchsorted(self.color_codes, codes).clip(max=len(self.color_codes) - 1)
         known = self.color_codes[position] == codes
         return np.where(known, self.color_ids[position], self.ignore_index).astype(np.uint8)

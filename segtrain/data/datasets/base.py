@@ -42,6 +42,8 @@ class SegmentationDataset(Dataset):
         self.in_channels = in_channels
         self.transform = transform
         self.encoding = encoding or LabelEncoding(ignore_index)
+        #: Files found without their partner; readers that list directories fill it, check-data reports it.
+        self.unpaired: list[Path] = []
 
     def read_raw(self, index: int) -> tuple[np.ndarray, np.ndarray, dict]:
         """Channel-last image, the mask as stored, and meta (``name`` at least)."""
@@ -85,8 +87,6 @@ class FileDataset(SegmentationDataset):
             self.palette_masks = palette_masks
         if not self.root.is_dir():
             raise SegtrainError(f"data.root={self.root} does not exist. Expected layout: {self.layout}")
-        #: Files found without their partner; readers that list directories fill it, check-data reports it.
-        self.unpaired: list[Path] = []
         self.samples: list[tuple[Path, Path]] = self.find_samples()
         if not self.samples:
             raise SegtrainError(f"split '{split}' under {self.root} is empty. Expected layout: {self.layout}")

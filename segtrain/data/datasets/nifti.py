@@ -45,7 +45,7 @@ def normalize(volume: np.ndarray, modality: str) -> np.ndarray:
         values = volume
     else:
         values = volume[volume != 0] if np.any(volume) else volume
-    return (volume - values.mean()) / max(float(values.std()), 1e-8)
+    return ((volume - values.mean()) / max(float(values.std()), 1e-8)).astype(np.float32)
 
 
 class DecathlonDataset(SegmentationDataset):
@@ -68,7 +68,6 @@ class DecathlonDataset(SegmentationDataset):
         self.samples = [(self.root / case["image"], self.root / case["label"]) for case in cases]
         if not self.samples:
             raise SegtrainError(f"split '{split}' (fold {fold} of {num_folds}) of {manifest} is empty")
-        self.unpaired: list[Path] = []
 
     def __len__(self) -> int:
         return len(self.samples)

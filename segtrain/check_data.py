@@ -1,0 +1,183 @@
+"""``segtrain check-data data=... [data.split=...]``: scan a split for what would spoil training.
+
+Every pair is decoded in parallel worker processes (readability is only known after decoding),
+its mask encoded as training will encode it, and per-value pixel counts are summed. The report
+lists counts, unpaired and unreadable files, size mismatches, colour masks, the class histogram
+and the encoding slips of ``segtrain.data.checks``, each error with the override that fixes it.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from segtrain.config import validate
+from segtrain.data.checks import Finding, diagnose_binary, diagnose_values
+from segtrain.data.datasets.base import SegmentationDataset
+from segtrain.data.encoding import rgb_code
+from segtrain.data.io import MaskModeError, UnreadableFileError
+from segtrain.errors import SegtrainError
+
+#: The dataset the forked scan workers read; set before the pool forks.
+_DATASET: SegmentationDataset | None = None
+
+
+def _scan(index: int) -> dict:
+    dataset = _DATASET
+    try:
+        image, raw, meta = dataset.read_raw(index)
+    except UnreadableFileError as err:
+        return {"index": index, "unreadable": str(err)}
+    except MaskModeError as err:
+        return {"index": index, "mode": str(err), "colors": _mask_colors(dataset, index)}
+    except SegtrainError as err:
+        return {"index": index, "unreadable": str(err)}
+    mask = dataset.encoding(raw)
+    result = {"index": index, "name": meta.get("mask_path", meta["name"]),
+              "counts": np.bincount(mask.ravel(), minlength=256)}
+    if image.shape[: mask.ndim] != mask.shape:
+        result["mismatch"] = (tuple(image.shape[: mask.ndim]), tuple(mask.shape))
+    return result
+
+
+def _mask_colors(dataset: SegmentationDataset, index: int) -> list[int]:
+    from PIL import Image
+
+    with Image.open(dataset.samples[index][1]) as img:
+        return np.unique(rgb_code(np.asarray(img.convert("RGB")))).tolist()[:256]
+
+
+@dataclass
+class Report:
+    split: str
+    pairs: int
+    seconds: float
+    workers: int
+    counts: np.ndarray
+    images_with: np.ndarray
+    errors: list[Finding] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def images_per_second(self) -> float:
+        return self.pairs / max(self.seconds, 1e-9)
+
+
+def _examples(paths: list[str], limit: int = 3) -> str:
+    more = f" (+{len(paths) - limit} more)" if len(paths) > limit else ""
+    return ", ".join(str(p) for p in paths[:limit]) + more
+
+
+def scan(dataset: SegmentationDataset, classes: list[str], palette: list, workers: int) -> Report:
+    global _DATASET
+    _DATASET = dataset
+    start = time.perf_counter()
+    indices = range(len(dataset))
+    if workers > 1 and len(dataset) > workers:
+        chunk = max(1, len(dataset) // (workers * 8))
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            results = list(pool.map(_scan, indices, chunksize=chunk))
+    else:
+        results = [_scan(i) for i in indices]
+    seconds = time.perf_counter() - start
+    _DATASET = None
+
+    num_classes, ignore_index = len(classes), dataset.ignore_index
+    counts = np.zeros(256, np.int64)
+    images_with = np.zeros(256, np.int64)
+    unreadable, modes, mismatched, colors = [], [], [], set()
+    files_with_value: dict[int, list[str]] = {}
+    for result in results:
+        if "unreadable" in result:
+            unreadable.append(result["unreadable"])
+            continue
+        if "mode" in result:
+            modes.append(result["mode"])
+            colors.update(result["colors"])
+            continue
+        if "mismatch" in result:
+            image_size, mask_size = result["mismatch"]
+            mismatched.append(f"{result['name']} (mask {mask_size}, image {image_size})")
+        present = result["counts"] > 0
+        counts += result["counts"]
+        images_with += present
+        for value in np.flatnonzero(present[num_classes:]) + num_classes:
+            files_with_value.setdefault(int(value), []).append(result["name"])
+
+    report = Report(dataset.split, len(dataset), seconds, workers, counts, images_with)
+    if dataset.unpaired:
+        report.errors.append(Finding(
+            f"{len(dataset.unpaired)} files have no partner image or mask: {_examples(dataset.unpaired)}.",
+            "add the missing files, or remove the strays (they are skipped in training)",
+        ))
+    if unreadable:
+        report.errors.append(Finding(f"{len(unreadable)} files cannot be read: {_examples(unreadable)}",
+                                     "re-export them, or remove them from the split"))
+    if mismatched:
+        report.errors.append(Finding(
+            f"{len(mismatched)} masks differ in size from their images: {_examples(mismatched)}.",
+            "resize those masks to their images with nearest-neighbour interpolation, or remove them",
+        ))
+    if modes:
+        palette_codes = set(rgb_code(np.array(palette, np.int32)).tolist()) if palette else set()
+        fix = ("data.color_map=palette (every colour is one of data.palette)"
+               if colors and colors <= palette_codes else
+               "data.color_map=[[R,G,B],...] listing the colour of each class in order, or convert the masks to ids")
+        report.errors.append(Finding(f"{len(modes)} masks are colour or palette images: {_examples(modes, 1)}", fix))
+    identity = dataset.encoding.identity and not dataset.encoding.uses_colors
+    present = np.flatnonzero(counts).tolist()
+    finding = diagnose_values(present, num_classes, ignore_index, identity)
+    if finding:
+        bad = [v for v in present if v >= num_classes and v != ignore_index]
+        files = sorted({f for v in bad for f in files_with_value.get(v, [])})
+        report.errors.append(Finding(f"{len(files)} masks: {finding.problem} e.g. {_examples(files)}.", finding.fix))
+    finding = diagnose_binary(present, num_classes, ignore_index, identity)
+    if finding:
+        report.errors.append(finding)
+    absent = [classes[i] for i in range(num_classes) if counts[i] == 0]
+    if absent and not report.errors:
+        report.warnings.append(f"classes never present in split '{dataset.split}': {', '.join(absent)}")
+    return report
+
+
+def format_report(report: Report, classes: list[str], ignore_index: int, name: str) -> str:
+    total = max(int(report.counts.sum()), 1)
+    lines = [
+        f"data={name} split={report.split}: {report.pairs} image/mask pairs scanned in {report.seconds:.2f} s "
+        f"({report.images_per_second:.1f} images/s, {report.workers} workers)",
+        f"{'id':>4}  {'class':<24} {'pixels %':>9} {'images':>7}",
+    ]
+    for index, label in enumerate(classes):
+        lines.append(f"{index:>4}  {label[:24]:<24} {100 * report.counts[index] / total:>9.3f} "
+                     f"{report.images_with[index]:>7}")
+    lines.append(f"{ignore_index:>4}  {'(ignored)':<24} {100 * report.counts[ignore_index] / total:>9.3f} "
+                 f"{report.images_with[ignore_index]:>7}")
+    lines += [f"warning: {text}" for text in report.warnings]
+    lines += [f"error: {finding.problem}\n  fix: {finding.fix}" for finding in report.errors]
+    lines.append("OK: no errors found" if not report.errors else f"{len(report.errors)} error(s) found")
+    return "\n".join(lines)
+
+
+def check_data(cfg: DictConfig) -> Report:
+    validate(cfg)
+    datamodule = instantiate(cfg.data)
+    split = cfg.data.split
+    dataset = datamodule.dataset_factory(
+        split=split, num_classes=datamodule.num_classes, ignore_index=datamodule.ignore_index,
+        in_channels=datamodule.in_channels, transform=None, encoding=datamodule.encoding,
+    )
+    workers = cfg.check.workers or os.cpu_count() or 1
+    report = scan(dataset, datamodule.classes, datamodule.palette, workers)
+    print(format_report(report, datamodule.classes, datamodule.ignore_index, datamodule.name), flush=True)
+    if report.errors:
+        raise SegtrainError(
+            f"check-data found {len(report.errors)} error(s) in data={datamodule.name} split={split}; "
+            "apply the fixes above and run it again"
+        )
+    return report

@@ -1,0 +1,102 @@
+"""``segtrain check-data``: every error it reports comes with the override that fixes it."""
+import numpy as np
+import pytest
+from PIL import Image
+
+from segtrain.check_data import check_data
+from segtrain.config import compose
+from segtrain.errors import SegtrainError
+from tests.conftest import SHARED_DATA, TINY, run_cli
+from tests.layouts import make_ade20k_tree, make_cityscapes_tree, make_folder_tree, save
+
+
+def run_check(capsys, data: str, root, *overrides: str):
+    """(report or None, printed text) of one check in this process."""
+    cfg = compose("check_data", [f"data={data}", f"data.root={root}", "check.workers=2", *overrides])
+    try:
+        report = check_data(cfg)
+    except SegtrainError as err:
+        return None, capsys.readouterr().out + f"\nerror: {err}"
+    return report, capsys.readouterr().out
+
+
+def test_binary_masks_get_the_label_map_fix_and_pass_with_it(tmp_path, capsys):
+    root = make_folder_tree(tmp_path, count=12)
+    report, out = run_check(capsys, "folder", root, "data.split=all")
+    assert report is None and "fix: data.label_map={255: 1}" in out and "12 image/mask pairs" in out
+    report, out = run_check(capsys, "folder", root, "data.split=all", "data.label_map={255:1}")
+    assert report is not None and "OK: no errors found" in out
+    share = report.counts[:2] / report.counts.sum()
+    assert share.sum() == 1 and 0.3 < share[1] < 0.7
+    assert report.images_per_second > 0
+
+
+def test_cityscapes_label_ids_where_train_ids_are_expected(tmp_path, capsys):
+    root = make_cityscapes_tree(tmp_path)
+    report, out = run_check(capsys, "cityscapes", root, "data.label_map=null")
+    assert report is None and "Cityscapes' 34 label ids" in out and "fix: data.label_map=cityscapes" in out
+    report, out = run_check(capsys, "cityscapes", root)
+    assert report is not None, out
+
+
+def test_ids_shifted_by_one_suggest_reduce_zero_label(tmp_path, capsys):
+    root = make_ade20k_tree(tmp_path)
+    report, out = run_check(capsys, "ade20k", root, "data.reduce_zero_label=false")
+    assert report is None and "shifted by one" in out and "fix: data.reduce_zero_label=true" in out
+    report, out = run_check(capsys, "ade20k", root)
+    assert report is not None, out
+    assert "warning: classes never present" in out  # 4 tiny masks cannot hold all 150 classes
+
+
+def test_colour_masks_suggest_the_colour_map(tmp_path, capsys):
+    root = make_folder_tree(tmp_path, count=4, values=(0, 1))
+    for mask in (root / "masks").iterdir():
+        save(np.array([[0, 0, 0], [255, 0, 0]], np.uint8)[np.asarray(Image.open(mask))], mask)
+    palette = "data.palette=[[0,0,0],[255,0,0]]"
+    report, out = run_check(capsys, "folder", root, "data.split=all", palette)
+    assert report is None and "4 masks are colour or palette images" in out and "fix: data.color_map=palette" in out
+    report, out = run_check(capsys, "folder", root, "data.split=all", palette, "data.color_map=palette")
+    assert report is not None, out
+
+
+def test_unreadable_mismatched_and_unpaired_files_are_all_reported(tmp_path, capsys):
+    root = make_folder_tree(tmp_path, count=8)
+    broken = root / "images" / "img_001.png"
+    broken.write_bytes(broken.read_bytes()[:100])
+    Image.open(root / "masks" / "img_002.png").resize((40, 32), Image.NEAREST).save(root / "masks" / "img_002.png")
+    (root / "masks" / "img_003.png").rename(root / "masks" / "orphan.png")
+    report, out = run_check(capsys, "folder", root, "data.split=all", "data.label_map={255:1}")
+    assert report is None
+    assert "2 files have no partner image or mask" in out and "img_003.png" in out and "orphan.png" in out
+    assert "1 files cannot be read" in out and "img_001.png" in out
+    assert "1 masks differ in size from their images" in out and "img_002.png (mask (32, 40), image (32, 32))" in out
+    assert "3 error(s) found" in out
+
+
+def test_cli_exit_codes_and_no_run_directory(tmp_path):
+    root = make_folder_tree(tmp_path / "data", count=6)
+    bad = run_cli("check-data", "data=folder", f"data.root={root}", "data.split=all", cwd=tmp_path)
+    assert bad.returncode == 2 and "fix: data.label_map={255: 1}" in bad.stdout
+    assert bad.stderr.strip().startswith("error: check-data found 1 error(s)") and "Traceback" not in bad.stderr
+    good = run_cli("check-data", "data=folder", f"data.root={root}", "data.split=all", "data.label_map={255:1}",
+                   cwd=tmp_path)
+    assert good.returncode == 0 and "OK: no errors found" in good.stdout
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_training_stops_on_binary_masks_in_its_first_batches(tmp_path):
+    root = make_folder_tree(tmp_path / "data", count=10)
+    result = run_cli("train", "data=folder", f"data.root={root}", "data.num_workers=0", "data.crop_size=[32,32]",
+                     *[o for o in TINY if not o.startswith("data.")], "data.batch_size=2", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "the first training batches: the masks hold only 0 and 255" in result.stderr
+    assert "Fix: data.label_map={255: 1}" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"real data not found at {SHARED_DATA}")
+def test_real_camvid_val_is_clean(capsys):
+    report, out = run_check(capsys, "camvid", SHARED_DATA / "camvid")
+    assert report is not None, out
+    assert report.pairs == 101 and "OK: no errors found" in out
+    shares = report.counts[:11] / report.counts.sum()
+    assert shares.argmax() == 3  # road is the majority class of CamVid
