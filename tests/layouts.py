@@ -34,14 +34,18 @@ def make_cityscapes_tree(root: Path, per_split: int = 2, size=(32, 64), seed: in
     return root
 
 
-def make_ade20k_tree(root: Path, per_split: int = 2, size=(40, 48), seed: int = 0) -> Path:
+def _images_annotations_tree(root: Path, splits, stem, values, per_split: int, size, seed: int) -> Path:
     rng = np.random.default_rng(seed)
-    for split in ("training", "validation"):
+    for split in splits:
         for index in range(per_split):
-            stem = f"ADE_{split[:5]}_{index:08d}"
-            save(_image(rng, *size), root / "images" / split / f"{stem}.jpg")
-            save(_blocks(rng, *size, range(151)), root / "annotations" / split / f"{stem}.png")
+            save(_image(rng, *size), root / "images" / split / f"{stem(split, index)}.jpg")
+            save(_blocks(rng, *size, values), root / "annotations" / split / f"{stem(split, index)}.png")
     return root
+
+
+def make_ade20k_tree(root: Path, per_split: int = 2, size=(40, 48), seed: int = 0) -> Path:
+    return _images_annotations_tree(root, ("training", "validation"), lambda split, i: f"ADE_{split[:5]}_{i:08d}",
+                                    range(151), per_split, size, seed)
 
 
 def make_camvid_tree(root: Path, per_split: int = 2, size=(36, 48), seed: int = 0) -> Path:
@@ -59,13 +63,8 @@ def make_camvid_tree(root: Path, per_split: int = 2, size=(36, 48), seed: int = 
 
 
 def make_coco_stuff_tree(root: Path, per_split: int = 2, size=(40, 40), seed: int = 0) -> Path:
-    rng = np.random.default_rng(seed)
-    for split in ("train2017", "val2017"):
-        for index in range(per_split):
-            stem = f"{index + 9:012d}"
-            save(_image(rng, *size), root / "images" / split / f"{stem}.jpg")
-            save(_blocks(rng, *size, [0, 11, 91, 181, 255]), root / "annotations" / split / f"{stem}.png")
-    return root
+    return _images_annotations_tree(root, ("train2017", "val2017"), lambda split, i: f"{i + 9:012d}",
+                                    [0, 11, 91, 181, 255], per_split, size, seed)
 
 
 def make_folder_tree(root: Path, count: int = 10, size=(32, 32), values=(0, 255), seed: int = 0,
