@@ -1,8 +1,13 @@
-"""Callbacks that the callbacks/ config group adds to the Trainer."""
+"""Callbacks that the callbacks/ config group (and eval) add to the Trainer."""
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytorch_lightning as pl
+import torch
+from PIL import Image
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 
 from segtrain.visualize import blend
@@ -37,3 +42,22 @@ class PredictionOverlays(pl.Callback):
                 logger.log_image("val/overlays", panels, step=trainer.global_step, caption=names)
             else:
                 logger.experiment.add_images("val/overlays", np.stack(panels), trainer.global_step, dataformats="NHWC")
+
+
+class PredictionWriter(pl.Callback):
+    """Writes each evaluated prediction as a PNG in the dataset's published encoding.
+
+    ``encode`` maps class ids back to what the dataset stores (Cityscapes labelIds, ADE20K's
+    shifted ids), so the official evaluation tools read the files as they read ground truth.
+    Files are named after the image (Cityscapes' tools match them by city_sequence_frame).
+    """
+
+    def __init__(self, directory: str | Path, encode: Callable[[np.ndarray], np.ndarray]):
+        self.directory = Path(directory)
+        self.encode = encode
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for pred, meta in zip(outputs.to(torch.uint8).cpu().numpy(), batch["meta"]):
+            height, width = meta["size"]
+            Image.fromarray(self.encode(pred[:height, :width])).save(self.directory / f"{meta['name']}.png")

@@ -14,6 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from segtrain.callbacks import PredictionWriter
 from segtrain.checkpoint import check_classes, load_checkpoint, stored_config
 from segtrain.config import validate
 from segtrain.errors import SegtrainError
@@ -115,8 +116,13 @@ def evaluate(cfg: DictConfig) -> dict:
     validate(merged)
     datamodule = instantiate(merged.data)
     trainer = build_trainer(merged, logger=False)
+    if cfg.get("save_predictions"):
+        predictions = output_dir() / "predictions"
+        trainer.callbacks.append(PredictionWriter(predictions, datamodule.encoding.inverse))
     trainer.test(task, datamodule=datamodule, verbose=False)
     result = task.test_scores
     print(format_table(result, title=f"{merged.data.get('name', '')} split={merged.data.split} ckpt={cfg.ckpt}"))
     print(f"metrics written to {write_metrics(result, 'metrics.json')}")
+    if cfg.get("save_predictions"):
+        print(f"predictions written to {predictions} in the dataset's own label encoding")
     return result
