@@ -1,0 +1,50 @@
+"""Every experiment overlay composes, validates, loads a batch of its layout and runs its model on it."""
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from segtrain.config import compose, config_groups, validate
+from tests.layouts import (make_ade20k_tree, make_camvid_tree, make_cityscapes_tree, make_coco_stuff_tree,
+                           make_folder_tree)
+
+TREES = {
+    "camvid": make_camvid_tree,
+    "cityscapes": make_cityscapes_tree,
+    "ade20k": make_ade20k_tree,
+    "coco_stuff": make_coco_stuff_tree,
+    "isbi2012": lambda root: make_folder_tree(root, images_dir="image", masks_dir="label", gray=True),
+    "folder": make_folder_tree,
+}
+# Tiny stand-ins for the papers' networks, by model class: the configs stay the papers', the test fast.
+TINY_MODELS = {
+    "DeepLabV3Plus": ["model.backbone.name=resnet18", "model.backbone.multi_grid=null"],
+    "UNet": ["model.base_channels=4", "model.depth=2", "model.padding=same"],
+}
+EXPERIMENTS = [name for name in config_groups()["experiment"] if not name.startswith(("shapes", "voc"))]
+
+
+def compose_experiment(name: str, *overrides: str):
+    return compose("config", [f"experiment={name}", *overrides])
+
+
+def test_every_real_data_layout_has_an_experiment():
+    covered = {compose_experiment(name, "data.root=/tmp").data.name for name in EXPERIMENTS}
+    assert covered >= set(TREES)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiment_trains_on_its_layout(experiment, tmp_path):
+    base = compose_experiment(experiment, "data.root=/tmp")
+    root = TREES[base.data.name](tmp_path / base.data.name)
+    cfg = compose_experiment(experiment, f"data.root={root}", "data.num_workers=0", "data.crop_size=[32,32]",
+                             "data.batch_size=2", *TINY_MODELS[base.model._target_.rsplit(".", 1)[-1]])
+    validate(cfg)
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    batch = next(iter(datamodule.train_dataloader()))
+    assert batch["image"].shape == (2, cfg.data.in_channels, 32, 32)
+    model = instantiate(cfg.model).eval()
+    with torch.no_grad():
+        logits = model(batch["image"].float())
+    logits = logits[0] if isinstance(logits, (tuple, list)) else logits
+    assert logits.shape == (2, cfg.data.num_classes, 32, 32)
