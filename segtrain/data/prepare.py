@@ -1,9 +1,10 @@
 """Download, verify, unpack and (where the format needs it) convert the published datasets.
 
 ``scripts/prepare_<name>.py --root DIR`` calls ``main("<name>")``. Each download is verified
-against its published checksum where one is known (``--checksum`` overrides it, ``none`` skips
-it), written to a ``.part`` file and renamed only once complete and verified, so an interrupted or
-corrupted download never passes for a finished one. ``--url`` points at a mirror.
+against its published checksum where one is known, written to a ``.part`` file and renamed only
+once complete and verified, so an interrupted or corrupted download never passes for a finished
+one. ``--mirror URL`` fetches every file as URL/<file name>; ``--checksum`` overrides the known
+checksums (``<file name>=md5:<hex>``, or ``none`` to skip verification).
 """
 from __future__ import annotations
 
@@ -111,17 +112,18 @@ def move_tree(source: Path, target: Path) -> None:
 
 def _get(args, name: str) -> Path:
     source = SOURCES[name]
-    url = args.url or source.url
-    checksum = None if args.checksum == "none" else (args.checksum or source.checksum)
+    filename = Path(urllib.request.urlparse(source.url).path).name
+    url = f"{args.mirror.rstrip('/')}/{filename}" if args.mirror else source.url
+    overrides = dict(entry.split("=", 1) for entry in args.checksum if "=" in entry)
+    checksum = None if "none" in args.checksum else overrides.get(filename, source.checksum)
     return fetch(url, args.root / "downloads", checksum)
 
 
 def prepare_voc(args) -> Path:
     extract(_get(args, "voc"), args.root)
     voc = args.root / "VOCdevkit" / "VOC2012"
-    if args.sbd_url or args.sbd:
-        sbd_args = argparse.Namespace(**{**vars(args), "url": args.sbd_url, "checksum": args.sbd_checksum})
-        extract(_get(sbd_args, "sbd"), args.root / "sbd")
+    if args.sbd:
+        extract(_get(args, "sbd"), args.root / "sbd")
         build_voc_aug(voc, args.root / "sbd" / "benchmark_RELEASE" / "dataset")
     return voc
 
@@ -230,12 +232,11 @@ PREPARE: dict[str, Callable] = {
 def parser(name: str) -> argparse.ArgumentParser:
     parse = argparse.ArgumentParser(prog=f"prepare_{name}.py", description=(PREPARE[name].__doc__ or "").strip())
     parse.add_argument("--root", type=Path, required=True, help="directory to download and unpack into")
-    parse.add_argument("--url", help="a mirror of the official archive")
-    parse.add_argument("--checksum", help="md5:/sha1:/sha256:<hex> to verify against, or 'none'")
+    parse.add_argument("--mirror", help="base URL serving the official file names")
+    parse.add_argument("--checksum", nargs="+", default=[], metavar="FILE=ALGO:HEX",
+                       help="checksums to verify against instead of the known ones (md5/sha1/sha256), or 'none'")
     if name == "voc":
         parse.add_argument("--sbd", action="store_true", help="also build SBD's train_aug (SegmentationClassAug)")
-        parse.add_argument("--sbd-url", help="a mirror of SBD's benchmark.tgz (implies --sbd)")
-        parse.add_argument("--sbd-checksum")
     if name == "cityscapes":
         parse.add_argument("--archive", nargs="+", help="the downloaded gtFine / leftImg8bit zips")
     if name == "folder":
