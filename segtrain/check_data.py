@@ -35,7 +35,8 @@ def _scan(index: int) -> dict:
     except UnreadableFileError as err:
         return {"index": index, "unreadable": str(err)}
     except MaskModeError as err:
-        return {"index": index, "mode": str(err), "colors": _mask_colors(dataset, index)}
+        mode, colors = _mask_colors(dataset, index)
+        return {"index": index, "mode": mode, "message": str(err), "colors": colors}
     except SegtrainError as err:
         return {"index": index, "unreadable": str(err)}
     mask = dataset.encoding(raw)
@@ -46,11 +47,12 @@ def _scan(index: int) -> dict:
     return result
 
 
-def _mask_colors(dataset: SegmentationDataset, index: int) -> list[int]:
+def _mask_colors(dataset: SegmentationDataset, index: int) -> tuple[str, list[int]]:
+    """The PIL mode of a colour or palette mask and the colours it shows."""
     from PIL import Image
 
     with Image.open(dataset.samples[index][1]) as img:
-        return np.unique(rgb_code(np.asarray(img.convert("RGB")))).tolist()[:256]
+        return img.mode, np.unique(rgb_code(np.asarray(img.convert("RGB")))).tolist()[:256]
 
 
 @dataclass
@@ -98,7 +100,7 @@ def scan(dataset: SegmentationDataset, classes: list[str], palette: list, worker
             unreadable.append(result["unreadable"])
             continue
         if "mode" in result:
-            modes.append(result["mode"])
+            modes.append(result)
             colors.update(result["colors"])
             continue
         if "mismatch" in result:
@@ -126,10 +128,14 @@ def scan(dataset: SegmentationDataset, classes: list[str], palette: list, worker
         ))
     if modes:
         palette_codes = set(rgb_code(np.array(palette, np.int32)).tolist()) if palette else set()
-        fix = ("data.color_map=palette (every colour is one of data.palette)"
-               if colors and colors <= palette_codes else
-               "data.color_map=[[R,G,B],...] listing the colour of each class in order, or convert the masks to ids")
-        report.errors.append(Finding(f"{len(modes)} masks are colour or palette images: {_examples(modes, 1)}", fix))
+        if colors and colors <= palette_codes:
+            fix = "data.color_map=palette (every colour is one of data.palette)"
+        else:
+            fix = "data.color_map=[[R,G,B],...] listing the colour of each class in order, or convert the masks to ids"
+        if all(result["mode"] == "P" for result in modes):
+            fix = f"data.dataset.palette_masks=true if the palette indices are the class ids (as VOC's are); else {fix}"
+        messages = [result["message"] for result in modes]
+        report.errors.append(Finding(f"{len(modes)} masks are colour or palette images: {_examples(messages, 1)}", fix))
     identity = dataset.encoding.identity and not dataset.encoding.uses_colors
     present = np.flatnonzero(counts).tolist()
     finding = diagnose_values(present, num_classes, ignore_index, identity)

@@ -24,7 +24,6 @@ from segtrain.errors import SegtrainError
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
 
-
 def distinct_palette(count: int) -> ListConfig:
     """``${palette:N}``: N colours for datasets without an official palette, deterministic and
     spread around the hue circle by the golden ratio so that neighbouring ids differ."""

@@ -100,3 +100,15 @@ def test_real_camvid_val_is_clean(capsys):
     assert report.pairs == 101 and "OK: no errors found" in out
     shares = report.counts[:11] / report.counts.sum()
     assert shares.argmax() == 3  # road is the majority class of CamVid
+
+
+def test_palette_masks_suggest_reading_indices_as_ids(tmp_path, capsys):
+    root = make_folder_tree(tmp_path, count=3, values=(0, 1))
+    for mask in (root / "masks").iterdir():
+        image = Image.fromarray(np.asarray(Image.open(mask)), mode="P")
+        image.putpalette([0, 0, 0, 200, 10, 10] + [0] * 762)
+        image.save(mask)
+    report, out = run_check(capsys, "folder", root, "data.split=all")
+    assert report is None and "fix: data.dataset.palette_masks=true if the palette indices are the class ids" in out
+    report, out = run_check(capsys, "folder", root, "data.split=all", "data.dataset.palette_masks=true")
+    assert report is not None, out
