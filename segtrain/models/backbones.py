@@ -80,3 +80,84 @@ def apply_multi_grid(model: nn.Module, grid: Sequence[int]) -> None:
         rate = stage_dilation * unit
         conv.dilation = (rate, rate)
         conv.padding = (rate, rate)
+
+
+class VGG16(nn.Module):
+    """VGG16's 13 convolutions (Simonyan and Zisserman, ICLR 2015) as a trunk that returns the
+    output of every pooling stage, built with torchvision's own layer list so that torchvision's
+    ``vgg16`` / ``vgg16_bn`` weights load as they are.
+
+    ``width`` scales every layer's channels (1.0 is the paper's; tests use less).
+    ``return_indices``: each stage also returns its max-pool switches and pre-pool size, for the
+    unpooling of SegNet and DeconvNet. ``dilated``: DeepLab v1's trunk, with 3x3 pools of stride 2
+    (stride 1 for pool4 and pool5) and conv5 at dilation 2, for an output stride of 8.
+    """
+
+    def __init__(self, in_channels: int = 3, batch_norm: bool = False, return_indices: bool = False,
+                 dilated: bool = False, weights: str | None = None, pretrained: bool = False, width: float = 1.0):
+        super().__init__()
+        from torchvision.models.vgg import cfgs, make_layers
+
+        layout = [v if v == "M" else max(1, int(v * width)) for v in cfgs["D"]]
+        self.features = make_layers(layout, batch_norm=batch_norm)
+        self.return_indices = return_indices
+        if in_channels != 3:
+            self.features[0] = nn.Conv2d(in_channels, layout[0], 3, padding=1)
+        self.pool_positions = [i for i, m in enumerate(self.features) if isinstance(m, nn.MaxPool2d)]
+        for stage, position in enumerate(self.pool_positions):
+            if dilated:
+                self.features[position] = nn.MaxPool2d(3, stride=2 if stage < 3 else 1, padding=1)
+            elif return_indices:
+                self.features[position] = nn.MaxPool2d(2, stride=2, return_indices=True)
+        if dilated:
+            for module in self.features[self.pool_positions[3] + 1 : self.pool_positions[4]]:
+                if isinstance(module, nn.Conv2d):
+                    module.dilation, module.padding = (2, 2), (2, 2)
+        #: Output channels of the five stages: 64, 128, 256, 512, 512 at width 1 (tests use less).
+        self.stage_channels = [layout[i - 1] for i, v in enumerate(layout) if v == "M"]
+        #: torchvision's fc6/fc7 (``classifier.0`` / ``classifier.3``) when weights were loaded, for
+        #: the models that turn them into convolutions (FCN, DeconvNet).
+        self.classifier_state: dict | None = None
+        if weights is not None or pretrained:
+            self.load_torchvision_weights(weights, batch_norm)
+
+    def load_torchvision_weights(self, weights: str | None, batch_norm: bool) -> None:
+        import torch
+        import torchvision
+
+        if weights is not None:
+            if not Path(weights).is_file():
+                raise SegtrainError(f"model.backbone.weights={weights} does not exist; point it at torchvision's "
+                                    f"vgg16{'_bn' if batch_norm else ''} state dict, or set it to null")
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+        else:
+            builder = torchvision.models.vgg16_bn if batch_norm else torchvision.models.vgg16
+            state = builder(weights="DEFAULT").state_dict()
+        features = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
+        self.features.load_state_dict(features)
+        self.classifier_state = {k: v for k, v in state.items() if k.startswith("classifier.")}
+
+    def convolutionalize(self, conv: nn.Conv2d, index: int) -> None:
+        """Copy torchvision's fully connected classifier layer ``index`` into ``conv`` (FCN, Sec. 3.1)."""
+        if self.classifier_state is None:
+            return
+        weight = self.classifier_state[f"classifier.{index}.weight"]
+        conv.weight.data.copy_(weight.view_as(conv.weight))
+        conv.bias.data.copy_(self.classifier_state[f"classifier.{index}.bias"])
+
+    def forward(self, x):
+        """Per stage: its pooled output, or (pooled, switches, pre-pool size) with ``return_indices``."""
+        stages, start = [], 0
+        for position in self.pool_positions:
+            for module in self.features[start:position]:
+                x = module(x)
+            size = x.shape[-2:]
+            pooled = self.features[position](x)
+            if self.return_indices:
+                x, indices = pooled
+                stages.append((x, indices, size))
+            else:
+                x = pooled
+                stages.append(x)
+            start = position + 1
+        return stages

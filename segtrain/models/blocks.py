@@ -105,3 +105,85 @@ def with_aux(model: nn.Module, out: torch.Tensor, aux: list[torch.Tensor]):
     if model.training and aux:
         return {"out": out, "aux": aux}
     return out
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Zero-pad bottom and right so H and W divide by ``multiple``; crop the output back to the input.
+
+    Encoder-decoder networks whose strides must line up (FCN's skips, SegNet's and DeconvNet's
+    unpooling, V-Net) then take any input size, and the padding stays dynamic in ONNX.
+    """
+    pads = []
+    for size in reversed(x.shape[2:]):
+        pads += [0, (multiple - size % multiple) % multiple]
+    return F.pad(x, pads)
+
+
+def bilinear_kernel(channels: int, kernel_size: int) -> torch.Tensor:
+    """Transposed-conv weights that upsample each channel bilinearly (FCN's initialisation)."""
+    factor = (kernel_size + 1) // 2
+    center = factor - 1 if kernel_size % 2 == 1 else factor - 0.5
+    ramp = 1 - (torch.arange(kernel_size, dtype=torch.float32) - center).abs() / factor
+    weight = torch.zeros(channels, channels, kernel_size, kernel_size)
+    weight[range(channels), range(channels)] = ramp[:, None] * ramp[None, :]
+    return weight
+
+
+class LearnedUpsample(nn.ConvTranspose2d):
+    """``factor``x transposed convolution initialised to bilinear upsampling, then learned (FCN).
+
+    Kernel 2*factor, stride factor and padding factor/2 give exactly factor x the input size.
+    """
+
+    def __init__(self, channels: int, factor: int):
+        super().__init__(channels, channels, 2 * factor, stride=factor, padding=factor // 2, bias=False)
+        self.weight.data.copy_(bilinear_kernel(channels, 2 * factor))
+
+
+def _pooling_matrix(size: torch.Tensor | int, bins: int, like: torch.Tensor) -> torch.Tensor:
+    """(bins x size) averaging weights with PyTorch's adaptive-pooling windows:
+    bin i covers [floor(i * size / bins), ceil((i + 1) * size / bins))."""
+    positions = torch.arange(size, device=like.device)
+    index = torch.arange(bins, device=like.device)
+    start = torch.div(index * size, bins, rounding_mode="floor")
+    end = torch.div((index + 1) * size + bins - 1, bins, rounding_mode="floor")
+    inside = (positions[None, :] >= start[:, None]) & (positions[None, :] < end[:, None])
+    return inside.to(like.dtype) / (end - start)[:, None].to(like.dtype)
+
+
+def adaptive_avg_pool2d(x: torch.Tensor, bins: int) -> torch.Tensor:
+    """``F.adaptive_avg_pool2d(x, bins)`` written as two matrix products.
+
+    ONNX has no adaptive pooling: the exporter turns it into an AveragePool whose kernel is fixed
+    by the export size, and fails when the size is not a multiple of the bins (pytorch #42653,
+    mmseg #1870). Pooling matrices built from the runtime H and W keep the graph dynamic.
+    """
+    rows = _pooling_matrix(x.shape[-2], bins, x)
+    cols = _pooling_matrix(x.shape[-1], bins, x)
+    return torch.matmul(torch.matmul(rows, x), cols.transpose(0, 1))
+
+
+class PyramidPooling(nn.Module):
+    """PSPNet's pyramid pooling module: average pooling to each bin count, 1x1 conv to
+    in_channels / len(bins) with BN and ReLU, bilinear upsampling, concatenated with the input."""
+
+    def __init__(self, in_channels: int, bins: Sequence[int] = (1, 2, 3, 6)):
+        super().__init__()
+        self.bins = tuple(bins)
+        self.stages = nn.ModuleList(ConvBNReLU(in_channels, in_channels // len(self.bins), 1) for _ in self.bins)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = [resize_to(stage(adaptive_avg_pool2d(x, bins)), x) for bins, stage in zip(self.bins, self.stages)]
+        return torch.cat([x, *pooled], dim=1)
+
+
+def max_unpool2d(x: torch.Tensor, indices: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """``F.max_unpool2d`` to the pre-pool ``size``, written as a scatter.
+
+    Each value goes back to the position its max-pool switch recorded and the rest is zero
+    (SegNet, DeconvNet). torch's max_unpool2d cannot be traced with dynamic sizes (its output-size
+    check needs a Python bool), so it neither exports to ONNX nor traces; a scatter does both.
+    """
+    batch, channels = x.shape[:2]
+    out = x.new_zeros(batch, channels, size[0] * size[1])
+    return out.scatter(2, indices.flatten(2), x.flatten(2)).reshape(batch, channels, size[0], size[1])

@@ -1,13 +1,21 @@
-"""DeepLab v3 and v3+.
+"""DeepLab v1 (LargeFOV), v2, v3 and v3+.
 
+Chen, Papandreou, Kokkinos, Murphy, Yuille. "Semantic Image Segmentation with Deep Convolutional
+Nets and Fully Connected CRFs", ICLR 2015 (DeepLab v1; LargeFOV: VGG16 with pool4/pool5 at stride 1,
+conv5 at dilation 2, fc6 as a 3x3 convolution at dilation 12 with 1024 channels, fc7 1x1 1024,
+output stride 8, bilinear upsampling; about 20.5M parameters at 21 classes).
+Chen et al. "DeepLab: Semantic Image Segmentation with Deep Convolutional Nets, Atrous
+Convolution, and Fully Connected CRFs", TPAMI 2017 (DeepLab v2; ASPP-L: four 3x3 branches at
+rates 6/12/18/24 whose logits are summed, on ResNet-101 or VGG16; optional multi-scale input
+fusion by max over scales 1, 0.75, 0.5). The dense CRF of v1/v2 is ``inference.crf``.
 Chen, Papandreou, Schroff, Adam. "Rethinking Atrous Convolution for Semantic Image Segmentation",
 arXiv:1706.05587, 2017 (DeepLab v3).
 Chen, Zhu, Papandreou, Schroff, Adam. "Encoder-Decoder with Atrous Separable Convolution for
 Semantic Image Segmentation", ECCV 2018 (DeepLab v3+).
 
-Defaults are the papers': ResNet-101, output stride 16, multi-grid (1, 2, 4), ASPP rates
-(6, 12, 18) doubled at output stride 8, 256 channels; v3+ adds a decoder over 48-channel
-low-level features and depthwise-separable atrous convolutions.
+v3 / v3+ defaults are the papers': ResNet-101, output stride 16, multi-grid (1, 2, 4), ASPP rates
+(6, 12, 18) doubled at output stride 8, 256 channels and a final 1x1 classifier; v3+ adds a decoder
+over 48-channel low-level features and depthwise-separable atrous convolutions.
 """
 from __future__ import annotations
 
@@ -16,8 +24,10 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
-from segtrain.models.backbones import create_backbone
-from segtrain.models.blocks import ASPP, ConvBNReLU, SeparableConvBNReLU, resize_to
+import torch.nn.functional as F
+
+from segtrain.models.backbones import VGG16, create_backbone
+from segtrain.models.blocks import ASPP, ConvBNReLU, SeparableConvBNReLU, resize_to, with_aux
 
 _DEFAULT_BACKBONE = {"name": "resnet101", "output_stride": 16, "multi_grid": (1, 2, 4)}
 
@@ -26,6 +36,89 @@ def _atrous_rates(output_stride: int, rates: Sequence[int] | None) -> Sequence[i
     if rates is not None:
         return rates
     return tuple(r * 16 // output_stride for r in (6, 12, 18))
+
+
+class LargeFOV(nn.Module):
+    """DeepLab v1's VGG16 trunk with fc6 (3x3, dilation 12) and fc7 (1x1), ReLU and dropout:
+    1024-channel features at output stride 8. Shared with ParseNet."""
+
+    def __init__(self, in_channels: int = 3, channels: int = 1024, dilation: int = 12, dropout: float = 0.5,
+                 backbone: dict | None = None):
+        super().__init__()
+        self.trunk = VGG16(in_channels, dilated=True, **(backbone or {}))
+        self.fc = nn.Sequential(
+            nn.Conv2d(self.trunk.stage_channels[-1], channels, 3, padding=dilation, dilation=dilation),
+            nn.ReLU(inplace=True),
+            nn.Dropout2d(dropout),
+            nn.Conv2d(channels, channels, 1), nn.ReLU(inplace=True), nn.Dropout2d(dropout),
+        )
+        self.out_channels = channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.trunk(x)[-1])
+
+
+class DeepLabV1(nn.Module):
+    """DeepLab-LargeFOV."""
+
+    def __init__(self, num_classes: int, in_channels: int = 3, fc_channels: int = 1024, fc6_dilation: int = 12,
+                 dropout: float = 0.5, backbone: dict | None = None):
+        super().__init__()
+        self.features = LargeFOV(in_channels, fc_channels, fc6_dilation, dropout, backbone)
+        self.classifier = nn.Conv2d(fc_channels, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return resize_to(self.classifier(self.features(x)), x)
+
+
+class DeepLabV2(nn.Module):
+    """ASPP-L over ResNet-101 (output stride 8) or VGG16 (``backbone.name=vgg16``).
+
+    ``scales`` other than (1.0,): the input runs at each scale and the logits, resized to the
+    input, are fused by a per-pixel max; in training the per-scale logits are also returned as
+    auxiliary outputs, as the paper supervises each scale and the fusion.
+    """
+
+    def __init__(self, num_classes: int, in_channels: int = 3, backbone: dict | None = None,
+                 atrous_rates: Sequence[int] = (6, 12, 18, 24), scales: Sequence[float] = (1.0,),
+                 fc_channels: int = 1024, dropout: float = 0.5):
+        super().__init__()
+        spec = {"name": "resnet101", "output_stride": 8, **(backbone or {})}
+        self.scales = tuple(scales)
+        if spec["name"] == "vgg16":
+            vgg = {key: spec[key] for key in ("weights", "pretrained", "width") if key in spec}
+            self.trunk = VGG16(in_channels, dilated=True, **vgg)
+            self.branches = nn.ModuleList(
+                nn.Sequential(
+                    nn.Conv2d(self.trunk.stage_channels[-1], fc_channels, 3, padding=rate, dilation=rate),
+                    nn.ReLU(inplace=True),
+                    nn.Dropout2d(dropout),
+                    nn.Conv2d(fc_channels, fc_channels, 1), nn.ReLU(inplace=True), nn.Dropout2d(dropout),
+                    nn.Conv2d(fc_channels, num_classes, 1),
+                )
+                for rate in atrous_rates
+            )
+        else:
+            self.trunk = create_backbone(in_channels=in_channels, out_indices=(4,), **spec)
+            channels = self.trunk.feature_info.channels()[-1]
+            self.branches = nn.ModuleList(
+                nn.Conv2d(channels, num_classes, 3, padding=rate, dilation=rate) for rate in atrous_rates
+            )
+
+    def single_scale(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.trunk(x)[-1]
+        return resize_to(sum(branch(features) for branch in self.branches), x)
+
+    def forward(self, x: torch.Tensor):
+        if self.scales == (1.0,):
+            return self.single_scale(x)
+        outputs = [
+            resize_to(self.single_scale(x if scale == 1.0 else F.interpolate(
+                x, scale_factor=scale, mode="bilinear", align_corners=False, recompute_scale_factor=False)), x)
+            for scale in self.scales
+        ]
+        fused = torch.stack(outputs).amax(dim=0)
+        return with_aux(self, fused, outputs)
 
 
 class DeepLabV3(nn.Module):
@@ -42,7 +135,7 @@ class DeepLabV3(nn.Module):
         self.backbone = create_backbone(in_channels=in_channels, out_indices=(4,), **spec)
         rates = _atrous_rates(spec["output_stride"], atrous_rates)
         self.aspp = ASPP(self.backbone.feature_info.channels()[-1], rates, channels)
-        self.head = nn.Sequential(ConvBNReLU(channels, channels, 3), nn.Conv2d(channels, num_classes, 1))
+        self.head = nn.Conv2d(channels, num_classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         (features,) = self.backbone(x)

@@ -1,0 +1,130 @@
+"""Model zoo I: every model at odd sizes, with gradients, exported (ONNX at two sizes, TorchScript),
+and at its paper configuration with the paper's parameter count."""
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from segtrain.errors import SegtrainError
+from segtrain.export import export_onnx, onnx_runner
+from segtrain.models.blocks import adaptive_avg_pool2d, max_unpool2d
+from segtrain.models.deconvnet import DeconvNet
+from segtrain.models.deeplab import DeepLabV1, DeepLabV2
+from segtrain.models.fcn import FCNVGG
+from segtrain.models.fpn import SemanticFPN
+from segtrain.models.parsenet import ParseNet
+from segtrain.models.pspnet import PSPNet
+from segtrain.models.segnet import SegNet
+
+# Tiny widths: a VGG16 at 1/8 of its channels, ResNet-18 for the ResNet models.
+VGG = {"width": 0.125}
+RESNET = {"name": "resnet18"}
+ZOO = {
+    "fcn32s": lambda: FCNVGG(5, variant="32s", width=64, backbone=VGG),
+    "fcn16s": lambda: FCNVGG(5, variant="16s", width=64, backbone=VGG),
+    "fcn8s": lambda: FCNVGG(5, variant="8s", width=64, backbone=VGG),
+    "parsenet": lambda: ParseNet(5, fc_channels=32, backbone=VGG),
+    "deeplabv1": lambda: DeepLabV1(5, fc_channels=32, backbone=VGG),
+    "deeplabv2": lambda: DeepLabV2(5, backbone=RESNET),
+    "deeplabv2_vgg_msc": lambda: DeepLabV2(5, backbone={"name": "vgg16", **VGG}, fc_channels=32,
+                                           scales=(1.0, 0.75, 0.5)),
+    "segnet": lambda: SegNet(5, backbone=VGG),
+    "deconvnet": lambda: DeconvNet(5, width=64, backbone=VGG),
+    "pspnet": lambda: PSPNet(5, backbone=RESNET, channels=32),
+    "fpn": lambda: SemanticFPN(5, backbone=RESNET, fpn_channels=32, head_channels=32),
+}
+# DeconvNet's unpadded 7x7 fc6 needs inputs of at least 193 px (its size rule, tested below).
+SIZES = {"deconvnet": [(197, 229), (225, 259)]}
+ODD_SIZES = [(97, 131), (64, 83)]
+
+
+def logits_of(out):
+    return out["out"] if isinstance(out, dict) else out
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_forward_at_odd_sizes_and_backward(name):
+    torch.manual_seed(0)
+    model = ZOO[name]().train()
+    height, width = SIZES.get(name, ODD_SIZES)[0]
+    out = model(torch.randn(2, 3, height, width))
+    assert logits_of(out).shape == (2, 5, height, width)
+    loss = logits_of(out).square().mean() + sum(a.square().mean() for a in (out.get("aux", []) if isinstance(out, dict) else []))
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None for g in grads), "every parameter takes part in the loss"
+    # The stem's gradient is non-zero: the loss reaches the input end. (timm zero-initialises the
+    # last BN of each residual block, so some branch weights start with zero gradient.)
+    assert grads[0].abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_onnx_with_dynamic_size_and_torchscript(name, tmp_path):
+    torch.manual_seed(0)
+    model = ZOO[name]().eval()
+    sizes = SIZES.get(name, ODD_SIZES)
+    samples = [torch.randn(1, 3, *size) for size in sizes]
+    with torch.no_grad():
+        export_onnx(model, samples[0], tmp_path / "model.onnx", opset=17)
+        run = onnx_runner(tmp_path / "model.onnx")
+        traced = torch.jit.trace(model, samples[0], check_trace=False)
+        for sample in samples:
+            expected = model(sample)
+            scale = expected.abs().max().item() + 1e-6
+            assert (run(sample) - expected).abs().max().item() / scale < 1e-4
+            assert (traced(sample) - expected).abs().max().item() / scale < 1e-4
+
+
+# Parameter counts of the papers' configurations, built on the meta device (no memory, no time).
+PAPER_COUNTS = {
+    # FCN-8s, VGG16, 21 classes: the FCN release's VGG16-FCN8s (Long et al. 2015, Table 1: ~134M).
+    "fcn8s": (lambda: FCNVGG(21, variant="8s"), 134.0e6),
+    # SegNet, VGG16-BN encoder + mirrored decoder: "29.5M" (Badrinarayanan et al. 2017, Table 6).
+    "segnet": (lambda: SegNet(11), 29.5e6),
+    # DeconvNet: "252M" parameters (Noh et al. 2015, Sec. 4.1 / Table 3 discussion).
+    "deconvnet": (lambda: DeconvNet(21), 252.0e6),
+    # DeepLab-LargeFOV: "20.5M" parameters (Chen et al. 2015, Table 2).
+    "deeplabv1": (lambda: DeepLabV1(21), 20.5e6),
+}
+
+
+@pytest.mark.parametrize("name", PAPER_COUNTS)
+def test_paper_parameter_counts(name):
+    build, expected = PAPER_COUNTS[name]
+    with torch.device("meta"):
+        model = build()
+    assert sum(p.numel() for p in model.parameters()) == pytest.approx(expected, rel=0.02)
+
+
+def test_fcn_upsampling_starts_bilinear():
+    model = FCNVGG(3, variant="8s", width=16, backbone=VGG)
+    x = torch.randn(1, 3, 4, 6)
+    expected = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+    interior = (..., slice(1, -1), slice(1, -1))  # borders differ: the transposed conv sees zero padding
+    assert torch.allclose(model.upsample_fr(x)[interior], expected[interior], atol=1e-6)
+
+
+def test_deconvnet_states_its_size_rule():
+    with pytest.raises(SegtrainError, match=r"DeconvNet needs inputs of at least 193x193 .* got 131x97"):
+        ZOO["deconvnet"]()(torch.zeros(1, 3, 97, 131))
+
+
+def test_pspnet_pooling_matches_torch_where_torch_cannot_export(tmp_path):
+    for height, width in [(7, 9), (60, 61), (33, 97)]:
+        x = torch.randn(2, 4, height, width)
+        for bins in (1, 2, 3, 6):
+            assert torch.allclose(adaptive_avg_pool2d(x, bins), F.adaptive_avg_pool2d(x, bins), atol=1e-5)
+
+    class TorchPooling(nn.Module):
+        def forward(self, x):
+            return F.adaptive_avg_pool2d(x, 6)
+
+    # pytorch #42653 / mmseg #1870: adaptive pooling does not export with dynamic H, W.
+    with pytest.raises(Exception, match="adaptive_avg_pool2d"):
+        export_onnx(TorchPooling(), torch.randn(1, 3, 60, 60), tmp_path / "pool.onnx", opset=17)
+
+
+def test_unpooling_by_scatter_matches_torch():
+    x = torch.randn(2, 3, 9, 13)
+    pooled, indices = F.max_pool2d(x, 2, 2, return_indices=True)
+    assert torch.equal(max_unpool2d(pooled, indices, (9, 13)), F.max_unpool2d(pooled, indices, 2, 2, output_size=(9, 13)))
