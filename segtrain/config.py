@@ -142,6 +142,7 @@ RULES = (
     Rule("inference.mode", lambda v: v in ("whole", "slide"), "'whole' or 'slide'"),
     Rule("inference.scales", lambda v: _list(v) and len(v) > 0 and all(_number(s) and s > 0 for s in v), "a non-empty list of numbers > 0"),
     Rule("inference.flip", lambda v: isinstance(v, bool), "true or false"),
+    Rule("inference.crf", lambda v: isinstance(v, bool), "true or false", required=False),
 )
 
 
@@ -213,6 +214,8 @@ def _check_consistency(cfg: DictConfig) -> None:
             raise SegtrainError(
                 f"data.{key} has {len(cfg.data[key])} values for data.in_channels={cfg.data.in_channels}"
             )
+    if cfg.inference.get("crf") and cfg.data.in_channels != 3:
+        raise SegtrainError(f"inference.crf=true needs RGB images; data.in_channels={cfg.data.in_channels}")
     if cfg.inference.mode == "slide" and not cfg.inference.get("crop_size"):
         raise SegtrainError("inference.mode=slide needs inference.crop_size=[H,W] (and optionally inference.stride)")
 

@@ -65,9 +65,16 @@ def predict_probs(
     gaussian: bool = True,
     flip: bool = False,
     scales: Sequence[float] = (1.0,),
+    crf: bool = False,
+    crf_params: dict | None = None,
+    image: torch.Tensor | None = None,
     **_,
 ) -> torch.Tensor:
-    """Average of the softmax over every scale (and horizontal flip) of normalised input ``x``."""
+    """Average of the softmax over every scale (and horizontal flip) of normalised input ``x``.
+
+    ``crf``: refine the probabilities with the dense CRF (``segtrain.crf``) over the unnormalised
+    RGB ``image`` [B, 3, H, W], as DeepLab v1 / v2 do at test time.
+    """
 
     def logits_of(inp: torch.Tensor) -> torch.Tensor:
         if mode == "slide":
@@ -89,4 +96,9 @@ def predict_probs(
             out = out.float().softmax(1)
             probs = out if probs is None else probs + out
             views += 1
-    return probs / views if views > 1 else probs
+    probs = probs / views if views > 1 else probs
+    if crf:
+        from segtrain.crf import dense_crf
+
+        probs = torch.stack([dense_crf(p, rgb, **(crf_params or {})) for p, rgb in zip(probs, image)])
+    return probs

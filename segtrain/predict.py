@@ -75,8 +75,9 @@ def predict(cfg: DictConfig) -> Path:
     with torch.inference_mode():
         for path in inputs:
             image = read_image(path, in_channels)
-            x = (torch.from_numpy(image).permute(2, 0, 1)[None].float() - mean) / std
-            pred = predict_probs(model, x, **inference).argmax(1)[0].numpy().astype(np.uint8)
+            rgb = torch.from_numpy(image).permute(2, 0, 1)[None]
+            pred = predict_probs(model, (rgb.float() - mean) / std, image=rgb, **inference).argmax(1)[0]
+            pred = pred.numpy().astype(np.uint8)
             palette_image(pred, meta["palette"]).save(out_dir / f"{path.stem}.png")
             Image.fromarray(blend(image, pred, meta["palette"])).save(overlay_dir / f"{path.stem}.jpg", quality=90)
     print(f"wrote {len(inputs)} masks to {out_dir} and overlays to {overlay_dir}")

@@ -60,7 +60,7 @@ class SemanticSegmentation(pl.LightningModule):
         return self.model(self.normalize(image))
 
     def predict_probs(self, image: torch.Tensor) -> torch.Tensor:
-        return predict_probs(self.model, self.normalize(image), **self.inference)
+        return predict_probs(self.model, self.normalize(image), image=image, **self.inference)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = self.loss(self(batch["image"]), batch["mask"])
