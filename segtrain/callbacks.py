@@ -14,14 +14,15 @@ from segtrain.visualize import blend
 
 
 class PredictionOverlays(pl.Callback):
-    """Logs image | ground truth | prediction overlays of the first validation batch to wandb / TensorBoard."""
+    """Logs image | ground truth | prediction overlays of the first validation batch to wandb / TensorBoard
+    (2D images; volumes are skipped)."""
 
     def __init__(self, num_images: int = 4, alpha: float = 0.5):
         self.num_images = num_images
         self.alpha = alpha
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
-        if batch_idx != 0 or trainer.sanity_checking or not trainer.is_global_zero:
+        if batch_idx != 0 or trainer.sanity_checking or not trainer.is_global_zero or batch["image"].ndim != 4:
             return
         loggers = [lg for lg in trainer.loggers if isinstance(lg, (WandbLogger, TensorBoardLogger))]
         if not loggers:

@@ -1,13 +1,15 @@
 """Whole-image, sliding-window and test-time-augmented inference, batched.
 
-Every mode returns class probabilities ``[B, K, H, W]`` at the input size. Sliding windows are
-blended with a Gaussian importance map (as MONAI's ``sliding_window_inference``), so tile borders,
-where context is poorest, count least.
+Every mode returns class probabilities ``[B, K, H, W]`` (``[B, K, D, H, W]`` for volumes) at the
+input size. Sliding windows are blended with a Gaussian importance map (as MONAI's
+``sliding_window_inference``), so tile borders, where context is poorest, count least.
 """
 from __future__ import annotations
 
 from functools import lru_cache
 from typing import Sequence
+
+import itertools
 
 import torch
 import torch.nn as nn
@@ -15,12 +17,12 @@ import torch.nn.functional as F
 
 
 @lru_cache(maxsize=8)
-def gaussian_importance(height: int, width: int, sigma_scale: float = 0.125) -> torch.Tensor:
-    def axis(n: int) -> torch.Tensor:
+def gaussian_importance(*size: int, sigma_scale: float = 0.125) -> torch.Tensor:
+    """A separable Gaussian over a window of ``size`` (2D or 3D), peaking at 1 in the centre."""
+    weight = torch.ones(())
+    for n in size:
         coords = torch.arange(n, dtype=torch.float32) - (n - 1) / 2
-        return torch.exp(-0.5 * (coords / (sigma_scale * n)) ** 2)
-
-    weight = axis(height)[:, None] * axis(width)[None, :]
+        weight = weight[..., None] * torch.exp(-0.5 * (coords / (sigma_scale * n)) ** 2)
     return (weight / weight.max()).clamp(min=1e-3)
 
 
@@ -37,23 +39,28 @@ def sliding_window(
     model: nn.Module, x: torch.Tensor, crop_size: Sequence[int], stride: Sequence[int] | None = None,
     gaussian: bool = True,
 ) -> torch.Tensor:
-    """Logits from overlapping ``crop_size`` windows; inputs smaller than a window are padded."""
-    crop_h, crop_w = crop_size
-    stride_h, stride_w = stride or (crop_h // 2, crop_w // 2)
-    height, width = x.shape[-2:]
-    padded = F.pad(x, (0, max(crop_w - width, 0), 0, max(crop_h - height, 0)))
-    full_h, full_w = padded.shape[-2:]
-    weight = gaussian_importance(crop_h, crop_w).to(x) if gaussian else x.new_ones(crop_h, crop_w)
+    """Logits from overlapping ``crop_size`` windows (H, W or D, H, W); inputs smaller than a
+    window are padded."""
+    crop = tuple(crop_size)
+    stride = tuple(stride or (c // 2 for c in crop))
+    size = x.shape[2:]
+    pads = []
+    for extent, window in zip(reversed(size), reversed(crop)):
+        pads += [0, max(window - extent, 0)]
+    padded = F.pad(x, pads)
+    full = padded.shape[2:]
+    weight = gaussian_importance(*crop).to(x) if gaussian else x.new_ones(crop)
     logits = None
-    norm = x.new_zeros(full_h, full_w)
-    for top in _window_starts(full_h, crop_h, stride_h):
-        for left in _window_starts(full_w, crop_w, stride_w):
-            out = model(padded[..., top : top + crop_h, left : left + crop_w])
-            if logits is None:
-                logits = x.new_zeros(x.shape[0], out.shape[1], full_h, full_w)
-            logits[..., top : top + crop_h, left : left + crop_w] += out * weight
-            norm[top : top + crop_h, left : left + crop_w] += weight
-    return (logits / norm)[..., :height, :width]
+    norm = x.new_zeros(full)
+    starts = [_window_starts(n, c, s) for n, c, s in zip(full, crop, stride)]
+    for corner in itertools.product(*starts):
+        region = tuple(slice(start, start + c) for start, c in zip(corner, crop))
+        out = model(padded[(..., *region)])
+        if logits is None:
+            logits = x.new_zeros(x.shape[0], out.shape[1], *full)
+        logits[(..., *region)] += out * weight
+        norm[region] += weight
+    return (logits / norm)[(..., *(slice(0, n) for n in size))]
 
 
 def predict_probs(
@@ -81,7 +88,7 @@ def predict_probs(
             return sliding_window(model, inp, crop_size, stride, gaussian)
         return model(inp)
 
-    height, width = x.shape[-2:]
+    size = x.shape[2:]
     probs = None
     views = 0
     for scale in scales:
@@ -91,8 +98,8 @@ def predict_probs(
             out = logits_of(inp)
             if flipped:
                 out = out.flip(-1)
-            if out.shape[-2:] != (height, width):
-                out = F.interpolate(out, size=(height, width), mode="bilinear", align_corners=False)
+            if out.shape[2:] != size:
+                out = F.interpolate(out, size=size, mode="bilinear", align_corners=False)
             out = out.float().softmax(1)
             probs = out if probs is None else probs + out
             views += 1

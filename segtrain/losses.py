@@ -51,20 +51,25 @@ class CrossEntropyLoss(SegmentationLoss):
 
 
 class DiceLoss(SegmentationLoss):
-    """1 - soft Dice over softmax probabilities, averaged over the classes present in the target."""
+    """1 - soft Dice over softmax probabilities, averaged over the classes present in the target.
 
-    def __init__(self, smooth: float = 1e-5, **kwargs):
+    ``squared``: V-Net's form (Milletari et al. 2016, Eq. 1), 2 sum(p g) / (sum p^2 + sum g^2).
+    Works for 2D and 3D logits.
+    """
+
+    def __init__(self, smooth: float = 1e-5, squared: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.smooth = smooth
+        self.squared = squared
 
     def compute(self, logits, target):
         num_classes = logits.shape[1]
         valid = (target != self.ignore_index).unsqueeze(1)
         probs = logits.float().softmax(1) * valid
-        onehot = F.one_hot(target.where(valid.squeeze(1), 0), num_classes).permute(0, 3, 1, 2) * valid
+        onehot = F.one_hot(target.where(valid.squeeze(1), 0), num_classes).movedim(-1, 1) * valid
         dims = (0, *range(2, logits.ndim))
         intersection = (probs * onehot).sum(dims)
-        cardinality = probs.sum(dims) + onehot.sum(dims)
+        cardinality = (probs.square() if self.squared else probs).sum(dims) + onehot.sum(dims)
         dice = (2 * intersection + self.smooth) / (cardinality + self.smooth)
         present = onehot.sum(dims) > 0
         return (1 - dice)[present].mean() if present.any() else logits.sum() * 0

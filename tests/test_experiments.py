@@ -1,11 +1,14 @@
 """Every experiment overlay composes, validates, loads a batch of its layout and runs its model on it."""
+import json
+
 import pytest
 import torch
 from hydra.utils import instantiate
 
 from segtrain.config import compose, config_groups, validate
+from tests.conftest import checkpoints, run_cli
 from tests.layouts import (make_ade20k_tree, make_camvid_tree, make_cityscapes_tree, make_coco_stuff_tree,
-                           make_folder_tree)
+                           make_decathlon_tree, make_folder_tree)
 
 TREES = {
     "camvid": make_camvid_tree,
@@ -51,3 +54,18 @@ def test_experiment_trains_on_its_layout(experiment, tmp_path):
         logits = model(batch["image"].float())
     logits = logits[0] if isinstance(logits, (tuple, list)) else logits
     assert logits.shape == (2, cfg.data.num_classes, 32, 32)
+
+
+def test_vnet_trains_and_evaluates_on_decathlon_volumes(tmp_path):
+    root = make_decathlon_tree(tmp_path / "Task09_Tiny", cases=5, shape=(20, 16, 12))
+    small = [f"data.root={root}", "data.num_workers=0", "data.crop_size=[8,8,8]", "model.base_channels=4",
+             "trainer.max_epochs=2", "callbacks.progress_bar=null", "trainer.num_sanity_val_steps=0",
+             "optimizer.lr=0.01"]
+    train = run_cli("train", "experiment=vnet_decathlon", *small, "trainer.check_val_every_n_epoch=1", cwd=tmp_path)
+    assert train.returncode == 0, train.stderr[-3000:]
+    (best,) = checkpoints(tmp_path / "outputs", "best.ckpt")
+    result = run_cli("eval", f"ckpt={best}", f"data.root={root}", "data.num_workers=0", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (metrics,) = (tmp_path / "outputs" / "eval").rglob("metrics.json")
+    scores = json.loads(metrics.read_text())
+    assert set(scores["per_class"]) == {"background", "spleen"} and 0 <= scores["mIoU"] <= 1

@@ -15,6 +15,7 @@ from segtrain.models.fpn import SemanticFPN
 from segtrain.models.parsenet import ParseNet
 from segtrain.models.pspnet import PSPNet
 from segtrain.models.segnet import SegNet
+from segtrain.models.vnet import VNet
 
 # Tiny widths: a VGG16 at 1/8 of its channels, ResNet-18 for the ResNet models.
 VGG = {"width": 0.125}
@@ -128,3 +129,33 @@ def test_unpooling_by_scatter_matches_torch():
     x = torch.randn(2, 3, 9, 13)
     pooled, indices = F.max_pool2d(x, 2, 2, return_indices=True)
     assert torch.equal(max_unpool2d(pooled, indices, (9, 13)), F.max_unpool2d(pooled, indices, 2, 2, output_size=(9, 13)))
+
+
+def test_vnet_odd_volume_backward_and_export(tmp_path):
+    model = VNet(3, 1, base_channels=4)
+    x = torch.randn(1, 1, 37, 45, 53)
+    out = model(x)
+    assert out.shape == (1, 3, 37, 45, 53)
+    out.square().mean().backward()
+    assert model.input[0].weight.grad.abs().sum() > 0
+    model.eval()
+    sample = torch.randn(1, 1, 19, 21, 18)
+    torch.onnx.export(model, (sample,), str(tmp_path / "vnet.onnx"), input_names=["image"], output_names=["logits"],
+                      dynamic_axes={"image": {2: "d", 3: "h", 4: "w"}, "logits": {2: "d", 3: "h", 4: "w"}},
+                      opset_version=17, dynamo=False)
+    run = onnx_runner(tmp_path / "vnet.onnx")
+    with torch.no_grad():
+        for size in [(19, 21, 18), (37, 45, 53)]:
+            volume = torch.randn(1, 1, *size)
+            expected = model(volume)
+            assert (run(volume) - expected).abs().max() / expected.abs().max() < 1e-4
+
+
+def test_vnet_paper_configuration():
+    with torch.device("meta"):
+        model = VNet()
+    # Fig. 1 of Milletari et al. 2016: 16-256 channels, 1/2/3/3/3 convolutions down, 3/3/2/1 up.
+    assert [len(stage.convs) // 2 for stage in model.down] == [2, 3, 3, 3]
+    assert [len(stage.convs) // 2 for stage in model.up] == [3, 3, 2, 1]
+    assert [stage.convs[0].in_channels for stage in model.up] == [256, 128, 64, 32]
+    assert sum(p.numel() for p in model.parameters()) == pytest.approx(65.2e6, rel=0.01)
