@@ -4,7 +4,9 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from hydra.utils import instantiate
 
+from segtrain.config import compose, config_groups
 from segtrain.errors import SegtrainError
 from segtrain.export import export_onnx, onnx_runner
 from segtrain.models.blocks import adaptive_avg_pool2d, max_unpool2d
@@ -159,3 +161,21 @@ def test_vnet_paper_configuration():
     assert [len(stage.convs) // 2 for stage in model.up] == [3, 3, 2, 1]
     assert [stage.convs[0].in_channels for stage in model.up] == [256, 128, 64, 32]
     assert sum(p.numel() for p in model.parameters()) == pytest.approx(65.2e6, rel=0.01)
+
+
+@pytest.mark.parametrize("model_name", [m for m in config_groups()["model"] if m != "vnet"])
+def test_every_model_config_with_every_2d_data_config(model_name):
+    """Shapes only, on the meta device: the paper-size configs wire in_channels and num_classes."""
+    for data in [d for d in config_groups()["data"] if d != "decathlon"]:
+        cfg = compose("config", [f"model={model_name}", f"data={data}", "data.root=/tmp"])
+        with torch.device("meta"):
+            model = instantiate(cfg.model).eval()
+            out = model(torch.empty(1, cfg.data.in_channels, 224, 224))
+        assert out.shape == (1, cfg.data.num_classes, 224, 224), (model_name, data)
+
+
+def test_vnet_config_with_the_volume_data_config():
+    cfg = compose("config", ["experiment=vnet_decathlon", "data.root=/tmp"])
+    with torch.device("meta"):
+        out = instantiate(cfg.model)(torch.empty(1, cfg.data.in_channels, 64, 128, 128))
+    assert out.shape == (1, cfg.data.num_classes, 64, 128, 128)
