@@ -63,6 +63,8 @@ class Report:
     workers: int
     counts: np.ndarray
     images_with: np.ndarray
+    #: Per value: the pixels of all images in which the value occurs (median-frequency balancing).
+    pixels_with: np.ndarray
     errors: list[Finding] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -93,6 +95,7 @@ def scan(dataset: SegmentationDataset, classes: list[str], palette: list, worker
     num_classes, ignore_index = len(classes), dataset.ignore_index
     counts = np.zeros(256, np.int64)
     images_with = np.zeros(256, np.int64)
+    pixels_with = np.zeros(256, np.int64)
     unreadable, modes, mismatched, colors = [], [], [], set()
     files_with_value: dict[int, list[str]] = {}
     for result in results:
@@ -109,10 +112,11 @@ def scan(dataset: SegmentationDataset, classes: list[str], palette: list, worker
         present = result["counts"] > 0
         counts += result["counts"]
         images_with += present
+        pixels_with += present * int(result["counts"].sum())
         for value in np.flatnonzero(present[num_classes:]) + num_classes:
             files_with_value.setdefault(int(value), []).append(result["name"])
 
-    report = Report(dataset.split, len(dataset), seconds, workers, counts, images_with)
+    report = Report(dataset.split, len(dataset), seconds, workers, counts, images_with, pixels_with)
     if dataset.unpaired:
         report.errors.append(Finding(
             f"{len(dataset.unpaired)} files have no partner image or mask: {_examples(dataset.unpaired)}.",
@@ -152,6 +156,15 @@ def scan(dataset: SegmentationDataset, classes: list[str], palette: list, worker
     return report
 
 
+def median_frequency_weights(report: Report, num_classes: int) -> list[float]:
+    """Eigen and Fergus (ICCV 2015), as SegNet trains on CamVid: weight_c = median(f) / f_c, with
+    f_c the pixels of class c over the pixels of the images where c occurs. Absent classes get 0."""
+    present = report.pixels_with[:num_classes] > 0
+    freq = np.where(present, report.counts[:num_classes] / np.maximum(report.pixels_with[:num_classes], 1), 0.0)
+    median = float(np.median(freq[present])) if present.any() else 1.0
+    return [round(float(median / f), 4) if f > 0 else 0.0 for f in freq]
+
+
 def format_report(report: Report, classes: list[str], ignore_index: int, name: str) -> str:
     total = max(int(report.counts.sum()), 1)
     lines = [
@@ -170,16 +183,20 @@ def format_report(report: Report, classes: list[str], ignore_index: int, name: s
     return "\n".join(lines)
 
 
-def check_data(cfg: DictConfig) -> Report:
-    validate(cfg)
-    datamodule = instantiate(cfg.data)
-    split = cfg.data.split
+def scan_split(data_cfg: DictConfig, split: str, workers: int | None = None):
+    """(datamodule, report) for one split, read as training reads it but without augmentation."""
+    datamodule = instantiate(data_cfg)
     dataset = datamodule.dataset_factory(
         split=split, num_classes=datamodule.num_classes, ignore_index=datamodule.ignore_index,
         in_channels=datamodule.in_channels, transform=None, encoding=datamodule.encoding,
     )
-    workers = cfg.check.workers or os.cpu_count() or 1
-    report = scan(dataset, datamodule.classes, datamodule.palette, workers)
+    return datamodule, scan(dataset, datamodule.classes, datamodule.palette, workers or os.cpu_count() or 1)
+
+
+def check_data(cfg: DictConfig) -> Report:
+    validate(cfg)
+    split = cfg.data.split
+    datamodule, report = scan_split(cfg.data, split, cfg.check.workers)
     print(format_report(report, datamodule.classes, datamodule.ignore_index, datamodule.name), flush=True)
     if report.errors:
         raise SegtrainError(

@@ -100,6 +100,10 @@ def _explain_override_error(err: Exception, config_name: str, overrides: list[st
     )
 
 
+#: ``loss.class_weights=median_frequency``: SegNet's class balancing, computed from the train split.
+MEDIAN_FREQUENCY = "median_frequency"
+
+
 @dataclass(frozen=True)
 class Rule:
     key: str
@@ -130,8 +134,9 @@ RULES = (
     Rule("data.num_workers", lambda v: _int(v) and v >= 0, "an integer >= 0"),
     Rule("data.mean", lambda v: _list(v) and all(_number(x) for x in v), "a list of numbers"),
     Rule("data.std", lambda v: _list(v) and all(_number(x) and x > 0 for x in v), "a list of numbers > 0"),
-    Rule("loss.class_weights", lambda v: v is None or (_list(v) and all(_number(x) for x in v)),
-         "null or a list of numbers, one per class", required=False),
+    Rule("loss.class_weights", lambda v: v in (None, MEDIAN_FREQUENCY) or (_list(v) and all(_number(x) for x in v)),
+         f"null, {MEDIAN_FREQUENCY} (computed from the train split) or a list of numbers, one per class",
+         required=False),
     Rule("optimizer.lr", lambda v: _number(v) and v > 0, "a number > 0"),
     Rule("optimizer.weight_decay", lambda v: _number(v) and v >= 0, "a number >= 0", required=False),
     Rule("optimizer.momentum", lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)", required=False),
@@ -207,7 +212,7 @@ def _check_consistency(cfg: DictConfig) -> None:
             f"data={cfg.data.get('name', '?')}; drop the override (it follows data.num_classes)"
         )
     weights = OmegaConf.select(cfg, "loss.class_weights")
-    if weights is not None and len(weights) != len(classes):
+    if _list(weights) and len(weights) != len(classes):
         raise SegtrainError(f"loss.class_weights has {len(weights)} weights for {len(classes)} classes")
     for key in ("mean", "std"):
         if len(cfg.data[key]) != cfg.data.in_channels:

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from segtrain.callbacks import PredictionWriter
 from segtrain.checkpoint import check_classes, load_checkpoint, stored_config
-from segtrain.config import validate
+from segtrain.config import MEDIAN_FREQUENCY, validate
 from segtrain.errors import SegtrainError
 from segtrain.metrics import format_table
 from segtrain.tasks.semantic import SemanticSegmentation
@@ -80,9 +80,23 @@ def write_metrics(result: dict, name: str) -> Path:
     return path
 
 
+def resolve_class_weights(cfg: DictConfig) -> None:
+    """``loss.class_weights=median_frequency``: computed from the train split's masks, and stored as
+    numbers in the config (and so in checkpoints)."""
+    if OmegaConf.select(cfg, "loss.class_weights") != MEDIAN_FREQUENCY:
+        return
+    from segtrain.check_data import median_frequency_weights, scan_split
+
+    datamodule, report = scan_split(cfg.data, cfg.data.train_split)
+    weights = median_frequency_weights(report, datamodule.num_classes)
+    log.info("median-frequency class weights from %d train masks: %s", report.pairs, weights)
+    cfg.loss.class_weights = weights
+
+
 def train(cfg: DictConfig) -> float | None:
     """Fit, print the validation table and return the best val mIoU (what sweeps optimise)."""
     validate(cfg)
+    resolve_class_weights(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     task = build_task(cfg)

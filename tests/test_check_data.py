@@ -1,13 +1,14 @@
 """``segtrain check-data``: every error it reports comes with the override that fixes it."""
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
-from segtrain.check_data import check_data
+from segtrain.check_data import check_data, median_frequency_weights, scan_split
 from segtrain.config import compose
 from segtrain.errors import SegtrainError
-from tests.conftest import SHARED_DATA, TINY, run_cli
-from tests.layouts import make_ade20k_tree, make_cityscapes_tree, make_folder_tree, save
+from tests.conftest import SHARED_DATA, TINY, checkpoints, run_cli
+from tests.layouts import make_ade20k_tree, make_camvid_tree, make_cityscapes_tree, make_folder_tree, save
 
 
 def run_check(capsys, data: str, root, *overrides: str):
@@ -112,3 +113,29 @@ def test_palette_masks_suggest_reading_indices_as_ids(tmp_path, capsys):
     assert report is None and "fix: data.dataset.palette_masks=true if the palette indices are the class ids" in out
     report, out = run_check(capsys, "folder", root, "data.split=all", "data.dataset.palette_masks=true")
     assert report is not None, out
+
+
+def test_median_frequency_weights_match_a_direct_computation(tmp_path):
+    root = make_camvid_tree(tmp_path / "CamVid", per_split=4)
+    cfg = compose("config", ["data=camvid", f"data.root={root}"])
+    _, report = scan_split(cfg.data, "train", workers=1)
+    counts, pixels = np.zeros(11), np.zeros(11)
+    for mask_path in sorted((root / "trainannot").iterdir()):
+        mask = np.asarray(Image.open(mask_path))
+        present = np.bincount(mask.ravel(), minlength=12)[:11]
+        counts += present
+        pixels += (present > 0) * mask.size
+    freq = counts / pixels
+    expected = np.median(freq) / freq
+    assert np.allclose(median_frequency_weights(report, 11), expected, atol=1e-3)
+
+
+def test_training_resolves_median_frequency_weights_into_the_checkpoint(tmp_path):
+    root = make_camvid_tree(tmp_path / "CamVid", per_split=4)
+    result = run_cli("train", "data=camvid", f"data.root={root}", "data.num_workers=0", "data.crop_size=[32,32]",
+                     "loss.class_weights=median_frequency", *[o for o in TINY if not o.startswith("data.")],
+                     "data.batch_size=2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (last,) = checkpoints(tmp_path / "outputs")
+    stored = torch.load(last, weights_only=True)["segtrain"]["config"]["loss"]["class_weights"]
+    assert len(stored) == 11 and all(isinstance(w, float) for w in stored) and 1.0 in stored
