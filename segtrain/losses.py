@@ -11,21 +11,33 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from segtrain.errors import SegtrainError
+
 
 class SegmentationLoss(nn.Module):
+    #: Whether ``compute`` takes ``pixel_weights`` (a per-pixel weight map such as U-Net's).
+    takes_pixel_weights = False
+
     def __init__(self, ignore_index: int = 255, aux_weight: float | Sequence[float] = 0.4):
         super().__init__()
         self.ignore_index = ignore_index
         self.aux_weight = aux_weight
 
-    def compute(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def compute(self, logits: torch.Tensor, target: torch.Tensor, **kwargs) -> torch.Tensor:
         raise NotImplementedError
 
-    def forward(self, output, target: torch.Tensor) -> torch.Tensor:
+    def forward(self, output, target: torch.Tensor, pixel_weights: torch.Tensor | None = None) -> torch.Tensor:
+        """``pixel_weights``: per-pixel weights of the main output (the U-Net weight map), where supported."""
         target = target.long()
+        if pixel_weights is not None and not self.takes_pixel_weights:
+            raise SegtrainError(
+                f"loss {type(self).__name__} does not take per-pixel weights, but data.weight_map is set; "
+                "use loss=unet_weight_map (cross-entropy), or set data.weight_map=null"
+            )
+        extra = {} if pixel_weights is None else {"pixel_weights": pixel_weights}
         if not isinstance(output, dict):
-            return self.compute(output, target)
-        loss = self.compute(output["out"], target)
+            return self.compute(output, target, **extra)
+        loss = self.compute(output["out"], target, **extra)
         aux = output.get("aux", [])
         weights = [self.aux_weight] * len(aux) if isinstance(self.aux_weight, (int, float)) else list(self.aux_weight)
         if len(weights) != len(aux):
@@ -36,6 +48,8 @@ class SegmentationLoss(nn.Module):
 
 
 class CrossEntropyLoss(SegmentationLoss):
+    takes_pixel_weights = True
+
     def __init__(self, class_weights: Sequence[float] | None = None, label_smoothing: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         # Not persistent: weights come from the config, so a resumed run uses the config's.
@@ -43,11 +57,16 @@ class CrossEntropyLoss(SegmentationLoss):
         self.register_buffer("class_weights", weight, persistent=False)
         self.label_smoothing = label_smoothing
 
-    def compute(self, logits, target):
-        return F.cross_entropy(
-            logits.float(), target, weight=self.class_weights, ignore_index=self.ignore_index,
-            label_smoothing=self.label_smoothing,
-        )
+    def compute(self, logits, target, pixel_weights: torch.Tensor | None = None):
+        if pixel_weights is None:
+            return F.cross_entropy(
+                logits.float(), target, weight=self.class_weights, ignore_index=self.ignore_index,
+                label_smoothing=self.label_smoothing,
+            )
+        losses = F.cross_entropy(logits.float(), target, weight=self.class_weights, ignore_index=self.ignore_index,
+                                 label_smoothing=self.label_smoothing, reduction="none")
+        valid = target != self.ignore_index
+        return (losses * pixel_weights)[valid].sum() / valid.sum().clamp(min=1)
 
 
 class DiceLoss(SegmentationLoss):

@@ -24,6 +24,9 @@ class SegDataModule(pl.LightningDataModule):
     the data config (classes, palette, mean, std, the training ``crop_size`` that sliding-window
     inference defaults to) describes the dataset to the task, checkpoints and exports.
 
+    ``weight_map``: the U-Net paper's per-pixel loss weights (``unet_weight_map`` arguments),
+    computed for training samples in the workers; ``loss=unet_weight_map`` sets it.
+
     The first ``label_check_batches`` training batches are checked for the {0, 255} binary-mask
     slip that per-image checks cannot see, since one image may rightly hold background only.
     """
@@ -55,6 +58,7 @@ class SegDataModule(pl.LightningDataModule):
         reduce_zero_label: bool = False,
         color_map: dict | Sequence | str | None = None,
         label_check_batches: int = 20,
+        weight_map: dict | None = None,
     ):
         super().__init__()
         self.dataset_factory = dataset
@@ -74,6 +78,7 @@ class SegDataModule(pl.LightningDataModule):
         self.transforms = {"train": compose(train_transforms), "val": compose(val_transforms)}
         self.encoding = LabelEncoding(ignore_index, label_map, reduce_zero_label, color_map, self.palette)
         self.label_check_batches = label_check_batches
+        self.weight_map = dict(weight_map) if weight_map else None
         self.labels_seen: torch.Tensor | None = None
         self.datasets: dict[str, SegmentationDataset] = {}
 
@@ -86,6 +91,7 @@ class SegDataModule(pl.LightningDataModule):
                 in_channels=self.in_channels,
                 transform=self.transforms["train" if stage == "train" else "val"],
                 encoding=self.encoding,
+                weight_map=self.weight_map if stage == "train" else None,
             )
         return self.datasets[stage]
 

@@ -63,7 +63,7 @@ class SemanticSegmentation(pl.LightningModule):
         return predict_probs(self.model, self.normalize(image), image=image, **self.inference)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss = self.loss(self(batch["image"]), batch["mask"])
+        loss = self.loss(self(batch["image"]), batch["mask"], batch.get("weight"))
         if not torch.isfinite(loss):
             raise SegtrainError(
                 f"loss is {loss.item()} at global step {self.global_step} (epoch {self.current_epoch}, "

@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 from segtrain.data.checks import check_pair
 from segtrain.data.encoding import LabelEncoding
 from segtrain.data.io import read_image, read_mask
+from segtrain.data.weight_map import unet_weight_map
 from segtrain.errors import SegtrainError
 
 
@@ -35,8 +36,10 @@ class SegmentationDataset(Dataset):
         in_channels: int = 3,
         transform: Callable | None = None,
         encoding: LabelEncoding | None = None,
+        weight_map: dict | None = None,
     ):
         self.split = split
+        self.weight_map = weight_map
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.in_channels = in_channels
@@ -65,11 +68,14 @@ class SegmentationDataset(Dataset):
             else:
                 out = self.transform(image=image, mask=mask)
                 image, mask = out["image"], out["mask"]
-        return {
+        item = {
             "image": torch.from_numpy(np.ascontiguousarray(np.moveaxis(image, -1, 0))),
             "mask": torch.from_numpy(np.ascontiguousarray(mask)),
             "meta": {**meta, "size": tuple(mask.shape)},
         }
+        if self.weight_map is not None:
+            item["weight"] = torch.from_numpy(unet_weight_map(mask, ignore_index=self.ignore_index, **self.weight_map))
+        return item
 
 
 class FileDataset(SegmentationDataset):
@@ -166,8 +172,14 @@ def pad_collate(batch: Sequence[dict], ignore_index: int = 255) -> dict:
     first = batch[0]
     images = first["image"].new_zeros((len(batch), first["image"].shape[0], *size))
     masks = first["mask"].new_full((len(batch), *size), ignore_index)
+    weights = first["mask"].new_zeros((len(batch), *size), dtype=torch.float32) if "weight" in first else None
     for i, item in enumerate(batch):
         region = tuple(slice(0, n) for n in item["mask"].shape)
         images[(i, slice(None), *region)] = item["image"]
         masks[(i, *region)] = item["mask"]
-    return {"image": images, "mask": masks, "meta": [item["meta"] for item in batch]}
+        if weights is not None:
+            weights[(i, *region)] = item["weight"]
+    collated = {"image": images, "mask": masks, "meta": [item["meta"] for item in batch]}
+    if weights is not None:
+        collated["weight"] = weights
+    return collated
