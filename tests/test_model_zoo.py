@@ -11,12 +11,13 @@ from segtrain.errors import SegtrainError
 from segtrain.export import export_onnx, onnx_runner
 from segtrain.models.blocks import adaptive_avg_pool2d, max_unpool2d
 from segtrain.models.deconvnet import DeconvNet
-from segtrain.models.deeplab import DeepLabV1, DeepLabV2
-from segtrain.models.fcn import FCNVGG
+from segtrain.models.deeplab import DeepLabV1, DeepLabV2, DeepLabV3, DeepLabV3Plus
+from segtrain.models.fcn import FCN, FCNVGG
 from segtrain.models.fpn import SemanticFPN
 from segtrain.models.parsenet import ParseNet
 from segtrain.models.pspnet import PSPNet
 from segtrain.models.segnet import SegNet
+from segtrain.models.unet import UNet
 from segtrain.models.vnet import VNet
 
 # Tiny widths: a VGG16 at 1/8 of its channels, ResNet-18 for the ResNet models.
@@ -35,9 +36,16 @@ ZOO = {
     "deconvnet": lambda: DeconvNet(5, width=64, backbone=VGG),
     "pspnet": lambda: PSPNet(5, backbone=RESNET, channels=32),
     "fpn": lambda: SemanticFPN(5, backbone=RESNET, fpn_channels=32, head_channels=32),
+    # The spine's models, exported the same way.
+    "fcn_resnet": lambda: FCN(5, backbone=RESNET),
+    "deeplabv3": lambda: DeepLabV3(5, backbone={**RESNET, "multi_grid": None}, channels=32),
+    "deeplabv3plus": lambda: DeepLabV3Plus(5, backbone={**RESNET, "multi_grid": None}, channels=32),
+    "unet_same": lambda: UNet(5, 3, base_channels=4, padding="same", batch_norm=True),
+    "unet_valid": lambda: UNet(5, 3, base_channels=4, depth=2),
 }
-# DeconvNet's unpadded 7x7 fc6 needs inputs of at least 193 px (its size rule, tested below).
-SIZES = {"deconvnet": [(197, 229), (225, 259)]}
+# DeconvNet's unpadded 7x7 fc6 needs inputs of at least 193 px, and the paper's U-Net (valid
+# convolutions) more than 108 px (their size rules, tested below and in test_models.py).
+SIZES = {"deconvnet": [(197, 229), (225, 259)], "unet_valid": [(113, 131), (129, 150)]}
 ODD_SIZES = [(97, 131), (64, 83)]
 
 
