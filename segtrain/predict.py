@@ -10,12 +10,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
-from segtrain.data.io import read_image
+from segtrain.data.io import IMAGE_SUFFIXES, list_images, read_image
 from segtrain.errors import SegtrainError
 from segtrain.inference import predict_probs
 from segtrain.visualize import blend, palette_image
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
 
 def list_inputs(path: str) -> list[Path]:
@@ -24,7 +23,7 @@ def list_inputs(path: str) -> list[Path]:
         return [source]
     if not source.is_dir():
         raise SegtrainError(f"input={path} does not exist; pass an image file or a directory of images")
-    files = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = list_images(source)
     if not files:
         raise SegtrainError(f"input={path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     return files

@@ -8,6 +8,14 @@ from PIL import Image, UnidentifiedImageError
 
 from segtrain.errors import SegtrainError
 
+#: File suffixes read as images (prediction inputs, folder datasets).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def list_images(directory: Path) -> list[Path]:
+    """The image files directly in ``directory``, sorted by name."""
+    return sorted(p for p in directory.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
 
 class UnreadableFileError(SegtrainError):
     """An image or mask that cannot be decoded."""

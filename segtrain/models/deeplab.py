@@ -38,6 +38,15 @@ def _atrous_rates(output_stride: int, rates: Sequence[int] | None) -> Sequence[i
     return tuple(r * 16 // output_stride for r in (6, 12, 18))
 
 
+def fc6_fc7(in_channels: int, channels: int, dilation: int, dropout: float) -> nn.Sequential:
+    """DeepLab's VGG head: fc6 as a 3x3 atrous conv, fc7 as a 1x1 conv, each with ReLU and dropout."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, channels, 3, padding=dilation, dilation=dilation), nn.ReLU(inplace=True),
+        nn.Dropout2d(dropout),
+        nn.Conv2d(channels, channels, 1), nn.ReLU(inplace=True), nn.Dropout2d(dropout),
+    )
+
+
 class LargeFOV(nn.Module):
     """DeepLab v1's VGG16 trunk with fc6 (3x3, dilation 12) and fc7 (1x1), ReLU and dropout:
     1024-channel features at output stride 8. Shared with ParseNet."""
@@ -46,12 +55,7 @@ class LargeFOV(nn.Module):
                  backbone: dict | None = None):
         super().__init__()
         self.trunk = VGG16(in_channels, dilated=True, **(backbone or {}))
-        self.fc = nn.Sequential(
-            nn.Conv2d(self.trunk.stage_channels[-1], channels, 3, padding=dilation, dilation=dilation),
-            nn.ReLU(inplace=True),
-            nn.Dropout2d(dropout),
-            nn.Conv2d(channels, channels, 1), nn.ReLU(inplace=True), nn.Dropout2d(dropout),
-        )
+        self.fc = fc6_fc7(self.trunk.stage_channels[-1], channels, dilation, dropout)
         self.out_channels = channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -89,13 +93,8 @@ class DeepLabV2(nn.Module):
             vgg = {key: spec[key] for key in ("weights", "pretrained", "width") if key in spec}
             self.trunk = VGG16(in_channels, dilated=True, **vgg)
             self.branches = nn.ModuleList(
-                nn.Sequential(
-                    nn.Conv2d(self.trunk.stage_channels[-1], fc_channels, 3, padding=rate, dilation=rate),
-                    nn.ReLU(inplace=True),
-                    nn.Dropout2d(dropout),
-                    nn.Conv2d(fc_channels, fc_channels, 1), nn.ReLU(inplace=True), nn.Dropout2d(dropout),
-                    nn.Conv2d(fc_channels, num_classes, 1),
-                )
+                nn.Sequential(fc6_fc7(self.trunk.stage_channels[-1], fc_channels, rate, dropout),
+                              nn.Conv2d(fc_channels, num_classes, 1))
                 for rate in atrous_rates
             )
         else:

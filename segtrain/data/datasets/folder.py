@@ -11,9 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from segtrain.data.datasets.base import FileDataset
+from segtrain.data.io import list_images
 from segtrain.errors import SegtrainError
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 
 
 class FolderDataset(FileDataset):
@@ -40,7 +39,7 @@ class FolderDataset(FileDataset):
         split_dirs = not list_path.is_file() and (images / self.split).is_dir()
         if split_dirs:
             images, masks = images / self.split, masks / self.split
-        files = self._images(images)
+        files = list_images(images)
         stems = {p.stem for p in files}
         self.unpaired += sorted(
             mask for mask in masks.iterdir()
@@ -52,10 +51,6 @@ class FolderDataset(FileDataset):
         elif not split_dirs:
             files = self._holdout(files)
         return self.pair_files(files, lambda image: masks / f"{image.stem}{self.mask_suffix}")
-
-    @staticmethod
-    def _images(directory: Path) -> list[Path]:
-        return sorted(p for p in directory.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
     def _holdout(self, files: list[Path]) -> list[Path]:
         if self.split == "all":
