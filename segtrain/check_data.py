@@ -18,7 +18,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from segtrain.config import validate
-from segtrain.data.checks import Finding, diagnose_binary, diagnose_values
+from segtrain.data.checks import Finding, diagnose_binary, diagnose_values, out_of_range
 from segtrain.data.datasets.base import SegmentationDataset
 from segtrain.data.encoding import rgb_code
 from segtrain.data.io import MaskModeError, UnreadableFileError
@@ -140,11 +140,11 @@ def scan(dataset: SegmentationDataset, classes: list[str], palette: list, worker
             fix = f"data.dataset.palette_masks=true if the palette indices are the class ids (as VOC's are); else {fix}"
         messages = [result["message"] for result in modes]
         report.errors.append(Finding(f"{len(modes)} masks are colour or palette images: {_examples(messages, 1)}", fix))
-    identity = dataset.encoding.identity and not dataset.encoding.uses_colors
+    identity = dataset.encoding.identity
     present = np.flatnonzero(counts).tolist()
     finding = diagnose_values(present, num_classes, ignore_index, identity)
     if finding:
-        bad = [v for v in present if v >= num_classes and v != ignore_index]
+        bad = out_of_range(present, num_classes, ignore_index)
         files = sorted({f for v in bad for f in files_with_value.get(v, [])})
         report.errors.append(Finding(f"{len(files)} masks: {finding.problem} e.g. {_examples(files)}.", finding.fix))
     finding = diagnose_binary(present, num_classes, ignore_index, identity)

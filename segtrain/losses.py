@@ -58,13 +58,11 @@ class CrossEntropyLoss(SegmentationLoss):
         self.label_smoothing = label_smoothing
 
     def compute(self, logits, target, pixel_weights: torch.Tensor | None = None):
-        if pixel_weights is None:
-            return F.cross_entropy(
-                logits.float(), target, weight=self.class_weights, ignore_index=self.ignore_index,
-                label_smoothing=self.label_smoothing,
-            )
+        reduction = "mean" if pixel_weights is None else "none"
         losses = F.cross_entropy(logits.float(), target, weight=self.class_weights, ignore_index=self.ignore_index,
-                                 label_smoothing=self.label_smoothing, reduction="none")
+                                 label_smoothing=self.label_smoothing, reduction=reduction)
+        if pixel_weights is None:
+            return losses
         valid = target != self.ignore_index
         return (losses * pixel_weights)[valid].sum() / valid.sum().clamp(min=1)
 

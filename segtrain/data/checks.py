@@ -32,14 +32,14 @@ def out_of_range(values: Iterable[int], num_classes: int, ignore_index: int) -> 
 
 
 def diagnose_values(values: Iterable[int], num_classes: int, ignore_index: int, identity: bool) -> Finding | None:
-    """Why masks hold ids >= num_classes, and the override that fixes it (``identity``: no label map set)."""
+    """Why masks hold ids >= num_classes, and the override that fixes it (``identity``: no label or colour map set)."""
     values = sorted(int(v) for v in values)
     bad = out_of_range(values, num_classes, ignore_index)
     if not bad:
         return None
     problem = f"label values {bad} are >= num_classes={num_classes} (ignore_index={ignore_index})."
     if not identity:
-        return Finding(problem, "the values above survive data.label_map / data.reduce_zero_label; extend the map")
+        return Finding(problem, "the values above survive data.label_map / data.reduce_zero_label / data.color_map; extend the map")
     if set(values) <= {0, 255} and num_classes == 2:
         return Finding(problem + " The masks are {0, 255} binary masks.", "data.label_map={255: 1}")
     if max(bad) == num_classes:

@@ -70,11 +70,11 @@ class LabelEncoding:
         palette: Sequence[Sequence[int]] = (),
     ):
         self.ignore_index = ignore_index
-        self.label_map = label_map
-        self.reduce_zero_label = reduce_zero_label
         self.lut = self._build_lut(label_map, reduce_zero_label)
-        self.identity = label_map is None and not reduce_zero_label
         self.color_codes, self.color_ids = self._build_color_table(color_map, palette)
+        #: The masks store class ids as they are: no map of any kind, so mismatches can be diagnosed
+        #: as encoding slips ({0, 255}, shifted ids, Cityscapes label ids).
+        self.identity = label_map is None and not reduce_zero_label and color_map is None
 
     @property
     def uses_colors(self) -> bool:

@@ -17,8 +17,8 @@ import torch.nn as nn
 
 from segtrain.errors import SegtrainError
 from segtrain.models.backbones import VGG16
-from segtrain.models.blocks import max_unpool2d, pad_to_multiple
-from segtrain.models.segnet import conv_stages, mirrored_channels
+from segtrain.models.blocks import pad_to_multiple
+from segtrain.models.segnet import conv_stages, mirrored_channels, unpool_and_decode
 
 MIN_SIZE = 193
 
@@ -57,6 +57,4 @@ class DeconvNet(nn.Module):
             )
         stages = self.encoder(pad_to_multiple(x, 32))
         out = self.deconv_fc6(self.fc(stages[-1][0]))
-        for (_, indices, size), decode in zip(reversed(stages), self.decoder):
-            out = decode(max_unpool2d(out, indices, size))
-        return self.classifier(out)[..., :height, :width]
+        return self.classifier(unpool_and_decode(out, stages, self.decoder))[..., :height, :width]

@@ -38,6 +38,13 @@ def conv_stages(stage_outputs: list[list[int]], in_channels: int, block) -> nn.M
     return nn.ModuleList(stages)
 
 
+def unpool_and_decode(out: torch.Tensor, stages: list, decoder: nn.ModuleList) -> torch.Tensor:
+    """Deepest stage first: max-unpool with the encoder stage's switches, then that stage's decoder."""
+    for (_, indices, size), decode in zip(reversed(stages), decoder):
+        out = decode(max_unpool2d(out, indices, size))
+    return out
+
+
 class SegNet(nn.Module):
     def __init__(self, num_classes: int, in_channels: int = 3, backbone: dict | None = None):
         super().__init__()
@@ -49,7 +56,4 @@ class SegNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
         stages = self.encoder(pad_to_multiple(x, 32))
-        out = stages[-1][0]
-        for (_, indices, size), decode in zip(reversed(stages), self.decoder):
-            out = decode(max_unpool2d(out, indices, size))
-        return self.classifier(out)[..., :height, :width]
+        return self.classifier(unpool_and_decode(stages[-1][0], stages, self.decoder))[..., :height, :width]
