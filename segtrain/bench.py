@@ -96,5 +96,5 @@ def bench(cfg: DictConfig) -> dict:
     print(f"plain PyTorch step  {plain * 1000:8.2f} ms (median of {len(times['plain'])})")
     print(f"segtrain step       {ours * 1000:8.2f} ms (median of {len(times['segtrain'])})")
     print(f"ratio segtrain / plain = {ours / plain:.3f}")
-    (output_dir() / "bench.json").write_text(json.dumps(result, indent=2))
+    (output_dir(cfg) / "bench.json").write_text(json.dumps(result, indent=2))
     return result

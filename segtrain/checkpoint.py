@@ -1,9 +1,12 @@
-"""Loading segtrain checkpoints and re-applying command-line overrides to their stored config."""
+"""Writing checkpoints atomically, loading them, and re-applying command-line overrides to their
+stored config."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
@@ -17,6 +20,33 @@ RUNTIME_KEYS = ("trainer", "paths", "logger", "callbacks")
 
 
 _ABSENT = object()
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint to a temporary file beside it, then renames it into place.
+
+    A process killed mid-write (``kill -9``, a node failure, a full disk) leaves the previous file
+    whole, never a torn one that ``resume=true`` or a requeued job would then fail to load.
+    """
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        if "://" in str(path):  # remote storage: rename is not atomic there, leave it to fsspec
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            super().save_checkpoint(checkpoint, temporary, storage_options)
+            with open(temporary, "rb") as written:
+                os.fsync(written.fileno())
+            os.replace(temporary, path)
+        finally:
+            temporary.unlink(missing_ok=True)
+
+
+def read_metadata(path: str | Path) -> dict:
+    """The ``segtrain`` entry of a checkpoint, without reading its tensors into memory."""
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("segtrain", {})
 
 
 def load_checkpoint(path: str | Path) -> dict:

@@ -37,8 +37,26 @@ def distinct_palette(count: int) -> ListConfig:
     return ListConfig(colors)
 
 
+def sweep_group() -> str | None:
+    """``${sweep_group:}``: ``<run_name>/<sweep directory>`` in a multirun job, null in a single run."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    sweep_dir = Path(HydraConfig.get().sweep.dir)
+    return f"{sweep_dir.parent.name}/{sweep_dir.name}"
+
+
+def slurm_gpus(accelerator: str, devices) -> int:
+    """``${slurm_gpus:${trainer.accelerator},${trainer.devices}}``: GPUs to ask SLURM for per node."""
+    return devices if accelerator in ("gpu", "cuda") and isinstance(devices, int) and devices > 0 else 0
+
+
 OmegaConf.register_new_resolver("len", lambda items: len(items), replace=True)
 OmegaConf.register_new_resolver("palette", distinct_palette, replace=True)
+OmegaConf.register_new_resolver("sweep_group", sweep_group, replace=True)
+OmegaConf.register_new_resolver("slurm_gpus", slurm_gpus, replace=True)
 
 
 def config_dir() -> Path:
@@ -144,6 +162,9 @@ RULES = (
     Rule("trainer.max_steps", lambda v: _int(v) and v >= -1, "an integer >= 1 (or -1)", required=False),
     Rule("trainer.gradient_clip_val", lambda v: v is None or (_number(v) and v >= 0), "null or a number >= 0", required=False),
     Rule("trainer.accumulate_grad_batches", lambda v: _int(v) and v >= 1, "an integer >= 1", required=False),
+    Rule("trainer.num_nodes", lambda v: _int(v) and v >= 1, "an integer >= 1", required=False),
+    Rule("trainer.sync_batchnorm", lambda v: isinstance(v, bool), "true or false", required=False),
+    Rule("auto_scale_lr.base_batch_size", lambda v: _int(v) and v >= 1, "an integer >= 1", required=False),
     Rule("inference.mode", lambda v: v in ("whole", "slide"), "'whole' or 'slide'"),
     Rule("inference.scales", lambda v: _list(v) and len(v) > 0 and all(_number(s) and s > 0 for s in v), "a non-empty list of numbers > 0"),
     Rule("inference.flip", lambda v: isinstance(v, bool), "true or false"),

@@ -10,12 +10,12 @@ import logging
 from pathlib import Path
 
 import pytorch_lightning as pl
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from segtrain.callbacks import PredictionWriter
-from segtrain.checkpoint import check_classes, load_checkpoint, stored_config
+from segtrain import distributed
+from segtrain.checkpoint import check_classes, load_checkpoint, read_metadata, stored_config
 from segtrain.config import MEDIAN_FREQUENCY, validate
 from segtrain.errors import SegtrainError
 from segtrain.metrics import format_table
@@ -38,22 +38,46 @@ def build_task(cfg: DictConfig) -> SemanticSegmentation:
         ignore_index=cfg.data.ignore_index,
         inference=OmegaConf.to_container(cfg.inference, resolve=True),
         config=OmegaConf.to_container(cfg, resolve=True),
+        lr_base_batch_size=OmegaConf.select(cfg, "auto_scale_lr.base_batch_size")
+        if OmegaConf.select(cfg, "auto_scale_lr.enable") else None,
     )
 
 
-def build_trainer(cfg: DictConfig, **overrides) -> pl.Trainer:
+def build_trainer(cfg: DictConfig, rank_function: str | None = None, **overrides) -> pl.Trainer:
+    """The Trainer of ``cfg.trainer``. ``rank_function`` (e.g. ``segtrain.engine.fit``) is what the extra
+    ranks of a ``trainer.strategy=ddp`` run execute on ``cfg`` (see ``segtrain.distributed``)."""
     callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node]
     loggers = [instantiate(node) for node in (cfg.get("logger") or {}).values() if node]
+    strategy = distributed.strategy_for(cfg, rank_function) if rank_function else None
+    if strategy is None and OmegaConf.select(cfg, "trainer.strategy") in distributed.SUBPROCESS_STRATEGIES:
+        raise SegtrainError(f"trainer.strategy={cfg.trainer.strategy} is for training; this command runs in one "
+                            "process: use trainer=cpu or trainer=gpu")
     kwargs = {"callbacks": callbacks, "logger": loggers or False, **overrides}
+    if strategy is not None:
+        kwargs["strategy"] = strategy
     return instantiate(cfg.trainer, **kwargs)
 
 
-def output_dir() -> Path:
-    return Path(HydraConfig.get().runtime.output_dir)
+def output_dir(cfg: DictConfig) -> Path:
+    return Path(cfg.paths.output_dir)
 
 
 def find_resume_checkpoint(cfg: DictConfig) -> str | None:
-    """``resume=true``: the newest ``last.ckpt`` among earlier runs beside this one; or a given path."""
+    """The checkpoint this run continues from.
+
+    A run whose own directory already holds checkpoints (a SLURM job requeued by ``scontrol requeue``,
+    preemption or its time limit) continues from them: from Lightning's ``hpc_ckpt_*.ckpt`` when it
+    saved one on the requeue signal, else from ``last.ckpt``. Otherwise ``resume=true`` takes the
+    newest ``last.ckpt`` among earlier runs beside this one, and ``resume=PATH`` that file.
+    """
+    here = output_dir(cfg)
+    if sorted(here.glob("hpc_ckpt_*.ckpt")):
+        log.info("this run was requeued: Lightning resumes from its hpc checkpoint in %s", here)
+        return None
+    own_last = here / "checkpoints" / "last.ckpt"
+    if own_last.is_file():
+        log.info("this run was requeued: resuming from %s", own_last)
+        return str(own_last)
     resume = cfg.get("resume")
     if not resume:
         return None
@@ -61,7 +85,6 @@ def find_resume_checkpoint(cfg: DictConfig) -> str | None:
         if not Path(resume).is_file():
             raise SegtrainError(f"resume={resume} does not exist; pass resume=true or the path of a .ckpt")
         return resume
-    here = output_dir()
     runs = sorted((p for p in here.parent.iterdir() if p.is_dir() and p != here), reverse=True)
     for run in runs:
         last = run / "checkpoints" / "last.ckpt"
@@ -74,8 +97,8 @@ def find_resume_checkpoint(cfg: DictConfig) -> str | None:
     )
 
 
-def write_metrics(result: dict, name: str) -> Path:
-    path = output_dir() / name
+def write_metrics(cfg: DictConfig, result: dict, name: str) -> Path:
+    path = output_dir(cfg) / name
     path.write_text(json.dumps(result, indent=2))
     return path
 
@@ -93,17 +116,35 @@ def resolve_class_weights(cfg: DictConfig) -> None:
     cfg.loss.class_weights = weights
 
 
+def resolve_resume(cfg: DictConfig) -> None:
+    """Replaces ``resume`` with the checkpoint to continue from (null for a fresh run), so that every
+    rank continues from the same file, and reattaches a wandb logger to the run it continues."""
+    checkpoint = find_resume_checkpoint(cfg)
+    cfg.resume = checkpoint
+    wandb_id = read_metadata(checkpoint).get("wandb_id") if checkpoint else None
+    if wandb_id and OmegaConf.select(cfg, "logger.wandb"):
+        cfg.logger.wandb.id = wandb_id
+        cfg.logger.wandb.resume = "allow"
+
+
 def train(cfg: DictConfig) -> float | None:
     """Fit, print the validation table and return the best val mIoU (what sweeps optimise)."""
     validate(cfg)
     resolve_class_weights(cfg)
+    resolve_resume(cfg)
+    return fit(cfg)
+
+
+def fit(cfg: DictConfig) -> float | None:
+    """What every rank runs, on the config ``train`` resolved."""
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     task = build_task(cfg)
-    trainer = build_trainer(cfg)
+    trainer = build_trainer(cfg, rank_function="segtrain.engine.fit")
+    trainer.callbacks.append(distributed.RankRecord(output_dir(cfg) / "ranks", task.config))
     for logger in trainer.loggers:
         logger.log_hyperparams(task.config)
-    trainer.fit(task, datamodule=datamodule, ckpt_path=find_resume_checkpoint(cfg))
+    trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("resume") or None)
     if task.val_scores is None or not trainer.is_global_zero:
         return None
     best = trainer.checkpoint_callback.best_model_score if trainer.checkpoint_callback else None
@@ -111,7 +152,8 @@ def train(cfg: DictConfig) -> float | None:
     print(format_table(task.val_scores, title=f"validation after epoch {trainer.current_epoch}"))
     if trainer.checkpoint_callback is not None and trainer.checkpoint_callback.best_model_path:
         print(f"best val/mIoU {best_value * 100:.2f}: {trainer.checkpoint_callback.best_model_path}")
-    write_metrics({**task.val_scores, "best_val_mIoU": best_value}, "val_metrics.json")
+    write_metrics(cfg, {**task.val_scores, "best_val_mIoU": best_value, "epochs": trainer.current_epoch},
+                  "val_metrics.json")
     return best_value
 
 
@@ -131,12 +173,12 @@ def evaluate(cfg: DictConfig) -> dict:
     datamodule = instantiate(merged.data)
     trainer = build_trainer(merged, logger=False)
     if cfg.get("save_predictions"):
-        predictions = output_dir() / "predictions"
+        predictions = output_dir(cfg) / "predictions"
         trainer.callbacks.append(PredictionWriter(predictions, datamodule.encoding.inverse))
     trainer.test(task, datamodule=datamodule, verbose=False)
     result = task.test_scores
     print(format_table(result, title=f"{merged.data.get('name', '')} split={merged.data.split} ckpt={cfg.ckpt}"))
-    print(f"metrics written to {write_metrics(result, 'metrics.json')}")
+    print(f"metrics written to {write_metrics(cfg, result, 'metrics.json')}")
     if cfg.get("save_predictions"):
         print(f"predictions written to {predictions} in the dataset's own label encoding")
     return result

@@ -45,7 +45,7 @@ def export(cfg: DictConfig) -> Path:
     sizes = [tuple(size) for size in cfg.export.check_sizes]
     channels = merged.data.in_channels
     samples = [torch.randn(batch, channels, *size) for batch, size in zip((1, 2), sizes)]
-    path = Path(cfg.output) if cfg.get("output") else output_dir() / ("model.onnx" if fmt == "onnx" else "model.pt")
+    path = Path(cfg.output) if cfg.get("output") else output_dir(cfg) / ("model.onnx" if fmt == "onnx" else "model.pt")
     path.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
         if fmt == "onnx":

@@ -6,6 +6,7 @@ from typing import Callable, Sequence
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader
 
 from segtrain.data.checks import diagnose_binary
@@ -106,10 +107,17 @@ class SegDataModule(pl.LightningDataModule):
 
     def loader(self, stage: str) -> DataLoader:
         training = stage == "train"
+        dataset = self.build(stage)
+        sampler = None
+        if not training and torch.distributed.is_available() and torch.distributed.is_initialized():
+            # Lightning's DistributedSampler would pad the ranks to equal length by repeating images,
+            # which the summed confusion matrix would then count twice.
+            sampler = UnrepeatedDistributedSampler(dataset, shuffle=False)
         return DataLoader(
-            self.build(stage),
+            dataset,
             batch_size=self.batch_size if training else self.val_batch_size,
             shuffle=training,
+            sampler=sampler,
             drop_last=training,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,

@@ -6,6 +6,8 @@ from typing import Callable, Sequence
 import pytorch_lightning as pl
 import torch
 import torch.nn as nn
+from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.utilities import rank_zero_info
 
 from segtrain import __version__
 from segtrain.errors import SegtrainError
@@ -32,6 +34,7 @@ class SemanticSegmentation(pl.LightningModule):
         ignore_index: int = 255,
         inference: dict | None = None,
         config: dict | None = None,
+        lr_base_batch_size: int | None = None,
     ):
         super().__init__()
         self.model = model
@@ -43,6 +46,7 @@ class SemanticSegmentation(pl.LightningModule):
         self.ignore_index = ignore_index
         self.inference = dict(inference or {})
         self.config = config or {}
+        self.lr_base_batch_size = lr_base_batch_size
         channels = len(mean)
         self.register_buffer("pixel_mean", torch.tensor(mean).view(1, channels, 1, 1) * 255, persistent=False)
         self.register_buffer("pixel_std", torch.tensor(std).view(1, channels, 1, 1) * 255, persistent=False)
@@ -87,9 +91,10 @@ class SemanticSegmentation(pl.LightningModule):
     def _log_scores(self, confmat: ConfusionMatrix, prefix: str) -> dict:
         result = scores(confmat.compute(), self.classes)
         confmat.reset()
-        # The confusion matrix is already summed over ranks, so every rank logs the same numbers.
-        self.log(f"{prefix}/mIoU", result["mIoU"], prog_bar=True)
-        self.log_dict({f"{prefix}/{key}": result[key] for key in ("mDice", "aAcc", "mAcc", "fwIoU")})
+        # The confusion matrix is already summed over ranks, so every rank holds the same numbers;
+        # sync_dist averages equal values (a few scalars once per epoch) and keeps Lightning quiet.
+        self.log(f"{prefix}/mIoU", result["mIoU"], prog_bar=True, sync_dist=True)
+        self.log_dict({f"{prefix}/{key}": result[key] for key in ("mDice", "aAcc", "mAcc", "fwIoU")}, sync_dist=True)
         return result
 
     def on_validation_epoch_end(self) -> None:
@@ -100,11 +105,30 @@ class SemanticSegmentation(pl.LightningModule):
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(params=[p for p in self.parameters() if p.requires_grad])
+        self.scale_lr(optimizer)
         if self.scheduler_factory is None:
             return optimizer
         total_steps = int(self.trainer.estimated_stepping_batches)
         scheduler = self.scheduler_factory(optimizer, total_steps=total_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def scale_lr(self, optimizer: torch.optim.Optimizer) -> None:
+        """Reports the effective batch size and, with ``lr_base_batch_size`` set, scales the lr linearly
+        to it (Goyal et al., 2017, "Accurate, Large Minibatch SGD")."""
+        per_device = getattr(self.trainer.datamodule, "batch_size", None)
+        if per_device is None:
+            return
+        processes, accumulated = self.trainer.world_size, self.trainer.accumulate_grad_batches
+        effective = per_device * processes * accumulated
+        message = (f"effective batch size {effective} = {per_device} per process x {processes} processes "
+                   f"x {accumulated} accumulated")
+        if self.lr_base_batch_size:
+            factor = effective / self.lr_base_batch_size
+            for group in optimizer.param_groups:
+                group["lr"] *= factor
+            message += (f"; lr scaled by {effective}/{self.lr_base_batch_size} = {factor:g} "
+                        f"to {optimizer.param_groups[0]['lr']:g}")
+        rank_zero_info(message)
 
     def metadata(self) -> dict:
         """What eval, predict and export need besides the weights."""
@@ -118,4 +142,6 @@ class SemanticSegmentation(pl.LightningModule):
         }
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["segtrain"] = {**self.metadata(), "config": self.config}
+        # A resumed run's wandb logger reattaches to this id (engine.resolve_resume).
+        wandb_id = next((logger.version for logger in self.loggers if isinstance(logger, WandbLogger)), None)
+        checkpoint["segtrain"] = {**self.metadata(), "config": self.config, "wandb_id": wandb_id}

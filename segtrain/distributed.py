@@ -1,0 +1,151 @@
+"""Multi-process DDP in which every rank runs the job's own config.
+
+Lightning's ``ddp`` launcher starts ranks 1..N-1 by re-running the command line. Under Hydra
+multirun that command line is the whole sweep, and under pytest it is pytest, so the extra ranks
+silently train another job (lightning-hydra-template #393, #226, #194). Here rank 0 writes the job,
+its resolved config and the function to run on it, to ``ranks/job.yaml`` and starts the other
+ranks as ``python -m segtrain.distributed ranks/job.yaml``. Where a cluster starts the ranks itself
+(SLURM's srun, torchrun) nothing is launched: Lightning reads the rank from the environment.
+
+After the job the process group is destroyed and the environment variables the launcher set are
+restored, so the next job of a sweep starts its own ranks instead of joining the old ones.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch.distributed
+from hydra.utils import get_method
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+
+from segtrain.errors import SegtrainError
+
+#: ``trainer.strategy`` names whose ranks Lightning would start by re-running the command line.
+SUBPROCESS_STRATEGIES = {"ddp": {}, "ddp_find_unused_parameters_true": {"find_unused_parameters": True}}
+_RANK_ENVIRONMENT = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+
+
+def config_hash(config: dict) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class ConfigLauncher(_SubprocessScriptLauncher):
+    """Lightning's subprocess launcher, starting ranks on the job file instead of ``sys.argv``."""
+
+    def __init__(self, cluster_environment, num_processes: int, num_nodes: int, function: str, config: DictConfig):
+        super().__init__(cluster_environment, num_processes, num_nodes)
+        self.function = function
+        self.config = config
+        self.saved_environment: dict[str, str | None] | None = None
+
+    def job_file(self) -> Path:
+        return Path(self.config.paths.output_dir) / "ranks" / "job.yaml"
+
+    def _call_children_scripts(self) -> None:
+        self._check_can_spawn_children()
+        job_file = self.job_file()
+        job_file.parent.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save({"function": self.function, "config": OmegaConf.to_container(self.config, resolve=True)},
+                       job_file)
+        self.saved_environment = {key: os.environ.get(key) for key in _RANK_ENVIRONMENT}
+        environment = self.cluster_environment
+        os.environ.update(
+            MASTER_ADDR=environment.main_address,
+            MASTER_PORT=str(environment.main_port),
+            NODE_RANK=str(environment.node_rank()),
+            LOCAL_RANK=str(environment.local_rank()),
+            WORLD_SIZE=str(self.num_processes * self.num_nodes),
+        )
+        command = [sys.executable, "-m", "segtrain.distributed", str(job_file)]
+        for local_rank in range(1, self.num_processes):
+            self.procs.append(subprocess.Popen(command, env={**os.environ, "LOCAL_RANK": str(local_rank)}))
+
+    def finish(self) -> None:
+        """Wait for the ranks this launcher started and restore the environment they were started with."""
+        failed = [proc.pid for proc in self.procs if proc.wait() != 0]
+        if self.saved_environment is not None:
+            for key, value in self.saved_environment.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+            self.saved_environment = None
+        if failed:
+            raise SegtrainError(f"DDP ranks with pids {failed} failed; their errors are printed above")
+
+
+class DDPStrategy(pl.strategies.DDPStrategy):
+    """Lightning's DDP with the :class:`ConfigLauncher`; ``function`` is what each extra rank runs on ``config``."""
+
+    def __init__(self, function: str, config: DictConfig, **kwargs):
+        super().__init__(**kwargs)
+        self.rank_function = function
+        self.rank_config = config
+
+    def _configure_launcher(self) -> None:
+        self._launcher = ConfigLauncher(
+            self.cluster_environment, self.num_processes, self.num_nodes, self.rank_function, self.rank_config
+        )
+
+    def teardown(self) -> None:
+        super().teardown()
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        if isinstance(self._launcher, ConfigLauncher):
+            self._launcher.finish()
+
+
+def strategy_for(cfg: DictConfig, function: str) -> DDPStrategy | None:
+    """The strategy replacing ``trainer.strategy=ddp``; None for single-process and other strategies."""
+    name = OmegaConf.select(cfg, "trainer.strategy")
+    if name not in SUBPROCESS_STRATEGIES:
+        return None
+    return DDPStrategy(function, cfg, **SUBPROCESS_STRATEGIES[name])
+
+
+class RankRecord(pl.Callback):
+    """Writes ``ranks/rank<N>.json`` in multi-process runs: which host and process ran each rank, and
+    the SHA-256 of the resolved config it trained with (equal on every rank of a job)."""
+
+    def __init__(self, directory: str | Path, config: dict):
+        self.directory = Path(directory)
+        self.config_sha256 = config_hash(config)
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if trainer.world_size == 1:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        record = {
+            "global_rank": trainer.global_rank,
+            "local_rank": trainer.local_rank,
+            "node_rank": trainer.node_rank,
+            "world_size": trainer.world_size,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+            "config_sha256": self.config_sha256,
+        }
+        (self.directory / f"rank{trainer.global_rank}.json").write_text(json.dumps(record, indent=2))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry of ranks 1..N-1: run the job file's function on its config."""
+    args = sys.argv[1:] if argv is None else argv
+    job = OmegaConf.load(args[0])
+    try:
+        get_method(job.function)(job.config)
+    except SegtrainError as err:
+        print(f"error (rank {os.environ.get('LOCAL_RANK')}): {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
