@@ -24,7 +24,7 @@ train: install
 	$(OFFLINE) $(BIN)/segtrain $(ARGS)
 
 test: install
-	$(OFFLINE) $(BIN)/python -m pytest -n 2 --timeout 900 $(ARGS)
+	$(OFFLINE) $(BIN)/python -m pytest -n 2 --dist loadfile --timeout 900 $(ARGS)
 
 bench: install
 	$(OFFLINE) $(BIN)/segtrain bench $(ARGS)

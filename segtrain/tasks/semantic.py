@@ -145,3 +145,6 @@ class SemanticSegmentation(pl.LightningModule):
         # A resumed run's wandb logger reattaches to this id (engine.resolve_resume).
         wandb_id = next((logger.version for logger in self.loggers if isinstance(logger, WandbLogger)), None)
         checkpoint["segtrain"] = {**self.metadata(), "config": self.config, "wandb_id": wandb_id}
+        # The metrics logged so far go to disk with the checkpoint, so a run resumed from it keeps them.
+        for logger in self.loggers:
+            logger.save()
