@@ -66,18 +66,16 @@ def find_resume_checkpoint(cfg: DictConfig) -> str | None:
     """The checkpoint this run continues from.
 
     A run whose own directory already holds checkpoints (a SLURM job requeued by ``scontrol requeue``,
-    preemption or its time limit) continues from them: from Lightning's ``hpc_ckpt_*.ckpt`` when it
-    saved one on the requeue signal, else from ``last.ckpt``. Otherwise ``resume=true`` takes the
+    preemption or its time limit) continues from the newest of them: Lightning's ``hpc_ckpt_N.ckpt``,
+    saved on SLURM's requeue signal, or ``last.ckpt``. Otherwise ``resume=true`` takes the
     newest ``last.ckpt`` among earlier runs beside this one, and ``resume=PATH`` that file.
     """
     here = output_dir(cfg)
-    if sorted(here.glob("hpc_ckpt_*.ckpt")):
-        log.info("this run was requeued: Lightning resumes from its hpc checkpoint in %s", here)
-        return None
-    own_last = here / "checkpoints" / "last.ckpt"
-    if own_last.is_file():
-        log.info("this run was requeued: resuming from %s", own_last)
-        return str(own_last)
+    own = [*here.glob("hpc_ckpt_*.ckpt"), *here.glob("checkpoints/last.ckpt")]
+    if own:
+        checkpoint = max(own, key=lambda path: path.stat().st_mtime)
+        log.info("this run was requeued: resuming from %s", checkpoint)
+        return str(checkpoint)
     resume = cfg.get("resume")
     if not resume:
         return None

@@ -190,3 +190,18 @@ def test_wandb_offline_logs_config_overlays_groups_and_reattaches_on_resume(tmp_
     assert result.returncode == 0, result.stderr[-3000:]
     (resumed,) = (tmp_path / "outputs").glob("*/*/wandb/offline-run-*")
     assert resumed.name.endswith(run_id)
+
+
+@pytest.mark.parametrize("preset", ["ddp", "ddp_multinode", "ddp_cpu"])
+def test_trainer_presets_compose_and_validate(preset):
+    from segtrain.config import compose, validate
+
+    cfg = compose("config", [f"trainer={preset}"])
+    validate(cfg)
+    assert cfg.trainer.strategy == "ddp" and cfg.trainer.devices >= 2
+
+
+def test_eval_names_the_training_only_strategy(trained_run):
+    result = run_cli("eval", f"ckpt={trained_run['best']}", "trainer=ddp_cpu", cwd=trained_run["cwd"])
+    assert result.returncode == 2
+    assert "trainer.strategy=ddp is for training" in result.stderr and "trainer=cpu" in result.stderr
