@@ -1,4 +1,4 @@
-"""Logger factories for the logger/ config group."""
+"""Loggers for the logger/ config group."""
 from __future__ import annotations
 
 import csv

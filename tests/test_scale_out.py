@@ -86,19 +86,23 @@ OPTUNA = ["-m", "hparams_search=optuna", *SMALL, "hydra.sweep.dir=sweep"]
 
 def test_optuna_sweep_resumes_after_interruption(tmp_path):
     sweep = tmp_path / "sweep"
-    process = start_cli(*OPTUNA, "hydra.sweeper.n_trials=4", cwd=tmp_path)
+    # Trials of a few seconds, so that the kill lands inside one.
+    command = [arg.replace("train:32,", "train:256,") for arg in OPTUNA] + ["hydra.sweeper.n_trials=4"]
+    process = start_cli(*command, cwd=tmp_path)
     wait_for(sweep / "2" / ".hydra" / "overrides.yaml", process)
     kill_9(process)
-    finished = {job: (sweep / job / "val_metrics.json").stat().st_mtime_ns for job in ("0", "1")}
+    finished = {path: path.stat().st_mtime_ns for path in sweep.glob("*/val_metrics.json")}
+    assert len(finished) >= 2
 
-    result = run_cli(*OPTUNA, "hydra.sweeper.n_trials=4", cwd=tmp_path)
+    result = run_cli(*command, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     study = optuna.load_study(study_name="optuna", storage=f"sqlite:///{sweep / 'optuna.db'}")
     states = [trial.state for trial in study.trials]
-    assert states.count(optuna.trial.TrialState.COMPLETE) == 4
-    assert states[2] == optuna.trial.TrialState.FAIL  # the interrupted trial, whose parameters ran again
-    assert study.trials[3].params == study.trials[2].params
-    assert {job: (sweep / job / "val_metrics.json").stat().st_mtime_ns for job in ("0", "1")} == finished
+    assert states.count(optuna.trial.TrialState.COMPLETE) == 4 and len(states) == 5
+    (interrupted,) = [i for i, state in enumerate(states) if state == optuna.trial.TrialState.FAIL]
+    assert interrupted == len(finished)
+    assert study.trials[interrupted + 1].params == study.trials[interrupted].params  # its parameters ran again
+    assert {path: path.stat().st_mtime_ns for path in finished} == finished  # finished trials were kept
     assert "5 trials (4 complete, 0 pruned, 1 failed)" in result.stdout
     best = json.loads((sweep / "summary.json").read_text())["best"]
     assert best["value"] == pytest.approx(study.best_value)
@@ -122,7 +126,12 @@ def test_grid_multirun_prints_the_summary(tmp_path):
     result = run_cli("-m", *SMALL, "optimizer.lr=0.001,0.01", "hydra.sweep.dir=sweep", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 trials (2 complete, 0 pruned, 0 failed)" in result.stdout
-    assert "optimizer.lr=0.01" in result.stdout.splitlines()[-1] or "optimizer.lr=0.001" in result.stdout.splitlines()[-1]
+    values = {job: json.loads((tmp_path / f"sweep/{job}/val_metrics.json").read_text())["best_val_mIoU"]
+              for job in (0, 1)}
+    best_job = max(values, key=values.get)
+    best = json.loads((tmp_path / "sweep/summary.json").read_text())["best"]
+    assert best == {"trial": best_job, "value": values[best_job], "params": {"optimizer.lr": ["0.001", "0.01"][best_job]}}
+    assert result.stdout.splitlines()[-1].startswith(f"best: trial {best_job}, val/mIoU {values[best_job] * 100:.2f}")
 
 
 def test_kill_9_mid_epoch_then_resume_continues(tmp_path):
