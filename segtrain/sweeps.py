@@ -21,6 +21,8 @@ from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_p
 from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 from omegaconf import DictConfig, OmegaConf
 
+from segtrain.errors import SegtrainError
+
 log = logging.getLogger(__name__)
 
 #: Written by ``OptunaPruning`` into the directory of a pruned trial.
@@ -144,14 +146,16 @@ class _ResumableOptunaSweeperImpl(OptunaSweeperImpl):
                          for params, trial in zip(self._configure_trials(trials, distributions, fixed), trials)]
             # Job directories are numbered by trial, so a resumed study never overwrites an earlier trial's.
             returns = self.launcher.launch(overrides, initial_job_idx=trials[0].number)
-            failed = 0
+            failed = []
             for trial, result in zip(trials, returns):
                 state, value = trial_outcome(result)
-                study.tell(trial, None if value is None else value, state=state)
-                failed += state == optuna.trial.TrialState.FAIL
-            if failed / len(returns) > self.max_failure_rate:
-                for result in returns:
-                    result.return_value  # raises the first failure with its traceback
+                study.tell(trial, value, state=state)
+                if state == optuna.trial.TrialState.FAIL:
+                    failed.append(result)
+            if len(failed) / len(returns) > self.max_failure_rate:
+                failed[0].return_value  # raises the first failure with its traceback
+                raise SegtrainError(f"{len(failed)} of {len(returns)} trials returned no val mIoU, more than "
+                                    f"hydra.sweeper.max_failure_rate={self.max_failure_rate} allows")
             remaining -= len(trials)
         completed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         if completed:
