@@ -46,12 +46,9 @@ class ConfigLauncher(_SubprocessScriptLauncher):
         self.config = config
         self.saved_environment: dict[str, str | None] | None = None
 
-    def job_file(self) -> Path:
-        return Path(self.config.paths.output_dir) / "ranks" / "job.yaml"
-
     def _call_children_scripts(self) -> None:
         self._check_can_spawn_children()
-        job_file = self.job_file()
+        job_file = Path(self.config.paths.output_dir) / "ranks" / "job.yaml"
         job_file.parent.mkdir(parents=True, exist_ok=True)
         OmegaConf.save({"function": self.function, "config": OmegaConf.to_container(self.config, resolve=True)},
                        job_file)
@@ -103,11 +100,15 @@ class DDPStrategy(pl.strategies.DDPStrategy):
             self._launcher.finish()
 
 
-def strategy_for(cfg: DictConfig, function: str) -> DDPStrategy | None:
-    """The strategy replacing ``trainer.strategy=ddp``; None for single-process and other strategies."""
+def strategy_for(cfg: DictConfig, function: str | None) -> DDPStrategy | None:
+    """The strategy replacing ``trainer.strategy=ddp``; None for single-process and other strategies.
+    ``function`` is None for commands that run in one process, which then refuse a DDP strategy."""
     name = OmegaConf.select(cfg, "trainer.strategy")
     if name not in SUBPROCESS_STRATEGIES:
         return None
+    if function is None:
+        raise SegtrainError(f"trainer.strategy={name} is for training; this command runs in one process: "
+                            "use trainer=cpu or trainer=gpu")
     return DDPStrategy(function, cfg, **SUBPROCESS_STRATEGIES[name])
 
 

@@ -48,10 +48,7 @@ def build_trainer(cfg: DictConfig, rank_function: str | None = None, **overrides
     ranks of a ``trainer.strategy=ddp`` run execute on ``cfg`` (see ``segtrain.distributed``)."""
     callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node]
     loggers = [instantiate(node) for node in (cfg.get("logger") or {}).values() if node]
-    strategy = distributed.strategy_for(cfg, rank_function) if rank_function else None
-    if strategy is None and OmegaConf.select(cfg, "trainer.strategy") in distributed.SUBPROCESS_STRATEGIES:
-        raise SegtrainError(f"trainer.strategy={cfg.trainer.strategy} is for training; this command runs in one "
-                            "process: use trainer=cpu or trainer=gpu")
+    strategy = distributed.strategy_for(cfg, rank_function)
     kwargs = {"callbacks": callbacks, "logger": loggers or False, **overrides}
     if strategy is not None:
         kwargs["strategy"] = strategy
