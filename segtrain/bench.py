@@ -55,7 +55,7 @@ def plain_loop(task, batches: list[dict], total_steps: int) -> list[float]:
 def segtrain_loop(cfg: DictConfig, task, batches: list[dict]) -> list[float]:
     """The configured trainer, loggers and callbacks; only checkpointing is off (nothing to validate)."""
     timer = StepTimer()
-    cfg = OmegaConf.merge(cfg, {"callbacks": {"model_checkpoint": None}})
+    cfg = OmegaConf.merge(cfg, {"callbacks": {"model_checkpoint": None, "last_checkpoint": None}})
     trainer = build_trainer(cfg, max_steps=len(batches), max_epochs=1, limit_val_batches=0,
                             num_sanity_val_steps=0, enable_checkpointing=False)
     trainer.callbacks.append(timer)

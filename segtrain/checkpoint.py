@@ -1,15 +1,23 @@
 """Writing checkpoints atomically, loading them, and re-applying command-line overrides to their
-stored config."""
+stored config.
+
+A checkpoint is data, not code: the config it stores names ``_target_`` callables, and eval, predict
+and export rebuild objects only from targets segtrain can name (``check_targets``).
+"""
 from __future__ import annotations
 
+import functools
+import importlib
 import os
+import re
 from pathlib import Path
+from typing import Any
 
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from segtrain.errors import SegtrainError
 
@@ -43,6 +51,119 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         finally:
             temporary.unlink(missing_ok=True)
 
+    def load_checkpoint(self, path, map_location=None, weights_only: bool | None = None) -> dict:
+        """Resume reads tensors and plain containers only: a crafted pickle cannot run code."""
+        if "://" in str(path):
+            return super().load_checkpoint(path, map_location, weights_only=True)
+        path = Path(path)
+        try:
+            return torch.load(path, map_location=map_location or "cpu", weights_only=True)
+        except FileNotFoundError:
+            raise SegtrainError(f"checkpoint {path} does not exist; pass resume=true or the path of a .ckpt") from None
+        except Exception as err:
+            raise SegtrainError(
+                f"checkpoint {path} cannot be read ({_first_line(err)}): it is not a checkpoint segtrain "
+                "wrote, or it is truncated. Pass another file, or resume=true for the newest last.ckpt"
+            ) from None
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+
+
+#: Interpolations that read the run's environment rather than other keys: resolved when the config is
+#: stored, since outside the run they would name another run's directory, time or host.
+_ENVIRONMENT_INTERPOLATION = re.compile(r"\$\{(hydra|now|oc\.env|sweep_group|slurm_gpus):")
+
+
+def composed_config(cfg: DictConfig) -> dict:
+    """``cfg`` as composed, for a checkpoint: interpolations between keys are kept, so that
+    ``eval data.root=B`` moves every key derived from it; those reading the environment are resolved."""
+    return _resolve_environment(OmegaConf.to_container(cfg, resolve=False), OmegaConf.to_container(cfg, resolve=True))
+
+
+def _resolve_environment(composed: Any, resolved: Any) -> Any:
+    if isinstance(composed, dict):
+        return {key: _resolve_environment(value, resolved[key]) for key, value in composed.items()}
+    if isinstance(composed, list) and isinstance(resolved, list):
+        return [_resolve_environment(c, r) for c, r in zip(composed, resolved)]
+    if isinstance(composed, str) and _ENVIRONMENT_INTERPOLATION.search(composed):
+        return resolved
+    return composed
+
+
+@functools.lru_cache(maxsize=1)
+def _configured_targets() -> frozenset[str]:
+    """Every ``_target_`` named in segtrain's conf/."""
+    from segtrain.config import config_dir
+
+    found = set()
+    for path in config_dir().rglob("*.yaml"):
+        found.update(re.findall(r"^\s*-?\s*_target_:\s*([\w.]+)\s*$", path.read_text(), flags=re.MULTILINE))
+    return frozenset(found)
+
+
+#: Families a config may name beyond conf/: (module prefix, "module:base class") the target must subclass.
+_TRUSTED_FAMILIES = (
+    ("albumentations.", "albumentations.core.transforms_interface:BasicTransform"),
+    ("torch.optim.", "torch.optim:Optimizer"),
+    ("torch.optim.lr_scheduler.", "torch.optim.lr_scheduler:LRScheduler"),
+    ("segtrain.models.", "torch.nn:Module"),
+    ("segtrain.losses.", "torch.nn:Module"),
+    ("segtrain.data.datasets.", "segtrain.data.datasets.base:SegmentationDataset"),
+)
+
+
+def _in_trusted_family(target: str) -> bool:
+    module_name, _, name = target.rpartition(".")
+    for prefix, base_spec in _TRUSTED_FAMILIES:
+        if not target.startswith(prefix):
+            continue
+        try:
+            candidate = getattr(importlib.import_module(module_name), name)
+            base_module, _, base_name = base_spec.partition(":")
+            base = getattr(importlib.import_module(base_module), base_name)
+        except (ImportError, AttributeError, ValueError):
+            continue
+        if isinstance(candidate, type) and issubclass(candidate, base):
+            return True
+    return False
+
+
+def _targets(node: Any, path: str = "") -> list[tuple[str, Any]]:
+    """(key, value) of every ``_target_`` under ``node``, values resolved."""
+    found = []
+    if isinstance(node, DictConfig):
+        for key in node.keys():
+            child = f"{path}.{key}" if path else str(key)
+            if key == "_target_":
+                found.append((child, node[key]))
+            else:
+                found += _targets(node._get_node(key), child)
+    elif isinstance(node, ListConfig):
+        for index in range(len(node)):
+            found += _targets(node._get_node(index), f"{path}[{index}]")
+    return found
+
+
+def check_targets(stored: DictConfig, command_cfg: DictConfig, ckpt_path) -> None:
+    """Refuses a checkpoint whose config names a callable segtrain cannot name itself.
+
+    Allowed: the targets of conf/, the classes of the families above, and any target this command's own
+    config names (the user typed it, e.g. ``model._target_=mypkg.Net`` for their own model).
+    """
+    typed = {str(value) for _, value in _targets(command_cfg)}
+    for key, target in _targets(stored):
+        target = str(target)
+        if target in _configured_targets() or target in typed or _in_trusted_family(target):
+            continue
+        raise SegtrainError(
+            f"ckpt={ckpt_path} names {key}={target}, which is not a model, loss, optimizer, scheduler, dataset "
+            "or transform that segtrain's configs can name; nothing was built from it. A checkpoint's config "
+            f"is data, not code: if you trust this file, name the target yourself on the command line "
+            f"({key.replace('[', '.').replace(']', '')}={target})."
+        )
+
 
 def read_metadata(path: str | Path) -> dict:
     """The ``segtrain`` entry of a checkpoint, without reading its tensors into memory."""
@@ -56,8 +177,11 @@ def load_checkpoint(path: str | Path) -> dict:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise SegtrainError(f"ckpt={path} cannot be read as a checkpoint ({err}); is the file complete?") from err
-    if "segtrain" not in checkpoint:
+        raise SegtrainError(
+            f"ckpt={path} cannot be read as a checkpoint ({_first_line(err)}); is the file complete, "
+            "and was it written by segtrain train?"
+        ) from None
+    if not isinstance(checkpoint, dict) or "segtrain" not in checkpoint:
         raise SegtrainError(f"ckpt={path} was not written by segtrain: it carries no 'segtrain' metadata")
     return checkpoint
 
@@ -67,7 +191,9 @@ def stored_config(checkpoint: dict, cfg: DictConfig) -> DictConfig:
 
     ``trainer``, ``paths``, ``logger`` and ``callbacks`` come from this command. Every override on
     the command line (``data.root=...``, ``inference.mode=slide``, or a group such as ``data=voc``)
-    replaces the stored value with the one Hydra composed for this command.
+    replaces the stored value with the one Hydra composed for this command, and since the stored config
+    keeps its interpolations, what derives from an overridden key (``data.dataset.root``,
+    ``inference.crop_size``) follows it. Every ``_target_`` is checked before anything is built.
     """
     stored = OmegaConf.create(checkpoint["segtrain"]["config"])
     for key in RUNTIME_KEYS:
@@ -87,6 +213,12 @@ def stored_config(checkpoint: dict, cfg: DictConfig) -> DictConfig:
         if OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT:
             continue  # a global overlay (experiment=, debug=): its keys are runtime keys or absent
         OmegaConf.update(stored, key, OmegaConf.select(cfg, key), merge=False, force_add=True)
+    try:
+        check_targets(stored, cfg, cfg.ckpt)
+    except SegtrainError:
+        raise
+    except Exception as err:  # an interpolation that does not resolve
+        raise SegtrainError(f"ckpt={cfg.ckpt}: its stored config cannot be resolved ({_first_line(err)})") from None
     return stored
 
 

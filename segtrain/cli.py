@@ -5,10 +5,12 @@ message before Hydra creates a run directory or anything heavy is built.
 """
 from __future__ import annotations
 
+import difflib
 import importlib
 import re
 import sys
-from typing import Callable
+from pathlib import Path
+from typing import Callable, NoReturn
 
 from segtrain.errors import SegtrainError
 
@@ -79,19 +81,68 @@ def _user_message(err: BaseException) -> str:
 
 
 def precheck(command: str, overrides: list[str], flags: set[str]) -> None:
-    """Compose and validate one run before Hydra starts it (sweeps are checked per job)."""
-    from segtrain.config import check_writable, compose, validate
+    """Compose and validate one run before Hydra starts it and writes its directory (the jobs of a
+    sweep are validated one by one, as they start)."""
+    from segtrain.config import check_fresh_directory, check_run_name, check_writable, compose, requeued, validate
 
-    if flags & {"-m", "--multirun"}:
-        return
-    cfg = compose(COMMANDS[command][0], overrides)
+    multirun = bool(flags & {"-m", "--multirun"})
+    if multirun:
+        overrides = [o for o in overrides if not _is_sweep(o)]
+    cfg = compose(COMMANDS[command][0], overrides, with_hydra=True)
     if flags & _INSPECT_FLAGS:
         return
     check_writable(cfg.paths.log_dir)
-    if command == "train":
+    check_run_name(cfg)
+    if command == "train" and not multirun:
         validate(cfg)
-    elif command in ("eval", "predict", "export") and not cfg.get("ckpt"):
+    elif command in ("eval", "predict", "export") and not cfg.get("ckpt") and not multirun:
         raise SegtrainError(f"segtrain {command} needs ckpt=PATH (a .ckpt written by segtrain train)")
+    may_continue = command == "train" and (bool(cfg.get("resume")) or requeued())
+    directory = Path(cfg.hydra.sweep.dir if multirun else cfg.hydra.run.dir)
+    check_fresh_directory(directory, multirun, may_continue)
+
+
+def _is_sweep(override: str) -> bool:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        return OverridesParser.create().parse_override(override).is_sweep_override()
+    except Exception:
+        return False
+
+
+def _instantiation_message(err: BaseException) -> str:
+    """Hydra's "Error in call to target ..." as one line that names the config key and the fix."""
+    if isinstance(err.__cause__, SegtrainError):
+        return _user_message(err.__cause__)
+    text = str(err)
+    target = re.search(r"target '([^']+)'", text)
+    key = re.search(r"full_key: (\S+)", text)
+    where = f"{key.group(1) if key else 'an object'} ({target.group(1) if target else 'unknown target'})"
+    cause = err.__cause__
+    detail = " ".join(str(cause).split()) if cause is not None else " ".join(text.splitlines()[1:2])
+    unexpected = re.search(r"unexpected keyword argument '(\w+)'", detail)
+    if unexpected and key:
+        return (f"cannot build {where}: it takes no argument '{unexpected.group(1)}'. "
+                f"Remove {key.group(1)}.{unexpected.group(1)} from the overrides")
+    return f"cannot build {where}: {detail}"
+
+
+def report_errors(task: Callable, cfg, prefix: str = "error"):
+    """Runs ``task(cfg)``; bad input ends in one ``error:`` line and exit 2, SIGTERM in exit 143."""
+    from hydra.errors import InstantiationException
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    try:
+        return task(cfg)
+    except SegtrainError as err:
+        fail(_user_message(err), prefix)
+    except InstantiationException as err:
+        fail(_instantiation_message(err), prefix)
+    except SIGTERMException:
+        # Lightning exits 0 on SIGTERM, which a scheduler reads as success: report 128 + SIGTERM.
+        print("segtrain: stopped by SIGTERM; the checkpoints written so far are kept", file=sys.stderr)
+        sys.exit(143)
 
 
 def run_hydra(command: str, args: list[str]) -> None:
@@ -103,15 +154,16 @@ def run_hydra(command: str, args: list[str]) -> None:
     task = _task_function(spec)
 
     def job(cfg):
-        try:
-            return task(cfg)
-        except SegtrainError as err:
-            print(f"error: {_user_message(err)}", file=sys.stderr)
-            sys.exit(2)
+        return report_errors(task, cfg)
 
     job.__name__ = command
     sys.argv = [f"segtrain {command}", *args]
     hydra.main(config_path=str(config_dir()), config_name=config_name, version_base="1.3")(job)()
+
+
+def fail(message: str, prefix: str = "error") -> NoReturn:
+    print(f"{prefix}: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 def list_configs() -> None:
@@ -133,6 +185,10 @@ def main(argv: list[str] | None = None) -> None:
         print(USAGE.format(commands=commands))
         return
     command = args.pop(0) if args and args[0] in COMMANDS else "train"
+    if command == "train" and args and not args[0].startswith("-") and "=" not in args[0]:
+        close = difflib.get_close_matches(args[0], COMMANDS, n=1)
+        fail(f"unknown command '{args[0]}'" + (f"; did you mean 'segtrain {close[0]}'?" if close else "")
+             + f" Commands: {', '.join(COMMANDS)}; overrides are key=value")
     try:
         if command == "list":
             list_configs()
@@ -145,6 +201,5 @@ def main(argv: list[str] | None = None) -> None:
             return
         precheck(command, overrides, flags)
     except SegtrainError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        fail(str(err))
     run_hydra(command, args)

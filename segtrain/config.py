@@ -7,9 +7,14 @@ from __future__ import annotations
 
 import colorsys
 import difflib
+import functools
+import math
 import os
+import secrets
+import tempfile
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
@@ -53,7 +58,15 @@ def slurm_gpus(accelerator: str, devices) -> int:
     return devices if accelerator in ("gpu", "cuda") and isinstance(devices, int) and devices > 0 else 0
 
 
+@functools.lru_cache(maxsize=1)
+def run_stamp() -> str:
+    """``${run_stamp:}``: the start time and a random suffix, fixed for the process, so that runs started
+    in the same second get directories of their own (and the CLI's pre-run check sees Hydra's directory)."""
+    return f"{datetime.now():%Y-%m-%d_%H-%M-%S}_{secrets.token_hex(3)}"
+
+
 OmegaConf.register_new_resolver("len", lambda items: len(items), replace=True)
+OmegaConf.register_new_resolver("run_stamp", run_stamp, replace=True)
 OmegaConf.register_new_resolver("palette", distinct_palette, replace=True)
 OmegaConf.register_new_resolver("sweep_group", sweep_group, replace=True)
 OmegaConf.register_new_resolver("slurm_gpus", slurm_gpus, replace=True)
@@ -78,13 +91,50 @@ def config_groups() -> dict[str, list[str]]:
     return groups
 
 
-def compose(config_name: str, overrides: list[str]) -> DictConfig:
-    """Compose like the CLI does, with messages that list the valid choices on a bad override."""
+def compose(config_name: str, overrides: list[str], with_hydra: bool = False) -> DictConfig:
+    """Compose like the CLI does, with messages that list the valid choices on a bad override.
+
+    ``with_hydra``: keep the ``hydra`` node (the run directory) and make ``${hydra:...}`` resolvable, as
+    in the run Hydra is about to start."""
+    from hydra.core.hydra_config import HydraConfig
+
     with initialize_config_dir(str(config_dir()), version_base="1.3"):
         try:
-            return hydra_compose(config_name, overrides=overrides)
+            cfg = hydra_compose(config_name, overrides=overrides, return_hydra_config=with_hydra)
         except (ConfigCompositionException, MissingConfigException) as err:
             raise SegtrainError(_explain_override_error(err, config_name, overrides)) from None
+    if with_hydra:
+        HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+def check_run_name(cfg: DictConfig) -> None:
+    """``run_name`` names a directory under ``paths.log_dir`` and must stay inside it."""
+    name = str(cfg.run_name)
+    if name in ("", ".") or ".." in Path(name).parts or Path(name).is_absolute():
+        raise SegtrainError(
+            f"run_name={name!r} is invalid: it must be a relative name inside paths.log_dir, without '..'"
+        )
+
+
+def requeued() -> bool:
+    """Whether SLURM restarted this job (``scontrol requeue``, preemption, Lightning's auto-requeue)."""
+    return int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0
+
+
+def check_fresh_directory(directory: Path, multirun: bool, may_continue: bool) -> None:
+    """Refuses to start a run in a directory that holds an earlier run, whose config, checkpoints and
+    metrics it would overwrite, unless this run continues that one (``may_continue``)."""
+    if may_continue or not directory.is_dir():
+        return
+    pattern = "*/.hydra/config.yaml" if multirun else ".hydra/config.yaml"
+    earlier = next(directory.glob(pattern), None) or next(directory.glob("checkpoints/*.ckpt"), None)
+    if earlier is not None:
+        key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+        raise SegtrainError(
+            f"{directory} already holds a run ({earlier.relative_to(directory)}); segtrain does not write over it. "
+            f"Choose another {key}, or pass resume=true to continue that run"
+        )
 
 
 def _explain_override_error(err: Exception, config_name: str, overrides: list[str]) -> str:
@@ -131,7 +181,8 @@ class Rule:
 
 
 def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A finite int or float: ``inf`` and ``nan`` pass no rule."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _int(value) -> bool:
@@ -142,6 +193,38 @@ def _list(value) -> bool:
     return isinstance(value, (list, tuple, ListConfig))
 
 
+def _epochs_or_steps(value) -> bool:
+    return _int(value) and (value >= 1 or value == -1)
+
+
+def _devices(value) -> bool:
+    """Lightning's forms: a count >= 1, -1 (all), "auto", or a list of device indices."""
+    if _int(value):
+        return value >= 1 or value == -1
+    if _list(value):
+        return len(value) > 0 and all(_int(index) and index >= 0 for index in value)
+    return value == "auto" or (isinstance(value, str) and re.fullmatch(r"\d+(,\s*\d+)*,?", value) is not None)
+
+
+def _size(minimum: int) -> Callable[[Any], bool]:
+    return lambda value: value is None or (_list(value) and len(value) in (2, 3)
+                                          and all(_int(n) and n >= minimum for n in value))
+
+
+def _fraction_or_count(value) -> bool:
+    """Lightning's ``limit_*_batches`` / ``val_check_interval``: a fraction in (0, 1] or a count >= 1."""
+    if value is None:
+        return True
+    if isinstance(value, float):
+        return 0 < value <= 1
+    return _int(value) and value >= 0
+
+
+#: Windows below this leave nothing for a network's downsampling (a U-Net of depth 4 halves 4 times).
+MIN_WINDOW = 16
+#: Test-time scales outside this range shrink images to nothing or blow up memory.
+SCALE_RANGE = (0.1, 8.0)
+
 RULES = (
     Rule("seed", _int, "an integer"),
     Rule("data.classes", lambda v: _list(v) and len(v) > 0, "a non-empty list of class names"),
@@ -149,24 +232,44 @@ RULES = (
     Rule("data.in_channels", lambda v: _int(v) and v >= 1, "an integer >= 1"),
     Rule("data.ignore_index", lambda v: _int(v) and 0 <= v <= 255, "an integer in [0, 255]"),
     Rule("data.batch_size", lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    Rule("data.val_batch_size", lambda v: v is None or (_int(v) and v >= 1), "null or an integer >= 1",
+         required=False),
     Rule("data.num_workers", lambda v: _int(v) and v >= 0, "an integer >= 0"),
+    Rule("data.crop_size", _size(1), "null or [H, W] (or [D, H, W]) of integers >= 1", required=False),
     Rule("data.mean", lambda v: _list(v) and all(_number(x) for x in v), "a list of numbers"),
     Rule("data.std", lambda v: _list(v) and all(_number(x) and x > 0 for x in v), "a list of numbers > 0"),
-    Rule("loss.class_weights", lambda v: v in (None, MEDIAN_FREQUENCY) or (_list(v) and all(_number(x) for x in v)),
-         f"null, {MEDIAN_FREQUENCY} (computed from the train split) or a list of numbers, one per class",
-         required=False),
-    Rule("optimizer.lr", lambda v: _number(v) and v > 0, "a number > 0"),
-    Rule("optimizer.weight_decay", lambda v: _number(v) and v >= 0, "a number >= 0", required=False),
+    Rule("loss.class_weights", lambda v: v in (None, MEDIAN_FREQUENCY) or (
+        _list(v) and all(_number(x) and x >= 0 for x in v) and any(x > 0 for x in v)),
+         f"null, {MEDIAN_FREQUENCY} (computed from the train split) or a list of finite numbers >= 0, "
+         "one per class, not all 0", required=False),
+    Rule("optimizer.lr", lambda v: _number(v) and v > 0, "a finite number > 0"),
+    Rule("optimizer.weight_decay", lambda v: _number(v) and v >= 0, "a finite number >= 0", required=False),
     Rule("optimizer.momentum", lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)", required=False),
-    Rule("trainer.max_epochs", lambda v: _int(v) and v >= -1, "an integer >= 1 (or -1)", required=False),
-    Rule("trainer.max_steps", lambda v: _int(v) and v >= -1, "an integer >= 1 (or -1)", required=False),
-    Rule("trainer.gradient_clip_val", lambda v: v is None or (_number(v) and v >= 0), "null or a number >= 0", required=False),
+    Rule("trainer.max_epochs", lambda v: v is None or _epochs_or_steps(v), "an integer >= 1 (or -1: no limit)",
+         required=False),
+    Rule("trainer.max_steps", _epochs_or_steps, "an integer >= 1 (or -1: no limit)", required=False),
+    Rule("trainer.devices", _devices, "an integer >= 1, -1 (every device), auto, or a list of device indices",
+         required=False),
+    Rule("trainer.gradient_clip_val", lambda v: v is None or (_number(v) and v >= 0), "null or a number >= 0",
+         required=False),
     Rule("trainer.accumulate_grad_batches", lambda v: _int(v) and v >= 1, "an integer >= 1", required=False),
     Rule("trainer.num_nodes", lambda v: _int(v) and v >= 1, "an integer >= 1", required=False),
     Rule("trainer.sync_batchnorm", lambda v: isinstance(v, bool), "true or false", required=False),
+    Rule("trainer.limit_train_batches", _fraction_or_count, "null, a fraction in (0, 1] or a count >= 0",
+         required=False),
+    Rule("trainer.limit_val_batches", _fraction_or_count, "null, a fraction in (0, 1] or a count >= 0",
+         required=False),
+    Rule("trainer.val_check_interval", _fraction_or_count, "null, a fraction in (0, 1] or a count >= 1",
+         required=False),
     Rule("auto_scale_lr.base_batch_size", lambda v: _int(v) and v >= 1, "an integer >= 1", required=False),
     Rule("inference.mode", lambda v: v in ("whole", "slide"), "'whole' or 'slide'"),
-    Rule("inference.scales", lambda v: _list(v) and len(v) > 0 and all(_number(s) and s > 0 for s in v), "a non-empty list of numbers > 0"),
+    Rule("inference.crop_size", _size(MIN_WINDOW), f"null or [H, W] (or [D, H, W]) of integers >= {MIN_WINDOW}",
+         required=False),
+    Rule("inference.stride", _size(1), "null (half the crop) or [H, W] (or [D, H, W]) of integers >= 1",
+         required=False),
+    Rule("inference.scales", lambda v: _list(v) and len(v) > 0 and all(
+        _number(s) and SCALE_RANGE[0] <= s <= SCALE_RANGE[1] for s in v),
+         f"a non-empty list of numbers in [{SCALE_RANGE[0]}, {SCALE_RANGE[1]}]"),
     Rule("inference.flip", lambda v: isinstance(v, bool), "true or false"),
     Rule("inference.crf", lambda v: isinstance(v, bool), "true or false", required=False),
 )
@@ -182,9 +285,11 @@ def _value(cfg: DictConfig, key: str):
         raise SegtrainError(f"config key {key} cannot be resolved: {err}") from None
 
 
-def validate(cfg: DictConfig) -> None:
-    """Check types, ranges and cross-key consistency; raise one SegtrainError naming the key."""
-    _check_data_root(cfg)
+def validate(cfg: DictConfig, data_root: bool = True) -> None:
+    """Check types, ranges and cross-key consistency; raise one SegtrainError naming the key.
+    ``data_root=False`` for commands that read no dataset (predict, export)."""
+    if data_root:
+        _check_data_root(cfg)
     for rule in RULES:
         value = _value(cfg, rule.key)
         if value is _ABSENT:
@@ -224,6 +329,12 @@ def _check_consistency(cfg: DictConfig) -> None:
             f"data.num_classes={cfg.data.num_classes} but data.classes lists {len(classes)} classes; "
             "remove data.num_classes (it defaults to the length of data.classes) or fix the list"
         )
+    if cfg.data.ignore_index < len(classes):
+        raise SegtrainError(
+            f"data.ignore_index={cfg.data.ignore_index} is the id of class '{classes[cfg.data.ignore_index]}': "
+            f"that class would never be trained or scored. Use an id >= {len(classes)} (255 is the convention), "
+            "or map the value to ignore with data.label_map"
+        )
     if len(cfg.data.palette) < len(classes):
         raise SegtrainError(f"data.palette has {len(cfg.data.palette)} colours for {len(classes)} classes")
     model_classes = OmegaConf.select(cfg, "model.num_classes")
@@ -244,6 +355,25 @@ def _check_consistency(cfg: DictConfig) -> None:
         raise SegtrainError(f"inference.crf=true needs RGB images; data.in_channels={cfg.data.in_channels}")
     if cfg.inference.mode == "slide" and not cfg.inference.get("crop_size"):
         raise SegtrainError("inference.mode=slide needs inference.crop_size=[H,W] (and optionally inference.stride)")
+    crop, stride = cfg.inference.get("crop_size"), cfg.inference.get("stride")
+    if crop and stride and (len(stride) != len(crop) or any(s > c for s, c in zip(stride, crop))):
+        raise SegtrainError(
+            f"inference.stride={list(stride)} must have one step per dimension of inference.crop_size={list(crop)}, "
+            "each no larger than the crop (larger steps would skip pixels)"
+        )
+    _check_accelerator(cfg)
+
+
+def _check_accelerator(cfg: DictConfig) -> None:
+    accelerator = OmegaConf.select(cfg, "trainer.accelerator")
+    if accelerator in ("gpu", "cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise SegtrainError(
+                f"trainer.accelerator={accelerator}, but no CUDA GPU is visible on this machine; "
+                "use trainer=cpu (or trainer=ddp_cpu for several processes)"
+            )
 
 
 def check_writable(directory: str | os.PathLike, key: str = "paths.log_dir") -> None:
@@ -252,8 +382,12 @@ def check_writable(directory: str | os.PathLike, key: str = "paths.log_dir") -> 
     existing = path
     while not existing.exists():
         existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+    if not existing.is_dir():
+        raise SegtrainError(f"output directory {path} is not writable ({existing} is not a directory); "
+                            f"set {key} to a writable directory")
+    try:  # os.access says yes to root everywhere, /proc included: try for real, leaving nothing behind
+        os.rmdir(tempfile.mkdtemp(prefix=".segtrain-write-check-", dir=existing))
+    except OSError as err:
         raise SegtrainError(
-            f"output directory {path} is not writable ({existing} is "
-            f"{'not a directory' if not existing.is_dir() else 'read-only'}); set {key} to a writable directory"
-        )
+            f"output directory {path} is not writable ({existing}: {err.strerror}); set {key} to a writable directory"
+        ) from None

@@ -21,9 +21,10 @@ import sys
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
 import torch.distributed
 from hydra.utils import get_method
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from pytorch_lightning.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 
 from segtrain.errors import SegtrainError
@@ -104,12 +105,26 @@ def strategy_for(cfg: DictConfig, function: str | None) -> DDPStrategy | None:
     """The strategy replacing ``trainer.strategy=ddp``; None for single-process and other strategies.
     ``function`` is None for commands that run in one process, which then refuse a DDP strategy."""
     name = OmegaConf.select(cfg, "trainer.strategy")
+    if name == "auto" and process_count(cfg) > 1:
+        name = "ddp"  # what Lightning picks for several devices, started by re-running sys.argv
     if name not in SUBPROCESS_STRATEGIES:
         return None
     if function is None:
         raise SegtrainError(f"trainer.strategy={name} is for training; this command runs in one process: "
                             "use trainer=cpu or trainer=gpu")
     return DDPStrategy(function, cfg, **SUBPROCESS_STRATEGIES[name])
+
+
+def process_count(cfg: DictConfig) -> int:
+    """The processes ``cfg.trainer`` asks for: devices per node x nodes."""
+    devices = OmegaConf.select(cfg, "trainer.devices")
+    if isinstance(devices, str) and devices != "auto":
+        devices = [index for index in devices.split(",") if index.strip()]
+    if devices in (-1, "auto"):
+        gpu = OmegaConf.select(cfg, "trainer.accelerator") in ("gpu", "cuda", "auto")
+        devices = torch.cuda.device_count() if gpu and torch.cuda.is_available() else 1
+    per_node = len(devices) if isinstance(devices, (list, ListConfig)) else int(devices or 1)
+    return per_node * int(OmegaConf.select(cfg, "trainer.num_nodes") or 1)
 
 
 class RankRecord(pl.Callback):
@@ -140,12 +155,10 @@ class RankRecord(pl.Callback):
 def main(argv: list[str] | None = None) -> None:
     """Entry of ranks 1..N-1: run the job file's function on its config."""
     args = sys.argv[1:] if argv is None else argv
+    from segtrain.cli import report_errors
+
     job = OmegaConf.load(args[0])
-    try:
-        get_method(job.function)(job.config)
-    except SegtrainError as err:
-        print(f"error (rank {os.environ.get('LOCAL_RANK')}): {err}", file=sys.stderr)
-        sys.exit(2)
+    report_errors(get_method(job.function), job.config, prefix=f"error (rank {os.environ.get('LOCAL_RANK')})")
 
 
 if __name__ == "__main__":

@@ -15,8 +15,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from segtrain.callbacks import PredictionWriter
 from segtrain import distributed
-from segtrain.checkpoint import check_classes, load_checkpoint, read_metadata, stored_config
-from segtrain.config import MEDIAN_FREQUENCY, validate
+from segtrain.checkpoint import check_classes, composed_config, load_checkpoint, read_metadata, stored_config
+from segtrain.config import MEDIAN_FREQUENCY, requeued, validate
 from segtrain.errors import SegtrainError
 from segtrain.metrics import format_table
 from segtrain.tasks.semantic import SemanticSegmentation
@@ -37,7 +37,8 @@ def build_task(cfg: DictConfig) -> SemanticSegmentation:
         std=list(cfg.data.std),
         ignore_index=cfg.data.ignore_index,
         inference=OmegaConf.to_container(cfg.inference, resolve=True),
-        config=OmegaConf.to_container(cfg, resolve=True),
+        config=composed_config(cfg),
+        resolved_config=OmegaConf.to_container(cfg, resolve=True),
         lr_base_batch_size=OmegaConf.select(cfg, "auto_scale_lr.base_batch_size")
         if OmegaConf.select(cfg, "auto_scale_lr.enable") else None,
     )
@@ -60,36 +61,86 @@ def output_dir(cfg: DictConfig) -> Path:
 
 
 def find_resume_checkpoint(cfg: DictConfig) -> str | None:
-    """The checkpoint this run continues from.
+    """The checkpoint this run continues from, or None for a fresh run.
 
-    A run whose own directory already holds checkpoints (a SLURM job requeued by ``scontrol requeue``,
-    preemption or its time limit) continues from the newest of them: Lightning's ``hpc_ckpt_N.ckpt``,
-    saved on SLURM's requeue signal, or ``last.ckpt``. Otherwise ``resume=true`` takes the
-    newest ``last.ckpt`` among earlier runs beside this one, and ``resume=PATH`` that file.
+    - A job SLURM restarted (``scontrol requeue``, preemption, its time limit), or a run told
+      ``resume=true`` whose own directory holds checkpoints, continues from the newest of them:
+      Lightning's ``hpc_ckpt_N.ckpt`` (saved on SLURM's requeue signal) or ``last.ckpt``.
+    - Otherwise ``resume=true`` takes the newest ``last.ckpt`` of the earlier runs beside this one,
+      leaving out debug runs (``debug=...``), and ``resume=PATH`` takes that file.
     """
     here = output_dir(cfg)
-    own = [*here.glob("hpc_ckpt_*.ckpt"), *here.glob("checkpoints/last.ckpt")]
-    if own:
-        checkpoint = max(own, key=lambda path: path.stat().st_mtime)
-        log.info("this run was requeued: resuming from %s", checkpoint)
-        return str(checkpoint)
     resume = cfg.get("resume")
+    own = [*here.glob("hpc_ckpt_*.ckpt"), *here.glob("checkpoints/last.ckpt")]
+    if own and (requeued() or resume is True):
+        checkpoint = max(own, key=lambda path: path.stat().st_mtime)
+        log.info("continuing this run's own checkpoint %s", checkpoint)
+        return str(checkpoint)
     if not resume:
         return None
     if isinstance(resume, str):
-        if not Path(resume).is_file():
-            raise SegtrainError(f"resume={resume} does not exist; pass resume=true or the path of a .ckpt")
+        readable_metadata(resume, "resume")
         return resume
-    runs = sorted((p for p in here.parent.iterdir() if p.is_dir() and p != here), reverse=True)
-    for run in runs:
-        last = run / "checkpoints" / "last.ckpt"
-        if last.is_file():
-            log.info("resuming from %s", last)
-            return str(last)
+    candidates = [last for last in here.parent.glob("*/checkpoints/last.ckpt") if last.parents[1] != here]
+    debug_runs = [last for last in candidates if readable_metadata(last, "resume").get("debug_run")]
+    runs = [last for last in candidates if last not in debug_runs]
+    if runs:
+        checkpoint = max(runs, key=lambda path: path.stat().st_mtime)
+        log.info("resuming from %s", checkpoint)
+        return str(checkpoint)
+    skipped = f" ({len(debug_runs)} debug runs left out)" if debug_runs else ""
     raise SegtrainError(
-        f"resume=true found no checkpoints/last.ckpt in earlier runs under {here.parent}; "
+        f"resume=true found no checkpoints/last.ckpt of an earlier run under {here.parent}{skipped}; "
         "start without resume, or pass resume=/path/to/last.ckpt"
     )
+
+
+def readable_metadata(path: str | Path, key: str) -> dict:
+    """The segtrain metadata of a checkpoint named by ``key``, or one error that says what is wrong."""
+    if not Path(path).is_file():
+        raise SegtrainError(f"{key}={path} does not exist; pass resume=true or the path of a .ckpt")
+    try:
+        return read_metadata(path)
+    except Exception as err:
+        raise SegtrainError(
+            f"{key}={path} cannot be read as a checkpoint ({str(err).splitlines()[0][:200]}); it is truncated "
+            "or not a segtrain checkpoint. Pass another file, or resume=true for the newest last.ckpt"
+        ) from None
+
+
+def describe_resume(checkpoint: str, cfg: DictConfig) -> None:
+    """Says which settings differ from the run being continued, and which of them a resume cannot change."""
+    stored = read_metadata(checkpoint).get("resolved_config")
+    if not stored:
+        return
+    changed = config_changes(stored, OmegaConf.to_container(cfg, resolve=True))
+    if not changed:
+        log.info("resuming %s with the same settings", checkpoint)
+        return
+    lines = [f"resuming {checkpoint}; settings that differ from that run:"]
+    for key, before, after in changed:
+        kept = key.split(".")[0] in ("optimizer", "scheduler")
+        lines.append(f"  {key}: {before!r} -> {after!r}"
+                     + (" (kept as before: the optimizer and scheduler state are restored)" if kept else ""))
+    log.warning("\n".join(lines))
+
+
+#: Where a run writes and how it logs: not part of what it trains.
+_NOT_RECIPE = ("resume", "paths", "hydra", "logger", "callbacks", "task_name", "trainer.default_root_dir")
+
+
+def config_changes(before: dict, after: dict, prefix: str = "") -> list[tuple[str, object, object]]:
+    changes = []
+    for key in sorted(set(before) | set(after)):
+        path = f"{prefix}{key}"
+        if any(path == skip or path.startswith(skip + ".") for skip in _NOT_RECIPE):
+            continue
+        old, new = before.get(key), after.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            changes += config_changes(old, new, path + ".")
+        elif old != new:
+            changes.append((path, old, new))
+    return changes
 
 
 def write_metrics(cfg: DictConfig, result: dict, name: str) -> Path:
@@ -116,6 +167,8 @@ def resolve_resume(cfg: DictConfig) -> None:
     rank continues from the same file, and reattaches a wandb logger to the run it continues."""
     checkpoint = find_resume_checkpoint(cfg)
     cfg.resume = checkpoint
+    if checkpoint:
+        describe_resume(checkpoint, cfg)
     wandb_id = read_metadata(checkpoint).get("wandb_id") if checkpoint else None
     if wandb_id and OmegaConf.select(cfg, "logger.wandb"):
         cfg.logger.wandb.id = wandb_id
@@ -136,43 +189,59 @@ def fit(cfg: DictConfig) -> float | None:
     datamodule = instantiate(cfg.data)
     task = build_task(cfg)
     trainer = build_trainer(cfg, rank_function="segtrain.engine.fit")
-    trainer.callbacks.append(distributed.RankRecord(output_dir(cfg) / "ranks", task.config))
+    trainer.callbacks.append(distributed.RankRecord(output_dir(cfg) / "ranks", task.resolved_config))
     for logger in trainer.loggers:
-        logger.log_hyperparams(task.config)
+        logger.log_hyperparams(task.resolved_config)
     trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("resume") or None)
     if task.val_scores is None or not trainer.is_global_zero:
         return None
-    best = trainer.checkpoint_callback.best_model_score if trainer.checkpoint_callback else None
+    monitoring = next((callback for callback in trainer.checkpoint_callbacks if callback.monitor), None)
+    best = monitoring.best_model_score if monitoring else None
     best_value = float(best) if best is not None else task.val_scores["mIoU"]
     print(format_table(task.val_scores, title=f"validation after epoch {trainer.current_epoch}"))
-    if trainer.checkpoint_callback is not None and trainer.checkpoint_callback.best_model_path:
-        print(f"best val/mIoU {best_value * 100:.2f}: {trainer.checkpoint_callback.best_model_path}")
+    if monitoring is not None and monitoring.best_model_path:
+        print(f"best val/mIoU {best_value * 100:.2f}: {monitoring.best_model_path}")
     write_metrics(cfg, {**task.val_scores, "best_val_mIoU": best_value, "epochs": trainer.current_epoch},
                   "val_metrics.json")
     return best_value
 
 
-def load_task(cfg: DictConfig) -> tuple[SemanticSegmentation, DictConfig]:
-    """A model from ``cfg.ckpt`` with its stored config, this command's overrides applied."""
+def load_task(cfg: DictConfig, data_root: bool = True) -> tuple[SemanticSegmentation, DictConfig]:
+    """A model from ``cfg.ckpt`` with its stored config, this command's overrides applied and validated
+    (``data_root``: whether this command reads the dataset)."""
     checkpoint = load_checkpoint(cfg.ckpt)
     merged = stored_config(checkpoint, cfg)
     check_classes(checkpoint, merged, cfg.ckpt)
+    validate(merged, data_root=data_root)
     task = build_task(merged)
-    task.load_state_dict(checkpoint["state_dict"])
+    try:
+        task.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as err:
+        trained = checkpoint["segtrain"].get("resolved_config", checkpoint["segtrain"]["config"]).get("model", {})
+        raise SegtrainError(
+            f"the weights in ckpt={cfg.ckpt} do not fit model={merged.model.get('_target_')} as configured "
+            f"(trained as {trained.get('_target_')}): {str(err).splitlines()[-1].strip()[:300]}. "
+            "Drop the model overrides; eval, predict and export use the model the checkpoint was trained with."
+        ) from None
     return task.eval(), merged
 
 
 def evaluate(cfg: DictConfig) -> dict:
     task, merged = load_task(cfg)
-    validate(merged)
     datamodule = instantiate(merged.data)
     trainer = build_trainer(merged, logger=False)
     if cfg.get("save_predictions"):
         predictions = output_dir(cfg) / "predictions"
         trainer.callbacks.append(PredictionWriter(predictions, datamodule.encoding.inverse))
+    root, split = merged.data.get("root"), merged.data.split
+    images = len(datamodule.build("eval"))
+    print(f"evaluating ckpt={cfg.ckpt} on data={merged.data.get('name', '')} root={root} split={split}: "
+          f"{images} images")
     trainer.test(task, datamodule=datamodule, verbose=False)
-    result = task.test_scores
-    print(format_table(result, title=f"{merged.data.get('name', '')} split={merged.data.split} ckpt={cfg.ckpt}"))
+    result = {**task.test_scores, "data": merged.data.get("name"), "root": root, "split": split, "images": images,
+              "ckpt": str(cfg.ckpt)}
+    print(format_table(result, title=f"{merged.data.get('name', '')} root={root} split={split} ({images} images, "
+                                     f"{result['pixels']} labelled pixels) ckpt={cfg.ckpt}"))
     print(f"metrics written to {write_metrics(cfg, result, 'metrics.json')}")
     if cfg.get("save_predictions"):
         print(f"predictions written to {predictions} in the dataset's own label encoding")

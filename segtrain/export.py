@@ -6,11 +6,13 @@ fails when the maximum absolute difference exceeds ``export.atol``.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
 
+from segtrain.config import check_writable
 from segtrain.engine import load_task, output_dir
 from segtrain.errors import SegtrainError
 from segtrain.predict import onnx_metadata_path
@@ -29,6 +31,17 @@ def export_onnx(model: torch.nn.Module, sample: torch.Tensor, path: Path, opset:
     )
 
 
+def embed_metadata(path: Path, meta: dict) -> None:
+    """The metadata also travels inside the ONNX file (``metadata_props``), where ONNX tools show it."""
+    import onnx
+
+    model = onnx.load(str(path))
+    for key, value in meta.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, json.dumps(value)
+    onnx.save(model, str(path))
+
+
 def onnx_runner(path: Path):
     import onnxruntime as ort
 
@@ -36,38 +49,60 @@ def onnx_runner(path: Path):
     return lambda x: torch.from_numpy(session.run(None, {"image": x.numpy()})[0])
 
 
-def export(cfg: DictConfig) -> Path:
-    fmt = cfg.format
-    if fmt not in ("onnx", "torchscript"):
-        raise SegtrainError(f"format={fmt} is not supported; use format=onnx or format=torchscript")
-    task, merged = load_task(cfg)
-    model = task.model.eval()
-    sizes = [tuple(size) for size in cfg.export.check_sizes]
-    channels = merged.data.in_channels
-    samples = [torch.randn(batch, channels, *size) for batch, size in zip((1, 2), sizes)]
-    path = Path(cfg.output) if cfg.get("output") else output_dir(cfg) / ("model.onnx" if fmt == "onnx" else "model.pt")
-    path.parent.mkdir(parents=True, exist_ok=True)
+def check_output(path: Path) -> None:
+    """Refuses a directory, a path under a file, or an unwritable place, before the model is exported."""
+    if path.is_dir():
+        raise SegtrainError(f"output={path} is a directory; pass a file path such as {path / 'model.onnx'}")
+    check_writable(path.parent, key="output")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise SegtrainError(f"output={path} exists and is read-only; pass another path")
+
+
+def write_and_compare(model: torch.nn.Module, samples: list[torch.Tensor], path: Path, fmt: str, opset: int) -> float:
+    """Exports ``model`` to ``path`` and returns the largest difference from PyTorch over ``samples``."""
     with torch.no_grad():
         if fmt == "onnx":
-            export_onnx(model, samples[0], path, cfg.export.opset)
+            export_onnx(model, samples[0], path, opset)
             exported = onnx_runner(path)
         else:
-            traced = torch.jit.trace(model, samples[0], check_trace=False)
-            traced.save(str(path))
+            torch.jit.trace(model, samples[0], check_trace=False).save(str(path))
             exported = torch.jit.load(str(path))
         worst = 0.0
         for sample in samples:
             diff = (exported(sample) - model(sample)).abs().max().item()
             print(f"{fmt} vs PyTorch at {tuple(sample.shape)}: max abs diff {diff:.3e}")
             worst = max(worst, diff)
-    if worst > cfg.export.atol:
-        path.unlink()
-        raise SegtrainError(
-            f"exported {fmt} model differs from PyTorch by {worst:.3e} > export.atol={cfg.export.atol}; "
-            "the file was removed. Report the model, or raise export.atol if the difference is expected."
-        )
-    meta = {**task.metadata(), "format": fmt, "input": "float32 [batch, C, H, W], RGB, (x / 255 - mean) / std",
-            "output": "logits [batch, num_classes, H, W]", "max_abs_diff": worst, "atol": cfg.export.atol}
+    return worst
+
+
+def export(cfg: DictConfig) -> Path:
+    fmt = cfg.format
+    if fmt not in ("onnx", "torchscript"):
+        raise SegtrainError(f"format={fmt} is not supported; use format=onnx or format=torchscript")
+    path = Path(cfg.output) if cfg.get("output") else output_dir(cfg) / ("model.onnx" if fmt == "onnx" else "model.pt")
+    check_output(path)
+    task, merged = load_task(cfg, data_root=False)
+    model = task.model.eval()
+    sizes = [tuple(size) for size in cfg.export.check_sizes]
+    channels = merged.data.in_channels
+    samples = [torch.randn(batch, channels, *size) for batch, size in zip((1, 2), sizes)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Written beside the target and renamed into place once checked: a failed export keeps the old file.
+    written = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        worst = write_and_compare(model, samples, written, fmt, cfg.export.opset)
+        if worst > cfg.export.atol:
+            raise SegtrainError(
+                f"exported {fmt} model differs from PyTorch by {worst:.3e} > export.atol={cfg.export.atol}; "
+                f"nothing was written to {path}. Report the model, or raise export.atol if the difference is expected."
+            )
+        meta = {**task.metadata(), "format": fmt, "input": "float32 [batch, C, H, W], RGB, (x / 255 - mean) / std",
+                "output": "logits [batch, num_classes, H, W]", "max_abs_diff": worst, "atol": cfg.export.atol}
+        if fmt == "onnx":
+            embed_metadata(written, meta)
+        os.replace(written, path)
+    finally:
+        written.unlink(missing_ok=True)
     onnx_metadata_path(path).write_text(json.dumps(meta, indent=2))
     print(f"exported {path} (max abs diff {worst:.3e} <= atol {cfg.export.atol}); metadata in {onnx_metadata_path(path)}")
     return path

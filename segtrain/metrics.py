@@ -56,6 +56,7 @@ def scores(confmat: torch.Tensor, class_names: Sequence[str]) -> dict:
         # A predictor answering the most frequent class everywhere: IoU = its pixel share there,
         # 0 for every other class present in the ground truth.
         "majority_mIoU": (freq.max() / max(int((gt > 0).sum()), 1)).item(),
+        "pixels": int(gt.sum()),
         "per_class": {
             name: {"IoU": iou[i].item(), "Dice": dice[i].item(), "Acc": acc[i].item(), "pixels": int(gt[i])}
             for i, name in enumerate(class_names)

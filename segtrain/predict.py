@@ -10,11 +10,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
+from segtrain.config import check_writable
 from segtrain.data.io import IMAGE_SUFFIXES, list_images, read_image
 from segtrain.errors import SegtrainError
 from segtrain.inference import predict_probs
 from segtrain.visualize import blend, palette_image
-
 
 
 def list_inputs(path: str) -> list[Path]:
@@ -30,7 +30,9 @@ def list_inputs(path: str) -> list[Path]:
 
 
 def onnx_metadata_path(model_path: Path) -> Path:
-    return model_path.with_suffix(".json")
+    """``model.onnx.json`` beside ``model.onnx``: one metadata file per exported file, so exporting
+    ``model.pt`` beside it never replaces the ONNX model's classes and normalisation."""
+    return model_path.with_name(model_path.name + ".json")
 
 
 def load_onnx(path: Path) -> tuple[Callable[[torch.Tensor], torch.Tensor], dict]:
@@ -39,19 +41,71 @@ def load_onnx(path: Path) -> tuple[Callable[[torch.Tensor], torch.Tensor], dict]
     meta_path = onnx_metadata_path(path)
     if not meta_path.is_file():
         raise SegtrainError(f"{meta_path} is missing: segtrain export writes it beside {path.name}; re-export")
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as err:
+        raise SegtrainError(f"ckpt={path} is not a readable ONNX model ({str(err).splitlines()[0][:200]})") from None
+    meta = json.loads(meta_path.read_text())
+    channels = session.get_outputs()[0].shape[1]
+    if isinstance(channels, int) and channels != len(meta["classes"]):
+        raise SegtrainError(
+            f"{path} outputs {channels} classes but its metadata {meta_path} lists {len(meta['classes'])}: "
+            "the two files come from different exports; export the model again"
+        )
     input_name = session.get_inputs()[0].name
 
     def run(x: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(session.run(None, {input_name: x.numpy()})[0])
 
-    return run, json.loads(meta_path.read_text())
+    return run, meta
+
+
+def output_names(inputs: list[Path]) -> dict[Path, str]:
+    """The mask name of each input: its stem, or its whole name where stems collide (a.png, a.jpg)."""
+    stems: dict[str, int] = {}
+    for path in inputs:
+        stems[path.stem] = stems.get(path.stem, 0) + 1
+    return {path: (path.stem if stems[path.stem] == 1 else path.name.replace(".", "_")) for path in inputs}
+
+
+#: Lists what ``predict`` wrote into an output directory, so that a later run may replace those files
+#: and never a file of the user's.
+MANIFEST = ".segtrain-predict.json"
+
+
+def check_output(output: Path, inputs: list[Path], source: Path) -> set[str]:
+    """Refuses an output that is an input, inside the input, or a file; returns the files an earlier
+    predict wrote there (which this run may replace)."""
+    resolved = output.resolve()
+    if resolved.exists() and not resolved.is_dir():
+        raise SegtrainError(f"output={output} is an existing file; pass a directory for the masks")
+    check_writable(resolved, key="output")
+    source_dir = source.resolve() if source.is_dir() else source.resolve().parent
+    if resolved == source_dir or (source.is_dir() and source_dir in resolved.parents):
+        raise SegtrainError(
+            f"output={output} is inside input={source}: masks would be written among the images "
+            "(and read back as inputs next time). Pass an output directory outside the input"
+        )
+    if any(resolved == path.resolve() for path in inputs):
+        raise SegtrainError(f"output={output} is one of the input images; pass a directory for the masks")
+    manifest = resolved / MANIFEST
+    return set(json.loads(manifest.read_text())) if manifest.is_file() else set()
 
 
 def predict(cfg: DictConfig) -> Path:
     if not cfg.get("input") or not cfg.get("output"):
         raise SegtrainError("predict needs input=IMAGE_OR_DIR and output=DIR")
     inputs = list_inputs(cfg.input)
+    out_dir = Path(cfg.output)
+    written_before = check_output(out_dir, inputs, Path(cfg.input))
+    names = output_names(inputs)
+    targets = [f"{names[path]}.png" for path in inputs] + [f"overlays/{names[path]}.jpg" for path in inputs]
+    foreign = [name for name in targets if (out_dir / name).exists() and name not in written_before]
+    if foreign:
+        raise SegtrainError(
+            f"output={out_dir} already holds {len(foreign)} files that segtrain did not write "
+            f"(e.g. {out_dir / foreign[0]}); they would be overwritten. Pass an empty or new output directory"
+        )
     ckpt = Path(cfg.ckpt)
     if ckpt.suffix == ".onnx":
         if not ckpt.is_file():
@@ -62,22 +116,23 @@ def predict(cfg: DictConfig) -> Path:
     else:
         from segtrain.engine import load_task
 
-        task, merged = load_task(cfg)
+        task, merged = load_task(cfg, data_root=False)
         model, meta = task.model, task.metadata()
         inference = OmegaConf.to_container(merged.inference, resolve=True)
         in_channels = merged.data.in_channels
-    out_dir = Path(cfg.output)
     overlay_dir = out_dir / "overlays"
     overlay_dir.mkdir(parents=True, exist_ok=True)
     mean = torch.tensor(meta["mean"]).view(1, -1, 1, 1) * 255
     std = torch.tensor(meta["std"]).view(1, -1, 1, 1) * 255
+    # Recorded before writing, so that a run killed midway still owns the files it wrote.
+    (out_dir / MANIFEST).write_text(json.dumps(sorted(written_before | set(targets))))
     with torch.inference_mode():
         for path in inputs:
             image = read_image(path, in_channels)
             rgb = torch.from_numpy(image).permute(2, 0, 1)[None]
             pred = predict_probs(model, (rgb.float() - mean) / std, image=rgb, **inference).argmax(1)[0]
             pred = pred.numpy().astype(np.uint8)
-            palette_image(pred, meta["palette"]).save(out_dir / f"{path.stem}.png")
-            Image.fromarray(blend(image, pred, meta["palette"])).save(overlay_dir / f"{path.stem}.jpg", quality=90)
-    print(f"wrote {len(inputs)} masks to {out_dir} and overlays to {overlay_dir}")
+            palette_image(pred, meta["palette"]).save(out_dir / f"{names[path]}.png")
+            Image.fromarray(blend(image, pred, meta["palette"])).save(overlay_dir / f"{names[path]}.jpg", quality=90)
+    print(f"wrote {len(inputs)} masks to {out_dir} and {len(inputs)} overlays to {overlay_dir}")
     return out_dir

@@ -75,8 +75,10 @@ def test_export_onnx_and_torchscript_then_predict_with_both(trained_run, tmp_pat
     graph_input = onnx.load(str(onnx_path)).graph.input[0]
     dims = [d.dim_param or d.dim_value for d in graph_input.type.tensor_type.shape.dim]
     assert dims == ["batch", 3, "height", "width"]
-    meta = json.loads(onnx_path.with_suffix(".json").read_text())
+    meta = json.loads(onnx_path.with_name("model.onnx.json").read_text())
     assert meta["classes"][1] == "disc" and meta["mean"] and meta["std"] and meta["palette"]
+    embedded = {entry.key: json.loads(entry.value) for entry in onnx.load(str(onnx_path)).metadata_props}
+    assert embedded["classes"] == meta["classes"] and embedded["mean"] == meta["mean"]
 
     ts = run_cli("export", f"ckpt={trained_run['best']}", "format=torchscript", f"output={tmp_path / 'model.pt'}",
                  "export.check_sizes=[[32,32],[45,61]]", cwd=cwd)
@@ -157,7 +159,11 @@ def test_resume_then_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path)
     assert torch.load(newest, weights_only=True)["global_step"] == 8  # 4 steps per epoch, none repeated
 
     digest = hashlib.sha256(newest.read_bytes()).hexdigest()
-    poisoned = run_cli(*TINY, "trainer.max_epochs=3", "resume=true", "loss.class_weights=[nan,1,1,1,1,1]", cwd=tmp_path)
+    # A valid std that overflows float32 once images are normalised. The new lr cannot take effect:
+    # the resume says so, since the optimizer state it restores holds the old one.
+    poisoned = run_cli(*TINY, "trainer.max_epochs=3", "resume=true", "data.std=[1e-45,1e-45,1e-45]",
+                       "optimizer.lr=0.01", cwd=tmp_path)
     assert_clean_error(poisoned, "loss is nan at global step 8", "last saved checkpoint is kept")
+    assert "optimizer.lr: 0.001 -> 0.01 (kept as before" in poisoned.stdout + poisoned.stderr
     assert hashlib.sha256(newest.read_bytes()).hexdigest() == digest
     assert len(checkpoints(tmp_path / "outputs")) == 2, "the failed run must not write a checkpoint"

@@ -7,12 +7,13 @@ from typing import Callable, Sequence
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
+from pytorch_lightning.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 
 from segtrain.data.checks import diagnose_binary
 from segtrain.data.datasets.base import SegmentationDataset, pad_collate
 from segtrain.data.encoding import LabelEncoding
-from segtrain.data.transforms import compose
+from segtrain.data.transforms import compose, seed_worker
 from segtrain.errors import SegtrainError
 
 
@@ -24,6 +25,8 @@ class SegDataModule(pl.LightningDataModule):
     ``color_map`` say how the published masks encode class ids (see ``LabelEncoding``). The rest of
     the data config (classes, palette, mean, std, the training ``crop_size`` that sliding-window
     inference defaults to) describes the dataset to the task, checkpoints and exports.
+
+    ``seed``: seeds the augmentation pipelines (``segtrain.data.transforms``); the data configs pass ``${seed}``.
 
     ``weight_map``: the U-Net paper's per-pixel loss weights (``unet_weight_map`` arguments),
     computed for training samples in the workers; ``loss=unet_weight_map`` sets it.
@@ -60,6 +63,7 @@ class SegDataModule(pl.LightningDataModule):
         color_map: dict | Sequence | str | None = None,
         label_check_batches: int = 20,
         weight_map: dict | None = None,
+        seed: int | None = None,
     ):
         super().__init__()
         self.dataset_factory = dataset
@@ -76,7 +80,7 @@ class SegDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.pin_memory = pin_memory and torch.cuda.is_available()
         self.persistent_workers = persistent_workers and num_workers > 0
-        self.transforms = {"train": compose(train_transforms), "val": compose(val_transforms)}
+        self.transforms = {"train": compose(train_transforms, seed), "val": compose(val_transforms, seed)}
         self.encoding = LabelEncoding(ignore_index, label_map, reduce_zero_label, color_map, self.palette)
         self.label_check_batches = label_check_batches
         self.weight_map = dict(weight_map) if weight_map else None
@@ -94,6 +98,13 @@ class SegDataModule(pl.LightningDataModule):
                 encoding=self.encoding,
                 weight_map=self.weight_map if stage == "train" else None,
             )
+            unpaired = getattr(self.datasets[stage], "unpaired", [])
+            if unpaired:
+                rank_zero_warn(
+                    f"data={self.name} split '{self.splits[stage]}': {len(unpaired)} files have no image or mask "
+                    f"to pair with and are left out (e.g. {', '.join(str(path) for path in unpaired[:3])}); "
+                    f"{len(self.datasets[stage])} pairs remain. `segtrain check-data` lists them all."
+                )
         return self.datasets[stage]
 
     def setup(self, stage: str | None = None) -> None:
@@ -123,6 +134,7 @@ class SegDataModule(pl.LightningDataModule):
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
             collate_fn=partial(pad_collate, ignore_index=self.ignore_index),
+            worker_init_fn=seed_worker if self.num_workers else None,
         )
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
@@ -133,17 +145,17 @@ class SegDataModule(pl.LightningDataModule):
     def check_first_labels(self, mask: torch.Tensor) -> None:
         counts = torch.bincount(mask.flatten(), minlength=256)
         self.labels_seen = counts if self.labels_seen is None else self.labels_seen + counts
-        self.label_check_batches -= 1
-        if self.label_check_batches == 0:
+        # Over the batches that actually run: trainer.limit_train_batches may cut an epoch shorter.
+        self.label_check_batches = int(min(self.label_check_batches, self.trainer.num_training_batches)) - 1
+        if self.label_check_batches <= 0:
+            self.label_check_batches = 0
             present = self.labels_seen.nonzero().flatten().tolist()
             finding = diagnose_binary(present, self.num_classes, self.ignore_index, self.encoding.identity)
             if finding:
                 raise SegtrainError(f"data={self.name}, the first training batches: {finding}")
 
     def train_dataloader(self) -> DataLoader:
-        loader = self.loader("train")
-        self.label_check_batches = min(self.label_check_batches, len(loader))
-        return loader
+        return self.loader("train")
 
     def val_dataloader(self) -> DataLoader:
         return self.loader("val")

@@ -37,6 +37,8 @@ class MaskModeError(SegtrainError):
 
 def read_image(path: str | Path, channels: int = 3) -> np.ndarray:
     """uint8 HxWxC; raises SegtrainError for unreadable or truncated files."""
+    if not Path(path).is_file():
+        raise UnreadableFileError(f"image {path} is missing; restore it or remove it from the split")
     try:
         with Image.open(path) as img:
             img = img.convert("RGB" if channels == 3 else "L")
@@ -56,6 +58,8 @@ def read_mask(path: str | Path, palette_ok: bool = False, colors: bool = False) 
     (``palette_ok``); anywhere else a palette or RGB mask usually means colours were saved
     where ids are expected, which trains silently to a wrong model.
     """
+    if not Path(path).is_file():
+        raise UnreadableFileError(f"mask {path} is missing; restore it or remove its image from the split")
     try:
         with Image.open(path) as img:
             if colors:

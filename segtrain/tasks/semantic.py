@@ -34,6 +34,7 @@ class SemanticSegmentation(pl.LightningModule):
         ignore_index: int = 255,
         inference: dict | None = None,
         config: dict | None = None,
+        resolved_config: dict | None = None,
         lr_base_batch_size: int | None = None,
     ):
         super().__init__()
@@ -45,7 +46,10 @@ class SemanticSegmentation(pl.LightningModule):
         self.palette = [list(color) for color in palette]
         self.ignore_index = ignore_index
         self.inference = dict(inference or {})
+        #: The config as composed (interpolations kept, see ``segtrain.checkpoint.composed_config``) and as
+        #: resolved for this run; checkpoints store both.
         self.config = config or {}
+        self.resolved_config = resolved_config or self.config
         self.lr_base_batch_size = lr_base_batch_size
         channels = len(mean)
         self.register_buffer("pixel_mean", torch.tensor(mean).view(1, channels, 1, 1) * 255, persistent=False)
@@ -144,7 +148,11 @@ class SemanticSegmentation(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # A resumed run's wandb logger reattaches to this id (engine.resolve_resume).
         wandb_id = next((logger.version for logger in self.loggers if isinstance(logger, WandbLogger)), None)
-        checkpoint["segtrain"] = {**self.metadata(), "config": self.config, "wandb_id": wandb_id}
+        checkpoint["segtrain"] = {
+            **self.metadata(), "config": self.config, "resolved_config": self.resolved_config, "wandb_id": wandb_id,
+            # resume=true passes over debug runs' checkpoints (engine.find_resume_checkpoint).
+            "debug_run": bool(self.resolved_config.get("debug_run")),
+        }
         # The metrics logged so far go to disk with the checkpoint, so a run resumed from it keeps them.
         for logger in self.loggers:
             logger.save()

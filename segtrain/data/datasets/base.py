@@ -96,6 +96,13 @@ class FileDataset(SegmentationDataset):
         self.samples: list[tuple[Path, Path]] = self.find_samples()
         if not self.samples:
             raise SegtrainError(f"split '{split}' under {self.root} is empty. Expected layout: {self.layout}")
+        missing = [path for pair in self.samples for path in pair if not path.is_file()]
+        if missing:
+            raise SegtrainError(
+                f"split '{split}' under data.root={self.root} names {len(missing)} files that do not exist "
+                f"(e.g. {', '.join(str(path) for path in missing[:3])}). Restore them or remove them from the "
+                f"split list; `segtrain check-data` lists every problem of a split. Expected layout: {self.layout}"
+            )
 
     def find_samples(self) -> list[tuple[Path, Path]]:
         raise NotImplementedError

@@ -47,6 +47,12 @@ class FolderDataset(FileDataset):
         )
         if list_path.is_file():
             listed = {Path(row[0]).stem for row in self.read_split_list(list_path)}
+            absent = sorted(listed - stems)
+            if absent:
+                raise SegtrainError(
+                    f"split list {list_path} names {len(absent)} images that are not in {images} "
+                    f"(e.g. {', '.join(absent[:3])}); fix the list or restore the images"
+                )
             files = [p for p in files if p.stem in listed]
         elif not split_dirs:
             files = self._holdout(files)

@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from segtrain.data.datasets.base import SegmentationDataset
+from segtrain.errors import SegtrainError
 
 CLASSES = ("background", "disc", "square", "triangle", "cross", "ring")
 _SPLIT_SEEDS = {"train": 0, "val": 1, "test": 2}
@@ -91,7 +92,15 @@ class Shapes(SegmentationDataset):
         **kwargs,
     ):
         super().__init__(split, num_classes, **kwargs)
-        self.length = (lengths or {}).get(split, 1000)
+        lengths = dict(lengths or {split_name: 1000 for split_name in _SPLIT_SEEDS})
+        if split not in lengths:
+            raise SegtrainError(
+                f"data=shapes has no split '{split}'; its splits are {', '.join(lengths)} "
+                "(data.split, data.train_split, data.val_split)"
+            )
+        if not isinstance(lengths[split], int) or lengths[split] < 1:
+            raise SegtrainError(f"data.dataset.lengths.{split}={lengths[split]!r} must be an integer >= 1")
+        self.length = lengths[split]
         self.image_size = image_size
         self.max_shapes = max_shapes
         self.noise_std = noise_std
@@ -103,7 +112,7 @@ class Shapes(SegmentationDataset):
         images = np.empty((self.length, size, size, self.in_channels), np.uint8)
         masks = np.empty((self.length, size, size), np.uint8)
         for index in range(self.length):
-            rng = np.random.default_rng([self.seed, _SPLIT_SEEDS.get(self.split, 3), index])
+            rng = np.random.default_rng([self.seed, _SPLIT_SEEDS.get(self.split, len(_SPLIT_SEEDS)), index])
             image = _texture(rng, size, kind=4, contrast=0.35)
             mask = np.zeros((size, size), np.uint8)
             for _ in range(rng.integers(1, self.max_shapes + 1)):
