@@ -18,12 +18,14 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from segtrain.config import validate
-from segtrain.data.checks import Finding, diagnose_binary, diagnose_values, out_of_range
+from segtrain.data.checks import Finding, diagnose_binary, diagnose_values, format_size, out_of_range
 from segtrain.data.datasets.base import SegmentationDataset
 from segtrain.data.encoding import rgb_code
 from segtrain.data.io import MaskModeError, UnreadableFileError
 from segtrain.errors import SegtrainError
 
+#: A split whose encoded pixels are this much ignore_index has a label encoding that does not fit it.
+MOSTLY_IGNORED = 0.9
 #: The dataset the forked scan workers read; set before the pool forks.
 _DATASET: SegmentationDataset | None = None
 
@@ -42,17 +44,52 @@ def _scan(index: int) -> dict:
     mask = dataset.encoding(raw)
     result = {"index": index, "name": meta.get("mask_path", meta["name"]),
               "counts": np.bincount(mask.ravel(), minlength=256)}
+    if dataset.encoding.uses_colors:  # the colours data.color_map does not know, for the report
+        codes, counts = np.unique(rgb_code(raw[mask == dataset.ignore_index]), return_counts=True)
+        result["unmapped"] = dict(zip(codes.tolist(), counts.tolist()))
     if image.shape[: mask.ndim] != mask.shape:
         result["mismatch"] = (tuple(image.shape[: mask.ndim]), tuple(mask.shape))
     return result
 
 
-def _mask_colors(dataset: SegmentationDataset, index: int) -> tuple[str, list[int]]:
-    """The PIL mode of a colour or palette mask and the colours it shows."""
+def _mask_colors(dataset: SegmentationDataset, index: int) -> tuple[str, dict[int, int]]:
+    """The PIL mode of a colour or palette mask and the pixels of each colour it shows."""
     from PIL import Image
 
     with Image.open(dataset.samples[index][1]) as img:
-        return img.mode, np.unique(rgb_code(np.asarray(img.convert("RGB")))).tolist()[:256]
+        codes, counts = np.unique(rgb_code(np.asarray(img.convert("RGB"))), return_counts=True)
+    return img.mode, dict(zip(codes.tolist(), counts.tolist()))
+
+
+def _rgb(code: int) -> list[int]:
+    return [(code >> 16) & 255, (code >> 8) & 255, code & 255]
+
+
+def _color_shares(pixels: dict[int, int], limit: int = 12) -> str:
+    total = max(sum(pixels.values()), 1)
+    ranked = sorted(pixels.items(), key=lambda item: -item[1])
+    more = f" (+{len(ranked) - limit} more)" if len(ranked) > limit else ""
+    return ", ".join(f"{_rgb(code)} {100 * count / total:.1f}%" for code, count in ranked[:limit]) + more
+
+
+def colour_map_fix(pixels: dict[int, int], classes: list[str], palette: list) -> str:
+    """The ``data.color_map`` override for the colours found: ``palette`` when every colour is one of
+    data.palette, else the colours found in class order where they match data.palette and by pixel share
+    after that, with what is left to check by hand."""
+    palette_codes = rgb_code(np.array(palette, np.int32)).tolist() if palette else []
+    if pixels and set(pixels) <= set(palette_codes[: len(classes)]):
+        return "data.color_map=palette (every colour found is one of data.palette, in class order)"
+    by_share = [code for code, _ in sorted(pixels.items(), key=lambda item: -item[1])]
+    ordered = [code for code in palette_codes[: len(classes)] if code in pixels]
+    ordered += [code for code in by_share if code not in ordered]
+    proposal = "[" + ",".join(str(_rgb(code)).replace(" ", "") for code in ordered[: len(classes)]) + "]"
+    notes = []
+    if len(ordered) != len(classes):
+        notes.append(f"{len(ordered)} colours were found for {len(classes)} classes in data.classes; "
+                     "colours left out of the map are ignored")
+    notes.append(f"check that colour i is the colour of class i of data.classes ({', '.join(classes[:6])}"
+                 + (", ..." if len(classes) > 6 else "") + ")")
+    return f"data.color_map={proposal}; " + "; ".join(notes)
 
 
 @dataclass
@@ -96,19 +133,24 @@ def scan(dataset: SegmentationDataset, classes: list[str], palette: list, worker
     counts = np.zeros(256, np.int64)
     images_with = np.zeros(256, np.int64)
     pixels_with = np.zeros(256, np.int64)
-    unreadable, modes, mismatched, colors = [], [], [], set()
+    unreadable, missing, modes, mismatched = [], [], [], []
+    colors: dict[int, int] = {}
+    unmapped: dict[int, int] = {}
     files_with_value: dict[int, list[str]] = {}
     for result in results:
         if "unreadable" in result:
-            unreadable.append(result["unreadable"])
+            (missing if " is missing" in result["unreadable"] else unreadable).append(result["unreadable"])
             continue
         if "mode" in result:
             modes.append(result)
-            colors.update(result["colors"])
+            for code, count in result["colors"].items():
+                colors[code] = colors.get(code, 0) + count
             continue
+        for code, count in result.get("unmapped", {}).items():
+            unmapped[code] = unmapped.get(code, 0) + count
         if "mismatch" in result:
             image_size, mask_size = result["mismatch"]
-            mismatched.append(f"{result['name']} (mask {mask_size}, image {image_size})")
+            mismatched.append(f"{result['name']} (mask {format_size(mask_size)}, image {format_size(image_size)})")
         present = result["counts"] > 0
         counts += result["counts"]
         images_with += present
@@ -122,6 +164,9 @@ def scan(dataset: SegmentationDataset, classes: list[str], palette: list, worker
             f"{len(dataset.unpaired)} files have no partner image or mask: {_examples(dataset.unpaired)}.",
             "add the missing files, or remove the strays (they are skipped in training)",
         ))
+    if missing:
+        report.errors.append(Finding(f"{len(missing)} files are missing: {_examples(missing)}",
+                                     "restore them, or remove their names from the split"))
     if unreadable:
         report.errors.append(Finding(f"{len(unreadable)} files cannot be read: {_examples(unreadable)}",
                                      "re-export them, or remove them from the split"))
@@ -131,15 +176,24 @@ def scan(dataset: SegmentationDataset, classes: list[str], palette: list, worker
             "resize those masks to their images with nearest-neighbour interpolation, or remove them",
         ))
     if modes:
-        palette_codes = set(rgb_code(np.array(palette, np.int32)).tolist()) if palette else set()
-        if colors and colors <= palette_codes:
-            fix = "data.color_map=palette (every colour is one of data.palette)"
-        else:
-            fix = "data.color_map=[[R,G,B],...] listing the colour of each class in order, or convert the masks to ids"
+        fix = colour_map_fix(colors, classes, palette)
         if all(result["mode"] == "P" for result in modes):
             fix = f"data.dataset.palette_masks=true if the palette indices are the class ids (as VOC's are); else {fix}"
         messages = [result["message"] for result in modes]
-        report.errors.append(Finding(f"{len(modes)} masks are colour or palette images: {_examples(messages, 1)}", fix))
+        report.errors.append(Finding(
+            f"{len(modes)} masks are colour or palette images: {_examples(messages, 1)} "
+            f"Colours found (share of their pixels): {_color_shares(colors)}.", fix))
+    labelled = int(counts.sum())
+    ignored = int(counts[ignore_index]) / max(labelled, 1)
+    if labelled and ignored >= MOSTLY_IGNORED:
+        problem = (f"{100 * ignored:.1f}% of the pixels of split '{dataset.split}' are ignore_index={ignore_index} "
+                   "once encoded: training would learn from almost nothing (and report a nan loss).")
+        if dataset.encoding.uses_colors:
+            problem += f" Colours that data.color_map does not list: {_color_shares(unmapped)}."
+            fix = colour_map_fix(unmapped, classes, palette)
+        else:
+            fix = "check data.label_map / data.reduce_zero_label / data.ignore_index against the masks' values"
+        report.errors.append(Finding(problem, fix))
     identity = dataset.encoding.identity
     present = np.flatnonzero(counts).tolist()
     finding = diagnose_values(present, num_classes, ignore_index, identity)

@@ -70,7 +70,7 @@ def test_unreadable_mismatched_and_unpaired_files_are_all_reported(tmp_path, cap
     assert report is None
     assert "2 files have no partner image or mask" in out and "img_003.png" in out and "orphan.png" in out
     assert "1 files cannot be read" in out and "img_001.png" in out
-    assert "1 masks differ in size from their images" in out and "img_002.png (mask (32, 40), image (32, 32))" in out
+    assert "1 masks differ in size from their images" in out and "img_002.png (mask 32 x 40 (H x W), image 32 x 32 (H x W))" in out
     assert "3 error(s) found" in out
 
 

@@ -52,7 +52,7 @@ def test_mask_size_mismatch_names_file_and_sizes(voc_root):
     mask_path, image_path = _first_mask(voc_root)
     w, h = Image.open(image_path).size
     Image.open(mask_path).resize((w + 3, h)).save(mask_path)
-    with pytest.raises(SegtrainError, match=rf"mask {mask_path} is {w + 3}x{h} \(WxH\) but its image is {w}x{h}"):
+    with pytest.raises(SegtrainError, match=rf"mask {mask_path} is {h} x {w + 3} \(H x W\) but its image is {h} x {w}"):
         voc(voc_root)[0]
 
 

@@ -158,6 +158,15 @@ def test_first_training_batches_catch_binary_masks(tmp_path):
         dm.check_first_labels(torch.full((2, 8, 8), 255, dtype=torch.uint8))
 
 
+def test_binary_mask_check_runs_on_the_batches_that_run(tmp_path):
+    """``trainer.limit_train_batches=2`` with 20 batches to check: the check decides after those 2."""
+    dm = datamodule("folder", make_folder_tree(tmp_path))
+    assert dm.label_check_batches == 20
+    dm.check_first_labels(torch.zeros(2, 8, 8, dtype=torch.uint8), batches_in_epoch=2)
+    with pytest.raises(SegtrainError, match="the masks hold only 0 and 255"):
+        dm.check_first_labels(torch.full((2, 8, 8), 255, dtype=torch.uint8), batches_in_epoch=2)
+
+
 needs_shared = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"real data not found at {SHARED_DATA}")
 
 

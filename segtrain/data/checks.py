@@ -14,6 +14,8 @@ import numpy as np
 
 from segtrain.errors import SegtrainError
 
+#: Smaller images break resizing (OpenCV cannot scale 1 pixel to 0) and hold nothing to segment.
+MIN_IMAGE_SIDE = 2
 CITYSCAPES_LABEL_IDS = 34
 CITYSCAPES_TRAIN_IDS = 19
 
@@ -42,6 +44,12 @@ def diagnose_values(values: Iterable[int], num_classes: int, ignore_index: int, 
         return Finding(problem, "the values above survive data.label_map / data.reduce_zero_label / data.color_map; extend the map")
     if set(values) <= {0, 255} and num_classes == 2:
         return Finding(problem + " The masks are {0, 255} binary masks.", "data.label_map={255: 1}")
+    if min(values) >= 1 and set(bad) == {num_classes, num_classes + 1}:
+        return Finding(
+            problem + f" The ids look shifted by one with void shifted too: classes stored as 1..{num_classes} "
+            f"and void as {num_classes + 1}.",
+            f"data.label_map={{{num_classes + 1}: {ignore_index}}} data.reduce_zero_label=true",
+        )
     if max(bad) == num_classes:
         return Finding(
             problem + " The ids look shifted by one (0 = unlabelled, classes from 1, as ADE20K stores them).",
@@ -67,17 +75,22 @@ def diagnose_binary(present: Iterable[int], num_classes: int, ignore_index: int,
     )
 
 
-def _size(shape) -> str:
-    """WxH (or WxHxD) as image tools print it, from a row-major shape."""
-    return "x".join(str(n) for n in reversed(shape)) + (" (WxH)" if len(shape) == 2 else "")
+def format_size(shape) -> str:
+    """``H x W`` (``D x H x W`` for volumes): segtrain prints every size in array order."""
+    return " x ".join(str(n) for n in shape) + (" (H x W)" if len(shape) == 2 else " (D x H x W)")
 
 
 def check_pair(image: np.ndarray, mask: np.ndarray, mask_path, num_classes: int, ignore_index: int,
                identity: bool = True) -> None:
     """Size and value checks that catch a wrongly encoded dataset on its first batches."""
+    if min(mask.shape) < MIN_IMAGE_SIDE:
+        raise SegtrainError(
+            f"{mask_path} is {format_size(mask.shape)} pixels: images and masks need at least {MIN_IMAGE_SIDE} "
+            "pixels a side. Remove it from the split"
+        )
     if image.shape[: mask.ndim] != mask.shape:
         raise SegtrainError(
-            f"mask {mask_path} is {_size(mask.shape)} but its image is {_size(image.shape[: mask.ndim])}; "
+            f"mask {mask_path} is {format_size(mask.shape)} but its image is {format_size(image.shape[: mask.ndim])}; "
             "masks must match their images pixel for pixel"
         )
     if mask.max(initial=0) >= num_classes:

@@ -139,14 +139,15 @@ class SegDataModule(pl.LightningDataModule):
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         if self.label_check_batches and self.trainer is not None and self.trainer.training:
-            self.check_first_labels(batch["mask"])
+            self.check_first_labels(batch["mask"], self.trainer.num_training_batches)
         return batch
 
-    def check_first_labels(self, mask: torch.Tensor) -> None:
+    def check_first_labels(self, mask: torch.Tensor, batches_in_epoch: float = float("inf")) -> None:
+        """Counts the labels of one batch; decides after ``label_check_batches`` batches, or after the
+        first epoch's ``batches_in_epoch`` when ``trainer.limit_train_batches`` makes that fewer."""
         counts = torch.bincount(mask.flatten(), minlength=256)
         self.labels_seen = counts if self.labels_seen is None else self.labels_seen + counts
-        # Over the batches that actually run: trainer.limit_train_batches may cut an epoch shorter.
-        self.label_check_batches = int(min(self.label_check_batches, self.trainer.num_training_batches)) - 1
+        self.label_check_batches = int(min(self.label_check_batches, batches_in_epoch)) - 1
         if self.label_check_batches <= 0:
             self.label_check_batches = 0
             present = self.labels_seen.nonzero().flatten().tolist()

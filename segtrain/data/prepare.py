@@ -12,6 +12,7 @@ import argparse
 import hashlib
 import json
 import shutil
+import tarfile
 import sys
 import urllib.request
 from dataclasses import dataclass
@@ -87,7 +88,7 @@ def fetch(url: str, directory: Path, checksum: str | None) -> Path:
         verify(partial, checksum)
     except OSError as err:
         partial.unlink(missing_ok=True)
-        raise SegtrainError(f"cannot download {url}: {err}. Check the network, or pass --url with a mirror") from err
+        raise SegtrainError(f"cannot download {url}: {err}. Check the network, or pass --mirror with a mirror's URL") from err
     except SegtrainError:
         partial.unlink(missing_ok=True)
         raise
@@ -96,10 +97,22 @@ def fetch(url: str, directory: Path, checksum: str | None) -> Path:
 
 
 def extract(archive: Path, directory: Path) -> None:
+    """Unpacks ``archive`` into ``directory``; a tar member that would land outside it (``../``, an
+    absolute path, a link pointing out) stops the extraction with the member's name."""
     from torchvision.datasets.utils import extract_archive
 
     print(f"extracting {archive.name} -> {directory}")
-    extract_archive(str(archive), str(directory))
+    if not tarfile.is_tarfile(archive):
+        extract_archive(str(archive), str(directory))  # zip: zipfile already drops '..' and absolute paths
+        return
+    with tarfile.open(archive) as tar:
+        try:
+            tar.extractall(directory, filter="data")
+        except tarfile.FilterError as err:
+            raise SegtrainError(
+                f"{archive} holds a member that would be written outside {directory} ({err}); "
+                "the archive is damaged or malicious: download it again from the official source"
+            ) from None
 
 
 def move_tree(source: Path, target: Path) -> None:

@@ -73,6 +73,13 @@ class SemanticSegmentation(pl.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = self.loss(self(batch["image"]), batch["mask"], batch.get("weight"))
         if not torch.isfinite(loss):
+            if not (batch["mask"] != self.ignore_index).any():
+                raise SegtrainError(
+                    f"every pixel of training batch {batch_idx} (epoch {self.current_epoch}) is ignore_index="
+                    f"{self.ignore_index}, so the loss is undefined: the label encoding (data.label_map, "
+                    "data.color_map, data.reduce_zero_label) does not fit the masks. Run segtrain check-data "
+                    "with the same data overrides; it names the values found and the fix"
+                )
             raise SegtrainError(
                 f"loss is {loss.item()} at global step {self.global_step} (epoch {self.current_epoch}, "
                 f"batch {batch_idx}); training stopped and the last saved checkpoint is kept. Lower "
