@@ -239,7 +239,7 @@ def evaluate(cfg: DictConfig) -> dict:
           f"{images} images")
     trainer.test(task, datamodule=datamodule, verbose=False)
     result = {**task.test_scores, "data": merged.data.get("name"), "root": root, "split": split, "images": images,
-              "ckpt": str(cfg.ckpt)}
+              "ckpt": str(cfg.ckpt), "inference": OmegaConf.to_container(merged.inference, resolve=True)}
     print(format_table(result, title=f"{merged.data.get('name', '')} root={root} split={split} ({images} images, "
                                      f"{result['pixels']} labelled pixels) ckpt={cfg.ckpt}"))
     print(f"metrics written to {write_metrics(cfg, result, 'metrics.json')}")
