@@ -139,3 +139,58 @@ def test_training_resolves_median_frequency_weights_into_the_checkpoint(tmp_path
     (last,) = checkpoints(tmp_path / "outputs")
     stored = torch.load(last, weights_only=True)["segtrain"]["config"]["loss"]["class_weights"]
     assert len(stored) == 11 and all(isinstance(w, float) for w in stored) and 1.0 in stored
+
+
+def colour_tree(root, colors):
+    """A folder tree whose masks store the given RGB colour of each class id."""
+    root = make_folder_tree(root, count=4, values=tuple(range(len(colors))))
+    for mask in (root / "masks").iterdir():
+        save(np.array(colors, np.uint8)[np.asarray(Image.open(mask))], mask)
+    return root
+
+
+def test_rgb_masks_list_their_colours_and_the_proposed_colour_map_works(tmp_path, capsys):
+    colors = [[10, 20, 30], [200, 0, 0], [0, 150, 0]]
+    root = colour_tree(tmp_path, colors)
+    classes = "data.classes=[sky,car,tree]"
+    report, out = run_check(capsys, "folder", root, "data.split=all", classes)
+    assert report is None and "Colours found (share of their pixels): [" in out and "%" in out
+    assert all(str(color).replace(" ", "") in out.replace(" ", "") for color in colors)
+    fix = next(line for line in out.splitlines() if line.strip().startswith("fix: data.color_map="))
+    proposal = fix.split("fix: ")[1].split(";")[0]
+    assert "check that colour i is the colour of class i" in fix
+    report, out = run_check(capsys, "folder", root, "data.split=all", classes, proposal)
+    assert report is not None, out  # the proposal, taken as printed, reads every pixel as a class
+
+
+def test_a_colour_map_that_ignores_almost_everything_is_an_error(tmp_path, capsys):
+    root = colour_tree(tmp_path, [[10, 20, 30], [200, 0, 0]])
+    report, out = run_check(capsys, "folder", root, "data.split=all", "data.color_map=[[0,0,0],[255,0,0]]")
+    assert report is None and "100.0% of the pixels of split 'all' are ignore_index=255" in out
+    assert "Colours that data.color_map does not list: [" in out and "[10, 20, 30]" in out and "[200, 0, 0]" in out
+
+
+def test_ids_shifted_by_one_with_void_shifted_too(tmp_path, capsys):
+    root = make_folder_tree(tmp_path, count=6, values=(1, 2, 3))  # classes 0, 1 stored as 1, 2; void as 3
+    report, out = run_check(capsys, "folder", root, "data.split=all")
+    assert report is None and "void as 3" in out
+    assert "fix: data.label_map={3: 255} data.reduce_zero_label=true" in out
+    report, out = run_check(capsys, "folder", root, "data.split=all", "data.label_map={3:255}",
+                            "data.reduce_zero_label=true")
+    assert report is not None, out
+
+
+def test_a_missing_mask_is_called_missing(tmp_path):
+    from segtrain.data.io import read_mask
+
+    with pytest.raises(SegtrainError, match=r"mask .*nothing.png is missing"):
+        read_mask(tmp_path / "nothing.png")
+
+
+def test_an_all_ignored_batch_names_the_label_encoding_not_the_lr(tmp_path):
+    root = colour_tree(tmp_path / "data", [[10, 20, 30], [200, 0, 0]])
+    result = run_cli("train", "data=folder", f"data.root={root}", "data.num_workers=0", "data.crop_size=[32,32]",
+                     "data.color_map=[[0,0,0],[255,0,0]]", "data.label_check_batches=0",
+                     *[o for o in TINY if not o.startswith("data.")], "data.batch_size=2", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "is ignore_index=255, so the loss is undefined" in result.stderr and "check-data" in result.stderr

@@ -45,7 +45,13 @@ def test_train_prints_table_and_writes_checkpoints_with_metadata(trained_run):
     assert meta["classes"][0] == "background" and len(meta["palette"]) == 6
     assert meta["mean"] == pytest.approx([0.5] * 3) and meta["config"]["model"]["base_channels"] == 4
     run_dir = trained_run["best"].parent.parent
-    assert json.loads((run_dir / "val_metrics.json").read_text())["best_val_mIoU"] >= 0
+    logged = [float(row.split(",")[header.index("val/mIoU")])
+              for header in [(run_dir / "metrics.csv").read_text().splitlines()[0].split(",")]
+              for row in (run_dir / "metrics.csv").read_text().splitlines()[1:]
+              if row.split(",")[header.index("val/mIoU")]]
+    best = json.loads((run_dir / "val_metrics.json").read_text())["best_val_mIoU"]
+    assert len(logged) == 2 and best == pytest.approx(max(logged))
+    assert torch.load(trained_run["best"], weights_only=True)["epoch"] == logged.index(max(logged))
 
 
 def test_eval_uses_stored_config_with_overrides(trained_run):
@@ -54,9 +60,13 @@ def test_eval_uses_stored_config_with_overrides(trained_run):
                      "inference.crop_size=[16,16]", "inference.flip=true", cwd=cwd)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "split=test" in result.stdout and "mIoU" in result.stdout
-    (metrics,) = sorted((cwd / "outputs" / "eval").rglob("metrics.json"))
+    metrics = next(path for path in (cwd / "outputs" / "eval").rglob("metrics.json")
+                   if path.parent.name in result.stdout)
     data = json.loads(metrics.read_text())
     assert 0 <= data["mIoU"] <= 1 and "background" in data["per_class"]
+    assert data["split"] == "test" and data["images"] == 8 and data["pixels"] == 8 * 32 * 32
+    assert data["inference"]["mode"] == "slide" and data["inference"]["crop_size"] == [16, 16]
+    assert data["inference"]["flip"] is True
 
 
 def test_eval_with_other_classes_explains_the_mismatch(trained_run, tmp_path):

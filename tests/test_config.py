@@ -1,8 +1,14 @@
 """Composition of every config group, and validation before anything heavy is built."""
 import pytest
+import pytorch_lightning as pl
+import torch
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from pytorch_lightning.loggers import Logger
 
+from segtrain.checkpoint import AtomicCheckpointIO
 from segtrain.config import compose, config_groups, validate
+from segtrain.engine import build_trainer
 from segtrain.errors import SegtrainError
 
 GROUPS = config_groups()
@@ -16,15 +22,42 @@ def test_every_model_composes_with_every_data_config(model, data, tmp_path):
     assert cfg.model.num_classes == len(cfg.data.classes)
 
 
-@pytest.mark.parametrize("group", ["loss", "optimizer", "scheduler", "trainer", "logger", "callbacks", "experiment", "debug"])
-def test_every_group_option_composes(group):
+@pytest.mark.parametrize("group", ["loss", "optimizer", "scheduler", "trainer", "logger", "callbacks", "experiment",
+                                   "debug"])
+def test_every_group_option_composes_and_builds(group, tmp_path):
     for option in GROUPS[group]:
-        overrides = [f"{group}={option}"]
-        if option.startswith("voc"):
-            overrides.append("data.root=/tmp")
-        cfg = compose("config", overrides)
-        if group in ("loss", "optimizer", "scheduler"):
-            assert instantiate(cfg[group]) is not None
+        cfg = compose("config", [f"{group}={option}", f"paths.output_dir={tmp_path}", "run_name=test"])
+        if group == "loss":
+            assert isinstance(instantiate(cfg.loss), torch.nn.Module)
+        elif group == "optimizer":
+            assert isinstance(instantiate(cfg.optimizer)(params=[torch.nn.Parameter(torch.zeros(1))]), torch.optim.Optimizer)
+        elif group == "scheduler":
+            optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+            assert isinstance(instantiate(cfg.scheduler)(optimizer, total_steps=10), torch.optim.lr_scheduler.LRScheduler)
+        elif group == "trainer":
+            check_trainer(cfg)
+        elif group == "logger":
+            assert all(isinstance(instantiate(node), Logger) for node in cfg.logger.values() if node)
+        elif group == "callbacks":
+            assert all(isinstance(instantiate(node), pl.Callback) for node in cfg.callbacks.values() if node)
+        elif group == "experiment":
+            data_root = [f"data.root={tmp_path}"] if OmegaConf.is_missing(cfg.data, "root") or cfg.data.root else []
+            validate(compose("config", [f"experiment={option}", *data_root]))
+        else:
+            assert cfg.debug_run is True and any(cfg.trainer[key] for key in DEBUG_KEYS), option
+
+
+DEBUG_KEYS = ("fast_dev_run", "limit_train_batches", "overfit_batches")
+
+
+def check_trainer(cfg) -> None:
+    """A CPU preset builds a Trainer that writes checkpoints atomically; a GPU preset says when there is no GPU."""
+    if cfg.trainer.accelerator != "cpu" and not torch.cuda.is_available():
+        with pytest.raises(SegtrainError, match="no CUDA GPU is visible"):
+            validate(cfg)
+        return
+    trainer = build_trainer(cfg, rank_function="segtrain.engine.fit")
+    assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO), "checkpoints must be written atomically"
 
 
 def test_voc_config_lists_21_classes_and_palette():

@@ -50,10 +50,24 @@ def test_experiment_trains_on_its_layout(experiment, tmp_path):
     datamodule.setup("fit")
     batch = next(iter(datamodule.train_dataloader()))
     assert batch["image"].shape[:2] == (2, cfg.data.in_channels)  # 32x32 crops, or whole images (SegNet)
-    model = instantiate(cfg.model).eval()
+    model, loss_fn = instantiate(cfg.model), instantiate(cfg.loss)
+    optimizer = instantiate(cfg.optimizer)(params=model.parameters())
+    mean = torch.tensor(cfg.data.mean).view(1, -1, 1, 1) * 255
+    std = torch.tensor(cfg.data.std).view(1, -1, 1, 1) * 255
+    image = (batch["image"].float() - mean) / std
+    before = [p.detach().clone() for p in model.parameters()]
+    losses = []
+    for _ in range(2):  # the experiment's own model, loss and optimizer take real steps on its layout
+        loss = loss_fn(model(image), batch["mask"], batch.get("weight"))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert all(torch.isfinite(torch.tensor(losses))) and losses[1] != losses[0]
+    assert any(not torch.equal(old, new) for old, new in zip(before, model.parameters()))
     with torch.no_grad():
-        logits = model(batch["image"].float())
-    logits = logits[0] if isinstance(logits, (tuple, list)) else logits
+        logits = model.eval()(image)
+    logits = logits["out"] if isinstance(logits, dict) else logits
     assert logits.shape == (2, cfg.data.num_classes, *batch["image"].shape[-2:])
 
 
@@ -70,3 +84,7 @@ def test_vnet_trains_and_evaluates_on_decathlon_volumes(tmp_path):
     (metrics,) = (tmp_path / "outputs" / "eval").rglob("metrics.json")
     scores = json.loads(metrics.read_text())
     assert set(scores["per_class"]) == {"background", "spleen"} and 0 <= scores["mIoU"] <= 1
+    # Every voxel of the held-out case is scored at its own size, and its 8x7x6 labelled box is there.
+    assert scores["images"] == 1 and scores["pixels"] == 20 * 16 * 12
+    assert scores["per_class"]["spleen"]["pixels"] == 8 * 7 * 6
+    assert torch.load(best, weights_only=True)["segtrain"]["config"]["model"]["_target_"].endswith("VNet")
