@@ -1,5 +1,6 @@
 # make train   create .venv, install segtrain, train the default run (embedded shapes, CPU)
 # make test    the test suite (what .ci/run calls)
+# make test-fast  the edit-test loop: everything but the tests marked slow (end-to-end runs of minutes)
 # make bench   training-step overhead against a plain PyTorch loop
 VENV ?= .venv
 PYTHON ?= python3
@@ -9,7 +10,7 @@ ARGS ?=
 BIN := $(VENV)/bin
 OFFLINE := HF_HUB_OFFLINE=1 WANDB_MODE=offline NO_ALBUMENTATIONS_UPDATE=1
 
-.PHONY: install train test bench clean
+.PHONY: install train test test-fast bench clean
 
 $(BIN)/segtrain: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +26,9 @@ train: install
 
 test: install
 	$(OFFLINE) $(BIN)/python -m pytest -n 2 --dist loadfile --timeout 900 $(ARGS)
+
+test-fast: install
+	$(OFFLINE) $(BIN)/python -m pytest -n 2 --dist loadfile --timeout 900 -m "not slow" $(ARGS)
 
 bench: install
 	$(OFFLINE) $(BIN)/segtrain bench $(ARGS)

@@ -179,6 +179,11 @@ def test_export_keeps_one_metadata_file_per_model_and_checks_it(trained_run, tmp
                      f"output={tmp_path / 'out'}", cwd=cwd)
     assert_clean_error(result, "outputs 6 classes", "lists 3")
 
+    earlier = digest(tmp_path / "model.onnx")
+    result = run_cli("export", f"ckpt={ckpt}", f"output={tmp_path / 'model.onnx'}", sizes, "export.atol=0", cwd=cwd)
+    assert_clean_error(result, "> export.atol=0", f"nothing was written to {tmp_path / 'model.onnx'}")
+    assert digest(tmp_path / "model.onnx") == earlier and not list(tmp_path.glob(".model.onnx.*"))
+
     blocker = tmp_path / "a_file"
     blocker.write_text("")
     for output, fragment in ((tmp_path, "is a directory"), (blocker / "model.onnx", "not a directory"),
@@ -219,6 +224,15 @@ def test_debug_runs_and_reruns_never_take_over_resume(tmp_path):
     continued = run_cli(*TINY, "trainer.max_epochs=2", f"hydra.run.dir={run_dir}", "resume=true", cwd=tmp_path)
     assert continued.returncode == 0, continued.stderr[-2000:]
     assert torch.load(real_last, weights_only=True)["global_step"] == 8
+
+
+def test_a_sweep_into_a_directory_holding_a_sweep_is_refused(tmp_path):
+    sweep = ["-m", *TINY, "debug=fast_dev_run", "optimizer.lr=0.01,0.02", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    first = run_cli(*sweep, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    before = tree_digest(tmp_path / "sweep")
+    assert_clean_error(run_cli(*sweep, cwd=tmp_path), f"{tmp_path / 'sweep'} already holds a run", "hydra.sweep.dir")
+    assert tree_digest(tmp_path / "sweep") == before
 
 
 def test_runs_started_together_get_their_own_directories_and_run_name_stays_inside(tmp_path):

@@ -116,7 +116,7 @@ def test_fcn_upsampling_starts_bilinear():
 
 
 def test_deconvnet_states_its_size_rule():
-    with pytest.raises(SegtrainError, match=r"DeconvNet needs inputs of at least 193x193 .* got 131x97"):
+    with pytest.raises(SegtrainError, match=r"DeconvNet needs inputs of at least 193x193 .* got 97 x 131 \(H x W\)"):
         ZOO["deconvnet"]()(torch.zeros(1, 3, 97, 131))
 
 

@@ -170,3 +170,25 @@ def test_ade20k_isbi_decathlon_and_coco_stuff_unpack_to_a_readable_root(tmp_path
         assert result.returncode == 0, (name, result.stderr)
         data_root = Path(result.stdout.strip().splitlines()[-1].split("data.root=")[1])
         assert len(reader(data_root)) > 0, name
+
+
+def test_an_archive_cannot_write_outside_its_directory(tmp_path):
+    from segtrain.data.prepare import extract
+    from segtrain.errors import SegtrainError
+
+    payload = tmp_path / "payload.txt"
+    payload.write_text("escaped")
+    archive = tmp_path / "evil.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(payload, arcname="../escaped.txt")
+    target = tmp_path / "unpacked"
+    target.mkdir()
+    with pytest.raises(SegtrainError, match=r"evil.tar holds a member that would be written outside"):
+        extract(archive, target)
+    assert not (tmp_path / "escaped.txt").exists()
+
+
+def test_download_failure_names_the_mirror_flag(tmp_path):
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "prepare_isbi2012.py"), "--root", str(tmp_path),
+                             "--mirror", "http://127.0.0.1:9"], capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "--mirror" in result.stderr and "--url" not in result.stderr

@@ -104,7 +104,7 @@ class UNet(nn.Module):
         if self.padding == "valid" and min(height, width) <= needed:
             raise ValueError(
                 f"U-Net (padding='valid', depth={self.depth}) mirror-pads the input by {self.border} px "
-                f"(overlap-tile), so H and W must exceed {needed}; got {height}x{width}. "
+                f"(overlap-tile), so H and W must exceed {needed}; got {height} x {width} (H x W). "
                 "Use larger crops or padding='same'."
             )
 
