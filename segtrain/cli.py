@@ -83,7 +83,10 @@ def _user_message(err: BaseException) -> str:
 def precheck(command: str, overrides: list[str], flags: set[str]) -> None:
     """Compose and validate one run before Hydra starts it and writes its directory (the jobs of a
     sweep are validated one by one, as they start)."""
-    from segtrain.config import check_fresh_directory, check_run_name, check_writable, compose, requeued, validate
+    from omegaconf import OmegaConf
+
+    from segtrain.config import (check_accelerator, check_fresh_directory, check_run_name, check_writable, compose,
+                                 requeued, validate)
 
     multirun = bool(flags & {"-m", "--multirun"})
     if multirun:
@@ -95,9 +98,13 @@ def precheck(command: str, overrides: list[str], flags: set[str]) -> None:
     check_run_name(cfg)
     if command == "train" and not multirun:
         validate(cfg)
+        check_accelerator(cfg)
     elif command in ("eval", "predict", "export") and not cfg.get("ckpt") and not multirun:
         raise SegtrainError(f"segtrain {command} needs ckpt=PATH (a .ckpt written by segtrain train)")
-    may_continue = command == "train" and (bool(cfg.get("resume")) or requeued())
+    # An Optuna study continues in its own sweep directory: finished trials keep their numbers and directories.
+    sweeper = str(OmegaConf.select(cfg, "hydra.sweeper._target_"))
+    resumable_sweep = multirun and sweeper.endswith("ResumableOptunaSweeper")
+    may_continue = command == "train" and (bool(cfg.get("resume")) or requeued() or resumable_sweep)
     directory = Path(cfg.hydra.sweep.dir if multirun else cfg.hydra.run.dir)
     check_fresh_directory(directory, multirun, may_continue)
 

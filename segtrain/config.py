@@ -220,8 +220,8 @@ def _fraction_or_count(value) -> bool:
     return _int(value) and value >= 0
 
 
-#: Windows below this leave nothing for a network's downsampling (a U-Net of depth 4 halves 4 times).
-MIN_WINDOW = 16
+#: Sliding windows below this hold too little context for any network (and half of one is the default stride).
+MIN_WINDOW = 8
 #: Test-time scales outside this range shrink images to nothing or blow up memory.
 SCALE_RANGE = (0.1, 8.0)
 
@@ -361,10 +361,11 @@ def _check_consistency(cfg: DictConfig) -> None:
             f"inference.stride={list(stride)} must have one step per dimension of inference.crop_size={list(crop)}, "
             "each no larger than the crop (larger steps would skip pixels)"
         )
-    _check_accelerator(cfg)
 
 
-def _check_accelerator(cfg: DictConfig) -> None:
+def check_accelerator(cfg: DictConfig) -> None:
+    """The machine has what ``trainer.accelerator`` asks for (checked where the run starts, not where a
+    sweep is submitted from)."""
     accelerator = OmegaConf.select(cfg, "trainer.accelerator")
     if accelerator in ("gpu", "cuda"):
         import torch

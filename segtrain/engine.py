@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from segtrain.callbacks import PredictionWriter
 from segtrain import distributed
 from segtrain.checkpoint import check_classes, composed_config, load_checkpoint, read_metadata, stored_config
-from segtrain.config import MEDIAN_FREQUENCY, requeued, validate
+from segtrain.config import MEDIAN_FREQUENCY, check_accelerator, requeued, validate
 from segtrain.errors import SegtrainError
 from segtrain.metrics import format_table
 from segtrain.tasks.semantic import SemanticSegmentation
@@ -74,7 +74,7 @@ def find_resume_checkpoint(cfg: DictConfig) -> str | None:
     own = [*here.glob("hpc_ckpt_*.ckpt"), *here.glob("checkpoints/last.ckpt")]
     if own and (requeued() or resume is True):
         checkpoint = max(own, key=lambda path: path.stat().st_mtime)
-        log.info("continuing this run's own checkpoint %s", checkpoint)
+        log.info("%s: resuming from %s", "this run was requeued" if requeued() else "resume=true", checkpoint)
         return str(checkpoint)
     if not resume:
         return None
@@ -178,6 +178,7 @@ def resolve_resume(cfg: DictConfig) -> None:
 def train(cfg: DictConfig) -> float | None:
     """Fit, print the validation table and return the best val mIoU (what sweeps optimise)."""
     validate(cfg)
+    check_accelerator(cfg)
     resolve_class_weights(cfg)
     resolve_resume(cfg)
     return fit(cfg)
@@ -213,6 +214,7 @@ def load_task(cfg: DictConfig, data_root: bool = True) -> tuple[SemanticSegmenta
     merged = stored_config(checkpoint, cfg)
     check_classes(checkpoint, merged, cfg.ckpt)
     validate(merged, data_root=data_root)
+    check_accelerator(merged)
     task = build_task(merged)
     try:
         task.load_state_dict(checkpoint["state_dict"])

@@ -7,7 +7,7 @@ from omegaconf import OmegaConf
 from pytorch_lightning.loggers import Logger
 
 from segtrain.checkpoint import AtomicCheckpointIO
-from segtrain.config import compose, config_groups, validate
+from segtrain.config import check_accelerator, compose, config_groups, validate
 from segtrain.engine import build_trainer
 from segtrain.errors import SegtrainError
 
@@ -53,8 +53,9 @@ DEBUG_KEYS = ("fast_dev_run", "limit_train_batches", "overfit_batches")
 def check_trainer(cfg) -> None:
     """A CPU preset builds a Trainer that writes checkpoints atomically; a GPU preset says when there is no GPU."""
     if cfg.trainer.accelerator != "cpu" and not torch.cuda.is_available():
+        validate(cfg)
         with pytest.raises(SegtrainError, match="no CUDA GPU is visible"):
-            validate(cfg)
+            check_accelerator(cfg)
         return
     trainer = build_trainer(cfg, rank_function="segtrain.engine.fit")
     assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO), "checkpoints must be written atomically"

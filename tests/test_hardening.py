@@ -271,7 +271,7 @@ def test_sigterm_exits_143_and_keeps_the_checkpoints(tmp_path):
     (["trainer.max_epochs=0"], ["trainer.max_epochs=0 is invalid"]),
     (["data.val_batch_size=-1"], ["data.val_batch_size=-1 is invalid"]),
     (["trainer.devices=0"], ["trainer.devices=0 is invalid"]),
-    (["inference.mode=slide", "inference.crop_size=[1,1]"], ["inference.crop_size=[1, 1] is invalid"]),
+    (["inference.mode=slide", "inference.crop_size=[1,1]"], ["inference.crop_size=[1, 1] is invalid", ">= 8"]),
     (["inference.mode=slide", "inference.crop_size=[32,32]", "inference.stride=[0,0]"],
      ["inference.stride=[0, 0] is invalid"]),
     (["inference.scales=[0.001]"], ["inference.scales=[0.001] is invalid"]),
