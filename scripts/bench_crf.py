@@ -7,6 +7,7 @@ settings), once plainly and once with `inference.crf=true` (DeepLab-LargeFOV's C
 reports val mIoU and, as in DeepLab (Chen et al. 2015, Fig. 5), the pixel accuracy inside a band of
 ``band`` pixels around the ground-truth object boundaries.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,13 +37,20 @@ def boundary_band(mask: torch.Tensor, width: int, ignore_index: int) -> torch.Te
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("ckpt")
     parser.add_argument("--root", default=str(REPO.parent / "shared" / "data" / "camvid"))
     parser.add_argument("--split", default="val")
     parser.add_argument("--band", type=int, nargs="+", default=[3, 5, 10])
-    parser.add_argument("--crf", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="CRF parameters to change, e.g. theta_alpha=30 (default: DeepLab-LargeFOV's)")
+    parser.add_argument(
+        "--crf",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="CRF parameters to change, e.g. theta_alpha=30 (default: DeepLab-LargeFOV's)",
+    )
     args = parser.parse_args()
 
     checkpoint = load_checkpoint(args.ckpt)

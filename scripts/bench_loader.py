@@ -2,12 +2,13 @@
 
     .venv/bin/python scripts/bench_loader.py [--workers 0 1 2] [--batches 30] [overrides...]
 
-Without overrides: experiment=camvid_cpu; data.root defaults to ../shared/data/camvid. For each worker count it times the
-train DataLoader (decode, crop and augmentation as configured, uint8 collate, pinned memory
+Without overrides: experiment=camvid_cpu; data.root defaults to ../shared/data/camvid. For each worker
+count it times the train DataLoader (decode, crop and augmentation as configured, uint8 collate, pinned memory
 when a GPU is present) after its first batch, which pays for the workers' start. It then times the
 configured model's training step on batches held in memory: the loader keeps the model fed when
 its images/s exceed the model's.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,8 +52,10 @@ def model_rate(cfg, steps: int) -> float:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     task = build_task(cfg).to(device)
     iterator = iter(datamodule.train_dataloader())
-    batches = [{key: value.to(device) for key, value in next(iterator).items() if key != "meta"}
-               for _ in range(min(steps, 8))]
+    batches = [
+        {key: value.to(device) for key, value in next(iterator).items() if key != "meta"}
+        for _ in range(min(steps, 8))
+    ]
     batches = (batches * (steps // len(batches) + 1))[:steps]
     starts = plain_loop(task, batches, total_steps=steps)
     warm = starts[2:]
@@ -60,7 +63,9 @@ def model_rate(cfg, steps: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--batches", type=int, default=30)
     parser.add_argument("--steps", type=int, default=12)
@@ -70,8 +75,10 @@ def main() -> None:
     cfg.run_name, cfg.paths.output_dir = "bench_loader", str(REPO / "outputs" / "bench_loader")
     validate(cfg)
     torch.set_num_threads(os.cpu_count() or 1)
-    print(f"data={cfg.data.name} crop={list(cfg.data.crop_size)} batch={cfg.data.batch_size} "
-          f"model={cfg.model._target_} cpus={os.cpu_count()} cuda={torch.cuda.is_available()}")
+    print(
+        f"data={cfg.data.name} crop={list(cfg.data.crop_size)} batch={cfg.data.batch_size} "
+        f"model={cfg.model._target_} cpus={os.cpu_count()} cuda={torch.cuda.is_available()}"
+    )
     print("| workers | loader images/s | per worker |")
     print("|---|---|---|")
     for workers in args.workers:

@@ -9,6 +9,7 @@ forward+backward passes of a batch of 2 (BatchNorm after global pooling needs mo
 in training mode on this machine's CPU, at ``--time-size`` (V-Net: ``--time-size-3d``), after one
 warm-up pass.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,7 +31,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 def build(name: str, device: str = "cpu"):
     volume = name == "vnet"
-    overrides = [f"model={name}"] + (["experiment=vnet_decathlon", "data.root=/tmp"] if volume else ["data=voc", "data.root=/tmp"])
+    overrides = [f"model={name}"] + (
+        ["experiment=vnet_decathlon", "data.root=/tmp"] if volume else ["data=voc", "data.root=/tmp"]
+    )
     cfg = compose("config", overrides)
     with torch.device(device):
         model = instantiate(cfg.model)
@@ -65,7 +68,9 @@ def seconds(name: str, size: int, size_3d: int, repeats: int) -> tuple[float, tu
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "models.md")
     parser.add_argument("--models", nargs="+", default=config_groups()["model"])
     parser.add_argument("--time-size", type=int, default=256)

@@ -1,4 +1,8 @@
-"""Download, verify and unpack the folder dataset for segtrain: python scripts/prepare_folder.py --root DIR (--help)."""
+"""Download, verify and unpack the folder dataset for segtrain.
+
+python scripts/prepare_folder.py --root DIR (--help)
+"""
+
 from segtrain.data.prepare import main
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ the same loss, optimizer and schedule. A step is timed from one batch start to t
 segtrain's share covers everything Lightning and segtrain's callbacks add per iteration. The
 rounds alternate to spread machine noise over both.
 """
+
 from __future__ import annotations
 
 import copy
@@ -14,9 +15,9 @@ import time
 
 import pytorch_lightning as pl
 import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from hydra.utils import instantiate
 from segtrain.config import validate
 from segtrain.engine import build_task, build_trainer, output_dir
 
@@ -56,8 +57,14 @@ def segtrain_loop(cfg: DictConfig, task, batches: list[dict]) -> list[float]:
     """The configured trainer, loggers and callbacks; only checkpointing is off (nothing to validate)."""
     timer = StepTimer()
     cfg = OmegaConf.merge(cfg, {"callbacks": {"model_checkpoint": None, "last_checkpoint": None}})
-    trainer = build_trainer(cfg, max_steps=len(batches), max_epochs=1, limit_val_batches=0,
-                            num_sanity_val_steps=0, enable_checkpointing=False)
+    trainer = build_trainer(
+        cfg,
+        max_steps=len(batches),
+        max_epochs=1,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        enable_checkpointing=False,
+    )
     trainer.callbacks.append(timer)
     loader = torch.utils.data.DataLoader(batches, batch_size=None, shuffle=False)
     trainer.fit(task, train_dataloaders=loader)
@@ -89,8 +96,12 @@ def bench(cfg: DictConfig) -> dict:
     plain = statistics.median(times["plain"])
     ours = statistics.median(times["segtrain"])
     result = {
-        "model": cfg.model._target_, "batch_size": cfg.data.batch_size, "steps_timed": len(times["plain"]),
-        "plain_step_s": plain, "segtrain_step_s": ours, "ratio": ours / plain,
+        "model": cfg.model._target_,
+        "batch_size": cfg.data.batch_size,
+        "steps_timed": len(times["plain"]),
+        "plain_step_s": plain,
+        "segtrain_step_s": ours,
+        "ratio": ours / plain,
         "torch_threads": torch.get_num_threads(),
     }
     print(f"plain PyTorch step  {plain * 1000:8.2f} ms (median of {len(times['plain'])})")

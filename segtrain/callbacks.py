@@ -1,4 +1,5 @@
 """Callbacks that the callbacks/ config group (and eval) add to the Trainer."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,7 +23,12 @@ class PredictionOverlays(pl.Callback):
         self.alpha = alpha
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
-        if batch_idx != 0 or trainer.sanity_checking or not trainer.is_global_zero or batch["image"].ndim != 4:
+        if (
+            batch_idx != 0
+            or trainer.sanity_checking
+            or not trainer.is_global_zero
+            or batch["image"].ndim != 4
+        ):
             return
         loggers = [lg for lg in trainer.loggers if isinstance(lg, (WandbLogger, TensorBoardLogger))]
         if not loggers:
@@ -32,9 +38,14 @@ class PredictionOverlays(pl.Callback):
         preds = outputs[: self.num_images].cpu().numpy()
         palette = pl_module.palette
         panels = [
-            np.concatenate([np.repeat(img, 3, -1) if img.shape[-1] == 1 else img,
-                            blend(img, np.where(gt == pl_module.ignore_index, 0, gt), palette, self.alpha),
-                            blend(img, pred, palette, self.alpha)], axis=1)
+            np.concatenate(
+                [
+                    np.repeat(img, 3, -1) if img.shape[-1] == 1 else img,
+                    blend(img, np.where(gt == pl_module.ignore_index, 0, gt), palette, self.alpha),
+                    blend(img, pred, palette, self.alpha),
+                ],
+                axis=1,
+            )
             for img, gt, pred in zip(images, masks, preds)
         ]
         names = [meta.get("name", str(i)) for i, meta in enumerate(batch["meta"][: self.num_images])]
@@ -42,7 +53,9 @@ class PredictionOverlays(pl.Callback):
             if isinstance(logger, WandbLogger):
                 logger.log_image("val/overlays", panels, step=trainer.global_step, caption=names)
             else:
-                logger.experiment.add_images("val/overlays", np.stack(panels), trainer.global_step, dataformats="NHWC")
+                logger.experiment.add_images(
+                    "val/overlays", np.stack(panels), trainer.global_step, dataformats="NHWC"
+                )
 
 
 class PredictionWriter(pl.Callback):

@@ -5,6 +5,7 @@ its mask encoded as training will encode it, and per-value pixel counts are summ
 lists counts, unpaired and unreadable files, size mismatches, colour masks, the class histogram
 and the encoding slips of ``segtrain.data.checks``, each error with the override that fixes it.
 """
+
 from __future__ import annotations
 
 import multiprocessing
@@ -42,8 +43,11 @@ def _scan(index: int) -> dict:
     except SegtrainError as err:
         return {"index": index, "unreadable": str(err)}
     mask = dataset.encoding(raw)
-    result = {"index": index, "name": meta.get("mask_path", meta["name"]),
-              "counts": np.bincount(mask.ravel(), minlength=256)}
+    result = {
+        "index": index,
+        "name": meta.get("mask_path", meta["name"]),
+        "counts": np.bincount(mask.ravel(), minlength=256),
+    }
     if dataset.encoding.uses_colors:  # the colours data.color_map does not know, for the report
         codes, counts = np.unique(rgb_code(raw[mask == dataset.ignore_index]), return_counts=True)
         result["unmapped"] = dict(zip(codes.tolist(), counts.tolist()))
@@ -85,10 +89,15 @@ def colour_map_fix(pixels: dict[int, int], classes: list[str], palette: list) ->
     proposal = "[" + ",".join(str(_rgb(code)).replace(" ", "") for code in ordered[: len(classes)]) + "]"
     notes = []
     if len(ordered) != len(classes):
-        notes.append(f"{len(ordered)} colours were found for {len(classes)} classes in data.classes; "
-                     "colours left out of the map are ignored")
-    notes.append(f"check that colour i is the colour of class i of data.classes ({', '.join(classes[:6])}"
-                 + (", ..." if len(classes) > 6 else "") + ")")
+        notes.append(
+            f"{len(ordered)} colours were found for {len(classes)} classes in data.classes; "
+            "colours left out of the map are ignored"
+        )
+    notes.append(
+        f"check that colour i is the colour of class i of data.classes ({', '.join(classes[:6])}"
+        + (", ..." if len(classes) > 6 else "")
+        + ")"
+    )
     return f"data.color_map={proposal}; " + "; ".join(notes)
 
 
@@ -150,7 +159,9 @@ def scan(dataset: SegmentationDataset, classes: list[str], palette: list, worker
             unmapped[code] = unmapped.get(code, 0) + count
         if "mismatch" in result:
             image_size, mask_size = result["mismatch"]
-            mismatched.append(f"{result['name']} (mask {format_size(mask_size)}, image {format_size(image_size)})")
+            mismatched.append(
+                f"{result['name']} (mask {format_size(mask_size)}, image {format_size(image_size)})"
+            )
         present = result["counts"] > 0
         counts += result["counts"]
         images_with += present
@@ -160,39 +171,63 @@ def scan(dataset: SegmentationDataset, classes: list[str], palette: list, worker
 
     report = Report(dataset.split, len(dataset), seconds, workers, counts, images_with, pixels_with)
     if dataset.unpaired:
-        report.errors.append(Finding(
-            f"{len(dataset.unpaired)} files have no partner image or mask: {_examples(dataset.unpaired)}.",
-            "add the missing files, or remove the strays (they are skipped in training)",
-        ))
+        report.errors.append(
+            Finding(
+                f"{len(dataset.unpaired)} files have no partner image or mask: "
+                f"{_examples(dataset.unpaired)}.",
+                "add the missing files, or remove the strays (they are skipped in training)",
+            )
+        )
     if missing:
-        report.errors.append(Finding(f"{len(missing)} files are missing: {_examples(missing)}",
-                                     "restore them, or remove their names from the split"))
+        report.errors.append(
+            Finding(
+                f"{len(missing)} files are missing: {_examples(missing)}",
+                "restore them, or remove their names from the split",
+            )
+        )
     if unreadable:
-        report.errors.append(Finding(f"{len(unreadable)} files cannot be read: {_examples(unreadable)}",
-                                     "re-export them, or remove them from the split"))
+        report.errors.append(
+            Finding(
+                f"{len(unreadable)} files cannot be read: {_examples(unreadable)}",
+                "re-export them, or remove them from the split",
+            )
+        )
     if mismatched:
-        report.errors.append(Finding(
-            f"{len(mismatched)} masks differ in size from their images: {_examples(mismatched)}.",
-            "resize those masks to their images with nearest-neighbour interpolation, or remove them",
-        ))
+        report.errors.append(
+            Finding(
+                f"{len(mismatched)} masks differ in size from their images: {_examples(mismatched)}.",
+                "resize those masks to their images with nearest-neighbour interpolation, or remove them",
+            )
+        )
     if modes:
         fix = colour_map_fix(colors, classes, palette)
         if all(result["mode"] == "P" for result in modes):
-            fix = f"data.dataset.palette_masks=true if the palette indices are the class ids (as VOC's are); else {fix}"
+            fix = (
+                "data.dataset.palette_masks=true if the palette indices are the class ids (as VOC's are); "
+                f"else {fix}"
+            )
         messages = [result["message"] for result in modes]
-        report.errors.append(Finding(
-            f"{len(modes)} masks are colour or palette images: {_examples(messages, 1)} "
-            f"Colours found (share of their pixels): {_color_shares(colors)}.", fix))
+        report.errors.append(
+            Finding(
+                f"{len(modes)} masks are colour or palette images: {_examples(messages, 1)} "
+                f"Colours found (share of their pixels): {_color_shares(colors)}.",
+                fix,
+            )
+        )
     labelled = int(counts.sum())
     ignored = int(counts[ignore_index]) / max(labelled, 1)
     if labelled and ignored >= MOSTLY_IGNORED:
-        problem = (f"{100 * ignored:.1f}% of the pixels of split '{dataset.split}' are ignore_index={ignore_index} "
-                   "once encoded: training would learn from almost nothing (and report a nan loss).")
+        problem = (
+            f"{100 * ignored:.1f}% of the pixels of split '{dataset.split}' are ignore_index={ignore_index} "
+            "once encoded: training would learn from almost nothing (and report a nan loss)."
+        )
         if dataset.encoding.uses_colors:
             problem += f" Colours that data.color_map does not list: {_color_shares(unmapped)}."
             fix = colour_map_fix(unmapped, classes, palette)
         else:
-            fix = "check data.label_map / data.reduce_zero_label / data.ignore_index against the masks' values"
+            fix = (
+                "check data.label_map / data.reduce_zero_label / data.ignore_index against the masks' values"
+            )
         report.errors.append(Finding(problem, fix))
     identity = dataset.encoding.identity
     present = np.flatnonzero(counts).tolist()
@@ -200,7 +235,9 @@ def scan(dataset: SegmentationDataset, classes: list[str], palette: list, worker
     if finding:
         bad = out_of_range(present, num_classes, ignore_index)
         files = sorted({f for v in bad for f in files_with_value.get(v, [])})
-        report.errors.append(Finding(f"{len(files)} masks: {finding.problem} e.g. {_examples(files)}.", finding.fix))
+        report.errors.append(
+            Finding(f"{len(files)} masks: {finding.problem} e.g. {_examples(files)}.", finding.fix)
+        )
     finding = diagnose_binary(present, num_classes, ignore_index, identity)
     if finding:
         report.errors.append(finding)
@@ -214,7 +251,9 @@ def median_frequency_weights(report: Report, num_classes: int) -> list[float]:
     """Eigen and Fergus (ICCV 2015), as SegNet trains on CamVid: weight_c = median(f) / f_c, with
     f_c the pixels of class c over the pixels of the images where c occurs. Absent classes get 0."""
     present = report.pixels_with[:num_classes] > 0
-    freq = np.where(present, report.counts[:num_classes] / np.maximum(report.pixels_with[:num_classes], 1), 0.0)
+    freq = np.where(
+        present, report.counts[:num_classes] / np.maximum(report.pixels_with[:num_classes], 1), 0.0
+    )
     median = float(np.median(freq[present])) if present.any() else 1.0
     return [round(float(median / f), 4) if f > 0 else 0.0 for f in freq]
 
@@ -222,15 +261,20 @@ def median_frequency_weights(report: Report, num_classes: int) -> list[float]:
 def format_report(report: Report, classes: list[str], ignore_index: int, name: str) -> str:
     total = max(int(report.counts.sum()), 1)
     lines = [
-        f"data={name} split={report.split}: {report.pairs} image/mask pairs scanned in {report.seconds:.2f} s "
+        f"data={name} split={report.split}: {report.pairs} image/mask pairs scanned in {report.seconds:.2f} "
+        "s "
         f"({report.images_per_second:.1f} images/s, {report.workers} workers)",
         f"{'id':>4}  {'class':<24} {'pixels %':>9} {'images':>7}",
     ]
     for index, label in enumerate(classes):
-        lines.append(f"{index:>4}  {label[:24]:<24} {100 * report.counts[index] / total:>9.3f} "
-                     f"{report.images_with[index]:>7}")
-    lines.append(f"{ignore_index:>4}  {'(ignored)':<24} {100 * report.counts[ignore_index] / total:>9.3f} "
-                 f"{report.images_with[ignore_index]:>7}")
+        lines.append(
+            f"{index:>4}  {label[:24]:<24} {100 * report.counts[index] / total:>9.3f} "
+            f"{report.images_with[index]:>7}"
+        )
+    lines.append(
+        f"{ignore_index:>4}  {'(ignored)':<24} {100 * report.counts[ignore_index] / total:>9.3f} "
+        f"{report.images_with[ignore_index]:>7}"
+    )
     lines += [f"warning: {text}" for text in report.warnings]
     lines += [f"error: {finding.problem}\n  fix: {finding.fix}" for finding in report.errors]
     lines.append("OK: no errors found" if not report.errors else f"{len(report.errors)} error(s) found")
@@ -241,8 +285,12 @@ def scan_split(data_cfg: DictConfig, split: str, workers: int | None = None):
     """(datamodule, report) for one split, read as training reads it but without augmentation."""
     datamodule = instantiate(data_cfg)
     dataset = datamodule.dataset_factory(
-        split=split, num_classes=datamodule.num_classes, ignore_index=datamodule.ignore_index,
-        in_channels=datamodule.in_channels, transform=None, encoding=datamodule.encoding,
+        split=split,
+        num_classes=datamodule.num_classes,
+        ignore_index=datamodule.ignore_index,
+        in_channels=datamodule.in_channels,
+        transform=None,
+        encoding=datamodule.encoding,
     )
     return datamodule, scan(dataset, datamodule.classes, datamodule.palette, workers or os.cpu_count() or 1)
 

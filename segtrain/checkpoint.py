@@ -4,6 +4,7 @@ stored config.
 A checkpoint is data, not code: the config it stores names ``_target_`` callables, and eval, predict
 and export rebuild objects only from targets segtrain can name (``check_targets``).
 """
+
 from __future__ import annotations
 
 import functools
@@ -14,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from segtrain.errors import SegtrainError
@@ -59,7 +60,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         try:
             return torch.load(path, map_location=map_location or "cpu", weights_only=True)
         except FileNotFoundError:
-            raise SegtrainError(f"checkpoint {path} does not exist; pass resume=true or the path of a .ckpt") from None
+            raise SegtrainError(
+                f"checkpoint {path} does not exist; pass resume=true or the path of a .ckpt"
+            ) from None
         except Exception as err:
             raise SegtrainError(
                 f"checkpoint {path} cannot be read ({_first_line(err)}): it is not a checkpoint segtrain "
@@ -79,7 +82,9 @@ _ENVIRONMENT_INTERPOLATION = re.compile(r"\$\{(hydra|now|oc\.env|sweep_group|slu
 def composed_config(cfg: DictConfig) -> dict:
     """``cfg`` as composed, for a checkpoint: interpolations between keys are kept, so that
     ``eval data.root=B`` moves every key derived from it; those reading the environment are resolved."""
-    return _resolve_environment(OmegaConf.to_container(cfg, resolve=False), OmegaConf.to_container(cfg, resolve=True))
+    return _resolve_environment(
+        OmegaConf.to_container(cfg, resolve=False), OmegaConf.to_container(cfg, resolve=True)
+    )
 
 
 def _resolve_environment(composed: Any, resolved: Any) -> Any:
@@ -158,7 +163,8 @@ def check_targets(stored: DictConfig, command_cfg: DictConfig, ckpt_path) -> Non
         if target in _configured_targets() or target in typed or _in_trusted_family(target):
             continue
         raise SegtrainError(
-            f"ckpt={ckpt_path} names {key}={target}, which is not a model, loss, optimizer, scheduler, dataset "
+            f"ckpt={ckpt_path} names {key}={target}, which is not a model, loss, optimizer, scheduler, "
+            "dataset "
             "or transform that segtrain's configs can name; nothing was built from it. A checkpoint's config "
             f"is data, not code: if you trust this file, name the target yourself on the command line "
             f"({key.replace('[', '.').replace(']', '')}={target})."
@@ -218,7 +224,9 @@ def stored_config(checkpoint: dict, cfg: DictConfig) -> DictConfig:
     except SegtrainError:
         raise
     except Exception as err:  # an interpolation that does not resolve
-        raise SegtrainError(f"ckpt={cfg.ckpt}: its stored config cannot be resolved ({_first_line(err)})") from None
+        raise SegtrainError(
+            f"ckpt={cfg.ckpt}: its stored config cannot be resolved ({_first_line(err)})"
+        ) from None
     return stored
 
 
@@ -227,7 +235,8 @@ def check_classes(checkpoint: dict, cfg: DictConfig, ckpt_path) -> None:
     wanted = list(cfg.data.classes)
     if trained != wanted:
         raise SegtrainError(
-            f"ckpt={ckpt_path} was trained on {len(trained)} classes {trained}, but data={cfg.data.get('name', '?')} "
+            f"ckpt={ckpt_path} was trained on {len(trained)} classes {trained}, but "
+            f"data={cfg.data.get('name', '?')} "
             f"declares {len(wanted)} classes {wanted}. Use the data config the model was trained with, "
             "or fine-tune a model on this dataset first."
         )

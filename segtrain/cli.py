@@ -3,6 +3,7 @@
 The overrides are composed and validated here first, so a bad key or value exits with one
 message before Hydra creates a run directory or anything heavy is built.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -21,8 +22,11 @@ COMMANDS = {
     "predict": ("predict", "segtrain.predict:predict", "ckpt=PATH|model.onnx input=DIR_OR_FILE output=DIR"),
     "export": ("export", "segtrain.export:export", "ckpt=PATH format=onnx|torchscript, checked at two sizes"),
     "bench": ("bench", "segtrain.bench:bench", "time segtrain's training step against a plain PyTorch loop"),
-    "check-data": ("check_data", "segtrain.check_data:check_data",
-                   "scan data.split for unreadable files, size mismatches and label-encoding slips"),
+    "check-data": (
+        "check_data",
+        "segtrain.check_data:check_data",
+        "scan data.split for unreadable files, size mismatches and label-encoding slips",
+    ),
     "list": (None, None, "list the models, datasets, losses, ... available in conf/"),
 }
 
@@ -47,8 +51,19 @@ examples:
 _COMPOSE_ONLY = {"check-data"}
 
 # Hydra flags that take a value; everything else starting with '-' is a switch.
-_VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-name", "-cn", "--config-path", "-cp",
-                "--config-dir", "-cd", "--experimental-rerun"}
+_VALUE_FLAGS = {
+    "--cfg",
+    "-c",
+    "--package",
+    "-p",
+    "--config-name",
+    "-cn",
+    "--config-path",
+    "-cp",
+    "--config-dir",
+    "-cd",
+    "--experimental-rerun",
+}
 _INSPECT_FLAGS = {"--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i", "--resolve"}
 
 
@@ -85,8 +100,15 @@ def precheck(command: str, overrides: list[str], flags: set[str]) -> None:
     sweep are validated one by one, as they start)."""
     from omegaconf import OmegaConf
 
-    from segtrain.config import (check_accelerator, check_fresh_directory, check_run_name, check_writable, compose,
-                                 requeued, validate)
+    from segtrain.config import (
+        check_accelerator,
+        check_fresh_directory,
+        check_run_name,
+        check_writable,
+        compose,
+        requeued,
+        validate,
+    )
 
     multirun = bool(flags & {"-m", "--multirun"})
     if multirun:
@@ -101,7 +123,7 @@ def precheck(command: str, overrides: list[str], flags: set[str]) -> None:
         check_accelerator(cfg)
     elif command in ("eval", "predict", "export") and not cfg.get("ckpt") and not multirun:
         raise SegtrainError(f"segtrain {command} needs ckpt=PATH (a .ckpt written by segtrain train)")
-    # An Optuna study continues in its own sweep directory: finished trials keep their numbers and directories.
+    # An Optuna study continues in its own sweep directory: finished trials keep their numbers and folders.
     sweeper = str(OmegaConf.select(cfg, "hydra.sweeper._target_"))
     resumable_sweep = multirun and sweeper.endswith("ResumableOptunaSweeper")
     may_continue = command == "train" and (bool(cfg.get("resume")) or requeued() or resumable_sweep)
@@ -130,8 +152,10 @@ def _instantiation_message(err: BaseException) -> str:
     detail = " ".join(str(cause).split()) if cause is not None else " ".join(text.splitlines()[1:2])
     unexpected = re.search(r"unexpected keyword argument '(\w+)'", detail)
     if unexpected and key:
-        return (f"cannot build {where}: it takes no argument '{unexpected.group(1)}'. "
-                f"Remove {key.group(1)}.{unexpected.group(1)} from the overrides")
+        return (
+            f"cannot build {where}: it takes no argument '{unexpected.group(1)}'. "
+            f"Remove {key.group(1)}.{unexpected.group(1)} from the overrides"
+        )
     return f"cannot build {where}: {detail}"
 
 
@@ -178,8 +202,19 @@ def list_configs() -> None:
 
     groups = config_groups()
     print(f"configs in {config_dir()}")
-    order = ["model", "data", "loss", "optimizer", "scheduler", "trainer", "logger", "callbacks",
-             "experiment", "debug", "paths"]
+    order = [
+        "model",
+        "data",
+        "loss",
+        "optimizer",
+        "scheduler",
+        "trainer",
+        "logger",
+        "callbacks",
+        "experiment",
+        "debug",
+        "paths",
+    ]
     for group in order + sorted(set(groups) - set(order)):
         if group in groups:
             print(f"  {group + ':':<12} {', '.join(groups[group])}")
@@ -194,8 +229,11 @@ def main(argv: list[str] | None = None) -> None:
     command = args.pop(0) if args and args[0] in COMMANDS else "train"
     if command == "train" and args and not args[0].startswith("-") and "=" not in args[0]:
         close = difflib.get_close_matches(args[0], COMMANDS, n=1)
-        fail(f"unknown command '{args[0]}'" + (f"; did you mean 'segtrain {close[0]}'?" if close else "")
-             + f" Commands: {', '.join(COMMANDS)}; overrides are key=value")
+        fail(
+            f"unknown command '{args[0]}'"
+            + (f"; did you mean 'segtrain {close[0]}'?" if close else "")
+            + f" Commands: {', '.join(COMMANDS)}; overrides are key=value"
+        )
     try:
         if command == "list":
             list_configs()

@@ -3,6 +3,7 @@
 ``validate`` checks the composed config before anything heavy is built, so a bad value costs a
 second, names the key, and leaves nothing half-written on disk.
 """
+
 from __future__ import annotations
 
 import colorsys
@@ -10,9 +11,9 @@ import difflib
 import functools
 import math
 import os
+import re
 import secrets
 import tempfile
-import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -132,7 +133,8 @@ def check_fresh_directory(directory: Path, multirun: bool, may_continue: bool) -
     if earlier is not None:
         key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
         raise SegtrainError(
-            f"{directory} already holds a run ({earlier.relative_to(directory)}); segtrain does not write over it. "
+            f"{directory} already holds a run ({earlier.relative_to(directory)}); segtrain does not write "
+            "over it. "
             f"Choose another {key}, or pass resume=true to continue that run"
         )
 
@@ -143,7 +145,9 @@ def _explain_override_error(err: Exception, config_name: str, overrides: list[st
     if missing:
         group, option = missing.groups()
         choices = config_groups().get(group, [])
-        return f"{group}={option} is not an option of the '{group}' group; choose one of: {', '.join(choices)}"
+        return (
+            f"{group}={option} is not an option of the '{group}' group; choose one of: {', '.join(choices)}"
+        )
     match = re.search(r"Could not override '([^']+)'", message) or re.search(
         r"Could not append to config. An item is already at '([^']+)'", message
     )
@@ -207,8 +211,10 @@ def _devices(value) -> bool:
 
 
 def _size(minimum: int) -> Callable[[Any], bool]:
-    return lambda value: value is None or (_list(value) and len(value) in (2, 3)
-                                          and all(_int(n) and n >= minimum for n in value))
+    return lambda value: (
+        value is None
+        or (_list(value) and len(value) in (2, 3) and all(_int(n) and n >= minimum for n in value))
+    )
 
 
 def _fraction_or_count(value) -> bool:
@@ -232,44 +238,90 @@ RULES = (
     Rule("data.in_channels", lambda v: _int(v) and v >= 1, "an integer >= 1"),
     Rule("data.ignore_index", lambda v: _int(v) and 0 <= v <= 255, "an integer in [0, 255]"),
     Rule("data.batch_size", lambda v: _int(v) and v >= 1, "an integer >= 1"),
-    Rule("data.val_batch_size", lambda v: v is None or (_int(v) and v >= 1), "null or an integer >= 1",
-         required=False),
+    Rule(
+        "data.val_batch_size",
+        lambda v: v is None or (_int(v) and v >= 1),
+        "null or an integer >= 1",
+        required=False,
+    ),
     Rule("data.num_workers", lambda v: _int(v) and v >= 0, "an integer >= 0"),
     Rule("data.crop_size", _size(1), "null or [H, W] (or [D, H, W]) of integers >= 1", required=False),
     Rule("data.mean", lambda v: _list(v) and all(_number(x) for x in v), "a list of numbers"),
     Rule("data.std", lambda v: _list(v) and all(_number(x) and x > 0 for x in v), "a list of numbers > 0"),
-    Rule("loss.class_weights", lambda v: v in (None, MEDIAN_FREQUENCY) or (
-        _list(v) and all(_number(x) and x >= 0 for x in v) and any(x > 0 for x in v)),
-         f"null, {MEDIAN_FREQUENCY} (computed from the train split) or a list of finite numbers >= 0, "
-         "one per class, not all 0", required=False),
+    Rule(
+        "loss.class_weights",
+        lambda v: (
+            v in (None, MEDIAN_FREQUENCY)
+            or (_list(v) and all(_number(x) and x >= 0 for x in v) and any(x > 0 for x in v))
+        ),
+        f"null, {MEDIAN_FREQUENCY} (computed from the train split) or a list of finite numbers >= 0, "
+        "one per class, not all 0",
+        required=False,
+    ),
     Rule("optimizer.lr", lambda v: _number(v) and v > 0, "a finite number > 0"),
     Rule("optimizer.weight_decay", lambda v: _number(v) and v >= 0, "a finite number >= 0", required=False),
     Rule("optimizer.momentum", lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)", required=False),
-    Rule("trainer.max_epochs", lambda v: v is None or _epochs_or_steps(v), "an integer >= 1 (or -1: no limit)",
-         required=False),
+    Rule(
+        "trainer.max_epochs",
+        lambda v: v is None or _epochs_or_steps(v),
+        "an integer >= 1 (or -1: no limit)",
+        required=False,
+    ),
     Rule("trainer.max_steps", _epochs_or_steps, "an integer >= 1 (or -1: no limit)", required=False),
-    Rule("trainer.devices", _devices, "an integer >= 1, -1 (every device), auto, or a list of device indices",
-         required=False),
-    Rule("trainer.gradient_clip_val", lambda v: v is None or (_number(v) and v >= 0), "null or a number >= 0",
-         required=False),
+    Rule(
+        "trainer.devices",
+        _devices,
+        "an integer >= 1, -1 (every device), auto, or a list of device indices",
+        required=False,
+    ),
+    Rule(
+        "trainer.gradient_clip_val",
+        lambda v: v is None or (_number(v) and v >= 0),
+        "null or a number >= 0",
+        required=False,
+    ),
     Rule("trainer.accumulate_grad_batches", lambda v: _int(v) and v >= 1, "an integer >= 1", required=False),
     Rule("trainer.num_nodes", lambda v: _int(v) and v >= 1, "an integer >= 1", required=False),
     Rule("trainer.sync_batchnorm", lambda v: isinstance(v, bool), "true or false", required=False),
-    Rule("trainer.limit_train_batches", _fraction_or_count, "null, a fraction in (0, 1] or a count >= 0",
-         required=False),
-    Rule("trainer.limit_val_batches", _fraction_or_count, "null, a fraction in (0, 1] or a count >= 0",
-         required=False),
-    Rule("trainer.val_check_interval", _fraction_or_count, "null, a fraction in (0, 1] or a count >= 1",
-         required=False),
+    Rule(
+        "trainer.limit_train_batches",
+        _fraction_or_count,
+        "null, a fraction in (0, 1] or a count >= 0",
+        required=False,
+    ),
+    Rule(
+        "trainer.limit_val_batches",
+        _fraction_or_count,
+        "null, a fraction in (0, 1] or a count >= 0",
+        required=False,
+    ),
+    Rule(
+        "trainer.val_check_interval",
+        _fraction_or_count,
+        "null, a fraction in (0, 1] or a count >= 1",
+        required=False,
+    ),
     Rule("auto_scale_lr.base_batch_size", lambda v: _int(v) and v >= 1, "an integer >= 1", required=False),
     Rule("inference.mode", lambda v: v in ("whole", "slide"), "'whole' or 'slide'"),
-    Rule("inference.crop_size", _size(MIN_WINDOW), f"null or [H, W] (or [D, H, W]) of integers >= {MIN_WINDOW}",
-         required=False),
-    Rule("inference.stride", _size(1), "null (half the crop) or [H, W] (or [D, H, W]) of integers >= 1",
-         required=False),
-    Rule("inference.scales", lambda v: _list(v) and len(v) > 0 and all(
-        _number(s) and SCALE_RANGE[0] <= s <= SCALE_RANGE[1] for s in v),
-         f"a non-empty list of numbers in [{SCALE_RANGE[0]}, {SCALE_RANGE[1]}]"),
+    Rule(
+        "inference.crop_size",
+        _size(MIN_WINDOW),
+        f"null or [H, W] (or [D, H, W]) of integers >= {MIN_WINDOW}",
+        required=False,
+    ),
+    Rule(
+        "inference.stride",
+        _size(1),
+        "null (half the crop) or [H, W] (or [D, H, W]) of integers >= 1",
+        required=False,
+    ),
+    Rule(
+        "inference.scales",
+        lambda v: (
+            _list(v) and len(v) > 0 and all(_number(s) and SCALE_RANGE[0] <= s <= SCALE_RANGE[1] for s in v)
+        ),
+        f"a non-empty list of numbers in [{SCALE_RANGE[0]}, {SCALE_RANGE[1]}]",
+    ),
     Rule("inference.flip", lambda v: isinstance(v, bool), "true or false"),
     Rule("inference.crf", lambda v: isinstance(v, bool), "true or false", required=False),
 )
@@ -331,8 +383,10 @@ def _check_consistency(cfg: DictConfig) -> None:
         )
     if cfg.data.ignore_index < len(classes):
         raise SegtrainError(
-            f"data.ignore_index={cfg.data.ignore_index} is the id of class '{classes[cfg.data.ignore_index]}': "
-            f"that class would never be trained or scored. Use an id >= {len(classes)} (255 is the convention), "
+            f"data.ignore_index={cfg.data.ignore_index} is the id of class "
+            f"'{classes[cfg.data.ignore_index]}': "
+            f"that class would never be trained or scored. Use an id >= {len(classes)} (255 is the "
+            "convention), "
             "or map the value to ignore with data.label_map"
         )
     if len(cfg.data.palette) < len(classes):
@@ -354,11 +408,14 @@ def _check_consistency(cfg: DictConfig) -> None:
     if cfg.inference.get("crf") and cfg.data.in_channels != 3:
         raise SegtrainError(f"inference.crf=true needs RGB images; data.in_channels={cfg.data.in_channels}")
     if cfg.inference.mode == "slide" and not cfg.inference.get("crop_size"):
-        raise SegtrainError("inference.mode=slide needs inference.crop_size=[H,W] (and optionally inference.stride)")
+        raise SegtrainError(
+            "inference.mode=slide needs inference.crop_size=[H,W] (and optionally inference.stride)"
+        )
     crop, stride = cfg.inference.get("crop_size"), cfg.inference.get("stride")
     if crop and stride and (len(stride) != len(crop) or any(s > c for s, c in zip(stride, crop))):
         raise SegtrainError(
-            f"inference.stride={list(stride)} must have one step per dimension of inference.crop_size={list(crop)}, "
+            f"inference.stride={list(stride)} must have one step per dimension of "
+            f"inference.crop_size={list(crop)}, "
             "each no larger than the crop (larger steps would skip pixels)"
         )
 
@@ -384,11 +441,14 @@ def check_writable(directory: str | os.PathLike, key: str = "paths.log_dir") -> 
     while not existing.exists():
         existing = existing.parent
     if not existing.is_dir():
-        raise SegtrainError(f"output directory {path} is not writable ({existing} is not a directory); "
-                            f"set {key} to a writable directory")
+        raise SegtrainError(
+            f"output directory {path} is not writable ({existing} is not a directory); "
+            f"set {key} to a writable directory"
+        )
     try:  # os.access says yes to root everywhere, /proc included: try for real, leaving nothing behind
         os.rmdir(tempfile.mkdtemp(prefix=".segtrain-write-check-", dir=existing))
     except OSError as err:
         raise SegtrainError(
-            f"output directory {path} is not writable ({existing}: {err.strerror}); set {key} to a writable directory"
+            f"output directory {path} is not writable ({existing}: {err.strerror}); set {key} to a writable "
+            "directory"
         ) from None

@@ -13,6 +13,7 @@ normalised symmetrically, as the authors' densecrf 2.2 does:
 Defaults are DeepLab-LargeFOV's CRF on PASCAL VOC (Chen et al. 2015): w1 = 4, theta_alpha = 121,
 theta_beta = 5, w2 = 3, theta_gamma = 3, 10 iterations.
 """
+
 from __future__ import annotations
 
 import math
@@ -34,14 +35,22 @@ class PermutohedralLattice:
         self.d = d
         features = features.double()
         # Elevate onto the hyperplane H_d, scaled so that the lattice blur is a unit Gaussian.
-        scale = math.sqrt(2.0 / 3.0) * (d + 1) / torch.sqrt(
-            torch.arange(1, d + 1, dtype=torch.float64, device=device) * torch.arange(2, d + 2, dtype=torch.float64, device=device))
+        scale = (
+            math.sqrt(2.0 / 3.0)
+            * (d + 1)
+            / torch.sqrt(
+                torch.arange(1, d + 1, dtype=torch.float64, device=device)
+                * torch.arange(2, d + 2, dtype=torch.float64, device=device)
+            )
+        )
         scaled = features * scale
         elevated = torch.zeros(n, d + 1, dtype=torch.float64, device=device)
         suffix = torch.flip(torch.cumsum(torch.flip(scaled, [1]), 1), [1])  # sum_{k >= j} scaled_k
         elevated[:, 0] = suffix[:, 0]
-        elevated[:, 1:] = torch.cat([suffix[:, 1:], scaled.new_zeros(n, 1)], 1) - torch.arange(
-            1, d + 1, dtype=torch.float64, device=device) * scaled
+        elevated[:, 1:] = (
+            torch.cat([suffix[:, 1:], scaled.new_zeros(n, 1)], 1)
+            - torch.arange(1, d + 1, dtype=torch.float64, device=device) * scaled
+        )
         # The closest remainder-0 lattice point, and the simplex the point lies in.
         rounded = torch.round(elevated / (d + 1))
         rem0 = rounded * (d + 1)
@@ -63,8 +72,11 @@ class PermutohedralLattice:
         self.weights = barycentric[:, : d + 1].float()
         # Vertex keys: rem0 plus the canonical simplex offset of each remainder.
         remainder = torch.arange(d + 1, device=device)
-        canonical = torch.where(rank[:, None, :] <= d - remainder[None, :, None],
-                                remainder[None, :, None], remainder[None, :, None] - (d + 1))
+        canonical = torch.where(
+            rank[:, None, :] <= d - remainder[None, :, None],
+            remainder[None, :, None],
+            remainder[None, :, None] - (d + 1),
+        )
         keys = (rem0.long()[:, None, :] + canonical)[..., :d]
         packed = self._pack(keys.reshape(-1, d))
         self.vertices, self.index = torch.unique(packed, return_inverse=True)
@@ -101,7 +113,9 @@ class PermutohedralLattice:
         """[N, C] -> [N, C]: sum_j exp(-|f_i - f_j|^2 / 2) values_j, approximately."""
         channels = values.shape[1]
         lattice = values.new_zeros(len(self.vertices) + 1, channels)  # last row: absent neighbours
-        lattice.index_add_(0, self.index.reshape(-1), (self.weights[..., None] * values[:, None, :]).reshape(-1, channels))
+        lattice.index_add_(
+            0, self.index.reshape(-1), (self.weights[..., None] * values[:, None, :]).reshape(-1, channels)
+        )
         for before, after in self.neighbours:
             lattice = torch.cat([lattice[:-1] + 0.5 * (lattice[before] + lattice[after]), lattice[-1:]])
         return (self.weights[..., None] * lattice[self.index]).sum(1) * self.alpha
@@ -116,7 +130,9 @@ def _symmetric(filter_fn, ones: torch.Tensor):
 def gaussian_blur(values: torch.Tensor, sigma: float) -> torch.Tensor:
     """[C, H, W] convolved with exp(-d^2 / (2 sigma^2)) (unnormalised, zero outside the image)."""
     radius = max(1, math.ceil(3 * sigma))
-    taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, device=values.device, dtype=values.dtype) / sigma) ** 2)
+    taps = torch.exp(
+        -0.5 * (torch.arange(-radius, radius + 1, device=values.device, dtype=values.dtype) / sigma) ** 2
+    )
     x = values[:, None]
     x = torch.nn.functional.conv2d(x, taps.view(1, 1, -1, 1), padding=(radius, 0))
     return torch.nn.functional.conv2d(x, taps.view(1, 1, 1, -1), padding=(0, radius))[:, 0]
@@ -132,10 +148,14 @@ def dense_crf(
     w2: float = 3.0,
     theta_gamma: float = 3.0,
 ) -> torch.Tensor:
-    """Refined marginals ``[K, H, W]`` from probabilities ``[K, H, W]`` and the RGB ``image`` [3, H, W] (0-255)."""
+    """Refined marginals ``[K, H, W]`` from probabilities ``[K, H, W]`` and the RGB ``image``
+    [3, H, W] (0-255)."""
     classes, height, width = probs.shape
-    ys, xs = torch.meshgrid(torch.arange(height, device=probs.device, dtype=torch.float32),
-                            torch.arange(width, device=probs.device, dtype=torch.float32), indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(height, device=probs.device, dtype=torch.float32),
+        torch.arange(width, device=probs.device, dtype=torch.float32),
+        indexing="ij",
+    )
     position = torch.stack([xs, ys], -1).reshape(-1, 2)
     colour = image.float().reshape(image.shape[0], -1).t()
     lattice = PermutohedralLattice(torch.cat([position / theta_alpha, colour / theta_beta], 1))

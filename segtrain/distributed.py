@@ -10,6 +10,7 @@ ranks as ``python -m segtrain.distributed ranks/job.yaml``. Where a cluster star
 After the job the process group is destroyed and the environment variables the launcher set are
 restored, so the next job of a sweep starts its own ranks instead of joining the old ones.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -41,7 +42,9 @@ def config_hash(config: dict) -> str:
 class ConfigLauncher(_SubprocessScriptLauncher):
     """Lightning's subprocess launcher, starting ranks on the job file instead of ``sys.argv``."""
 
-    def __init__(self, cluster_environment, num_processes: int, num_nodes: int, function: str, config: DictConfig):
+    def __init__(
+        self, cluster_environment, num_processes: int, num_nodes: int, function: str, config: DictConfig
+    ):
         super().__init__(cluster_environment, num_processes, num_nodes)
         self.function = function
         self.config = config
@@ -51,8 +54,9 @@ class ConfigLauncher(_SubprocessScriptLauncher):
         self._check_can_spawn_children()
         job_file = Path(self.config.paths.output_dir) / "ranks" / "job.yaml"
         job_file.parent.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save({"function": self.function, "config": OmegaConf.to_container(self.config, resolve=True)},
-                       job_file)
+        OmegaConf.save(
+            {"function": self.function, "config": OmegaConf.to_container(self.config, resolve=True)}, job_file
+        )
         self.saved_environment = {key: os.environ.get(key) for key in _RANK_ENVIRONMENT}
         environment = self.cluster_environment
         os.environ.update(
@@ -81,7 +85,8 @@ class ConfigLauncher(_SubprocessScriptLauncher):
 
 
 class DDPStrategy(pl.strategies.DDPStrategy):
-    """Lightning's DDP with the :class:`ConfigLauncher`; ``function`` is what each extra rank runs on ``config``."""
+    """Lightning's DDP with the :class:`ConfigLauncher`; ``function`` is what each extra rank runs on
+    ``config``."""
 
     def __init__(self, function: str, config: DictConfig, **kwargs):
         super().__init__(**kwargs)
@@ -110,8 +115,10 @@ def strategy_for(cfg: DictConfig, function: str | None) -> DDPStrategy | None:
     if name not in SUBPROCESS_STRATEGIES:
         return None
     if function is None:
-        raise SegtrainError(f"trainer.strategy={name} is for training; this command runs in one process: "
-                            "use trainer=cpu or trainer=gpu")
+        raise SegtrainError(
+            f"trainer.strategy={name} is for training; this command runs in one process: "
+            "use trainer=cpu or trainer=gpu"
+        )
     return DDPStrategy(function, cfg, **SUBPROCESS_STRATEGIES[name])
 
 

@@ -3,6 +3,7 @@
 The config has been validated by the time these run (``segtrain.config.validate``); here
 everything is instantiated from it and handed to Lightning's Trainer.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,8 @@ import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from segtrain.callbacks import PredictionWriter
 from segtrain import distributed
+from segtrain.callbacks import PredictionWriter
 from segtrain.checkpoint import check_classes, composed_config, load_checkpoint, read_metadata, stored_config
 from segtrain.config import MEDIAN_FREQUENCY, check_accelerator, requeued, validate
 from segtrain.errors import SegtrainError
@@ -40,7 +41,8 @@ def build_task(cfg: DictConfig) -> SemanticSegmentation:
         config=composed_config(cfg),
         resolved_config=OmegaConf.to_container(cfg, resolve=True),
         lr_base_batch_size=OmegaConf.select(cfg, "auto_scale_lr.base_batch_size")
-        if OmegaConf.select(cfg, "auto_scale_lr.enable") else None,
+        if OmegaConf.select(cfg, "auto_scale_lr.enable")
+        else None,
     )
 
 
@@ -103,7 +105,8 @@ def readable_metadata(path: str | Path, key: str) -> dict:
         return read_metadata(path)
     except Exception as err:
         raise SegtrainError(
-            f"{key}={path} cannot be read as a checkpoint ({str(err).splitlines()[0][:200]}); it is truncated "
+            f"{key}={path} cannot be read as a checkpoint ({str(err).splitlines()[0][:200]}); it is "
+            "truncated "
             "or not a segtrain checkpoint. Pass another file, or resume=true for the newest last.ckpt"
         ) from None
 
@@ -120,8 +123,10 @@ def describe_resume(checkpoint: str, cfg: DictConfig) -> None:
     lines = [f"resuming {checkpoint}; settings that differ from that run:"]
     for key, before, after in changed:
         kept = key.split(".")[0] in ("optimizer", "scheduler")
-        lines.append(f"  {key}: {before!r} -> {after!r}"
-                     + (" (kept as before: the optimizer and scheduler state are restored)" if kept else ""))
+        lines.append(
+            f"  {key}: {before!r} -> {after!r}"
+            + (" (kept as before: the optimizer and scheduler state are restored)" if kept else "")
+        )
     log.warning("\n".join(lines))
 
 
@@ -202,8 +207,11 @@ def fit(cfg: DictConfig) -> float | None:
     print(format_table(task.val_scores, title=f"validation after epoch {trainer.current_epoch}"))
     if monitoring is not None and monitoring.best_model_path:
         print(f"best val/mIoU {best_value * 100:.2f}: {monitoring.best_model_path}")
-    write_metrics(cfg, {**task.val_scores, "best_val_mIoU": best_value, "epochs": trainer.current_epoch},
-                  "val_metrics.json")
+    write_metrics(
+        cfg,
+        {**task.val_scores, "best_val_mIoU": best_value, "epochs": trainer.current_epoch},
+        "val_metrics.json",
+    )
     return best_value
 
 
@@ -219,11 +227,14 @@ def load_task(cfg: DictConfig, data_root: bool = True) -> tuple[SemanticSegmenta
     try:
         task.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as err:
-        trained = checkpoint["segtrain"].get("resolved_config", checkpoint["segtrain"]["config"]).get("model", {})
+        trained = (
+            checkpoint["segtrain"].get("resolved_config", checkpoint["segtrain"]["config"]).get("model", {})
+        )
         raise SegtrainError(
             f"the weights in ckpt={cfg.ckpt} do not fit model={merged.model.get('_target_')} as configured "
             f"(trained as {trained.get('_target_')}): {str(err).splitlines()[-1].strip()[:300]}. "
-            "Drop the model overrides; eval, predict and export use the model the checkpoint was trained with."
+            "Drop the model overrides; eval, predict and export use the model the checkpoint was trained "
+            "with."
         ) from None
     return task.eval(), merged
 
@@ -237,13 +248,27 @@ def evaluate(cfg: DictConfig) -> dict:
         trainer.callbacks.append(PredictionWriter(predictions, datamodule.encoding.inverse))
     root, split = merged.data.get("root"), merged.data.split
     images = len(datamodule.build("eval"))
-    print(f"evaluating ckpt={cfg.ckpt} on data={merged.data.get('name', '')} root={root} split={split}: "
-          f"{images} images")
+    print(
+        f"evaluating ckpt={cfg.ckpt} on data={merged.data.get('name', '')} root={root} split={split}: "
+        f"{images} images"
+    )
     trainer.test(task, datamodule=datamodule, verbose=False)
-    result = {**task.test_scores, "data": merged.data.get("name"), "root": root, "split": split, "images": images,
-              "ckpt": str(cfg.ckpt), "inference": OmegaConf.to_container(merged.inference, resolve=True)}
-    print(format_table(result, title=f"{merged.data.get('name', '')} root={root} split={split} ({images} images, "
-                                     f"{result['pixels']} labelled pixels) ckpt={cfg.ckpt}"))
+    result = {
+        **task.test_scores,
+        "data": merged.data.get("name"),
+        "root": root,
+        "split": split,
+        "images": images,
+        "ckpt": str(cfg.ckpt),
+        "inference": OmegaConf.to_container(merged.inference, resolve=True),
+    }
+    print(
+        format_table(
+            result,
+            title=f"{merged.data.get('name', '')} root={root} split={split} ({images} images, "
+            f"{result['pixels']} labelled pixels) ckpt={cfg.ckpt}",
+        )
+    )
     print(f"metrics written to {write_metrics(cfg, result, 'metrics.json')}")
     if cfg.get("save_predictions"):
         print(f"predictions written to {predictions} in the dataset's own label encoding")

@@ -3,6 +3,7 @@
 The export runs the exported model at two input sizes, compares it with the PyTorch model and
 fails when the maximum absolute difference exceeds ``export.atol``.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,7 +26,10 @@ def export_onnx(model: torch.nn.Module, sample: torch.Tensor, path: Path, opset:
         str(path),
         input_names=["image"],
         output_names=["logits"],
-        dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"}, "logits": {0: "batch", 2: "height", 3: "width"}},
+        dynamic_axes={
+            "image": {0: "batch", 2: "height", 3: "width"},
+            "logits": {0: "batch", 2: "height", 3: "width"},
+        },
         opset_version=opset,
         dynamo=False,
     )
@@ -58,7 +62,9 @@ def check_output(path: Path) -> None:
         raise SegtrainError(f"output={path} exists and is read-only; pass another path")
 
 
-def write_and_compare(model: torch.nn.Module, samples: list[torch.Tensor], path: Path, fmt: str, opset: int) -> float:
+def write_and_compare(
+    model: torch.nn.Module, samples: list[torch.Tensor], path: Path, fmt: str, opset: int
+) -> float:
     """Exports ``model`` to ``path`` and returns the largest difference from PyTorch over ``samples``."""
     with torch.no_grad():
         if fmt == "onnx":
@@ -79,7 +85,11 @@ def export(cfg: DictConfig) -> Path:
     fmt = cfg.format
     if fmt not in ("onnx", "torchscript"):
         raise SegtrainError(f"format={fmt} is not supported; use format=onnx or format=torchscript")
-    path = Path(cfg.output) if cfg.get("output") else output_dir(cfg) / ("model.onnx" if fmt == "onnx" else "model.pt")
+    path = (
+        Path(cfg.output)
+        if cfg.get("output")
+        else output_dir(cfg) / ("model.onnx" if fmt == "onnx" else "model.pt")
+    )
     check_output(path)
     task, merged = load_task(cfg, data_root=False)
     model = task.model.eval()
@@ -94,15 +104,25 @@ def export(cfg: DictConfig) -> Path:
         if worst > cfg.export.atol:
             raise SegtrainError(
                 f"exported {fmt} model differs from PyTorch by {worst:.3e} > export.atol={cfg.export.atol}; "
-                f"nothing was written to {path}. Report the model, or raise export.atol if the difference is expected."
+                f"nothing was written to {path}. Report the model, or raise export.atol if the difference "
+                "is expected."
             )
-        meta = {**task.metadata(), "format": fmt, "input": "float32 [batch, C, H, W], RGB, (x / 255 - mean) / std",
-                "output": "logits [batch, num_classes, H, W]", "max_abs_diff": worst, "atol": cfg.export.atol}
+        meta = {
+            **task.metadata(),
+            "format": fmt,
+            "input": "float32 [batch, C, H, W], RGB, (x / 255 - mean) / std",
+            "output": "logits [batch, num_classes, H, W]",
+            "max_abs_diff": worst,
+            "atol": cfg.export.atol,
+        }
         if fmt == "onnx":
             embed_metadata(written, meta)
         os.replace(written, path)
     finally:
         written.unlink(missing_ok=True)
     onnx_metadata_path(path).write_text(json.dumps(meta, indent=2))
-    print(f"exported {path} (max abs diff {worst:.3e} <= atol {cfg.export.atol}); metadata in {onnx_metadata_path(path)}")
+    print(
+        f"exported {path} (max abs diff {worst:.3e} <= atol {cfg.export.atol}); metadata in "
+        f"{onnx_metadata_path(path)}"
+    )
     return path

@@ -4,12 +4,12 @@ Every mode returns class probabilities ``[B, K, H, W]`` (``[B, K, D, H, W]`` for
 input size. Sliding windows are blended with a Gaussian importance map (as MONAI's
 ``sliding_window_inference``), so tile borders, where context is poorest, count least.
 """
+
 from __future__ import annotations
 
+import itertools
 from functools import lru_cache
 from typing import Sequence
-
-import itertools
 
 import torch
 import torch.nn as nn
@@ -36,7 +36,10 @@ def _window_starts(size: int, crop: int, stride: int) -> list[int]:
 
 
 def sliding_window(
-    model: nn.Module, x: torch.Tensor, crop_size: Sequence[int], stride: Sequence[int] | None = None,
+    model: nn.Module,
+    x: torch.Tensor,
+    crop_size: Sequence[int],
+    stride: Sequence[int] | None = None,
     gaussian: bool = True,
 ) -> torch.Tensor:
     """Logits from overlapping ``crop_size`` windows (H, W or D, H, W); inputs smaller than a
@@ -92,7 +95,9 @@ def predict_probs(
     probs = None
     views = 0
     for scale in scales:
-        scaled = x if scale == 1 else F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False)
+        scaled = (
+            x if scale == 1 else F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False)
+        )
         for flipped in (False, True) if flip else (False,):
             inp = scaled.flip(-1) if flipped else scaled
             out = logits_of(inp)

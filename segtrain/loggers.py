@@ -1,4 +1,5 @@
 """Loggers for the logger/ config group."""
+
 from __future__ import annotations
 
 import csv

@@ -3,6 +3,7 @@
 Auxiliary outputs (deep supervision) add ``aux_weight * loss(aux, target)``; ``aux_weight`` is a
 number for every aux output or a list with one weight each (PSPNet uses 0.4).
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -26,7 +27,9 @@ class SegmentationLoss(nn.Module):
     def compute(self, logits: torch.Tensor, target: torch.Tensor, **kwargs) -> torch.Tensor:
         raise NotImplementedError
 
-    def forward(self, output, target: torch.Tensor, pixel_weights: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, output, target: torch.Tensor, pixel_weights: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """``pixel_weights``: per-pixel weights of the main output (the U-Net weight map), where supported."""
         target = target.long()
         if pixel_weights is not None and not self.takes_pixel_weights:
@@ -39,7 +42,11 @@ class SegmentationLoss(nn.Module):
             return self.compute(output, target, **extra)
         loss = self.compute(output["out"], target, **extra)
         aux = output.get("aux", [])
-        weights = [self.aux_weight] * len(aux) if isinstance(self.aux_weight, (int, float)) else list(self.aux_weight)
+        weights = (
+            [self.aux_weight] * len(aux)
+            if isinstance(self.aux_weight, (int, float))
+            else list(self.aux_weight)
+        )
         if len(weights) != len(aux):
             raise ValueError(f"loss.aux_weight has {len(weights)} weights for {len(aux)} auxiliary outputs")
         for weight, logits in zip(weights, aux):
@@ -59,8 +66,14 @@ class CrossEntropyLoss(SegmentationLoss):
 
     def compute(self, logits, target, pixel_weights: torch.Tensor | None = None):
         reduction = "mean" if pixel_weights is None else "none"
-        losses = F.cross_entropy(logits.float(), target, weight=self.class_weights, ignore_index=self.ignore_index,
-                                 label_smoothing=self.label_smoothing, reduction=reduction)
+        losses = F.cross_entropy(
+            logits.float(),
+            target,
+            weight=self.class_weights,
+            ignore_index=self.ignore_index,
+            label_smoothing=self.label_smoothing,
+            reduction=reduction,
+        )
         if pixel_weights is None:
             return losses
         valid = target != self.ignore_index
@@ -121,4 +134,6 @@ class CEDiceLoss(SegmentationLoss):
         self.dice_weight = dice_weight
 
     def compute(self, logits, target):
-        return self.ce_weight * self.ce.compute(logits, target) + self.dice_weight * self.dice.compute(logits, target)
+        return self.ce_weight * self.ce.compute(logits, target) + self.dice_weight * self.dice.compute(
+            logits, target
+        )

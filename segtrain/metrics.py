@@ -4,6 +4,7 @@ The matrix is a torchmetrics ``Metric`` state summed across ranks; every score d
 Classes absent from both the ground truth and the predictions have no defined IoU; they are
 reported as NaN and left out of the means.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -21,13 +22,17 @@ class ConfusionMatrix(Metric):
         super().__init__()
         self.num_classes = num_classes
         self.ignore_index = ignore_index
-        self.add_state("confmat", torch.zeros(num_classes, num_classes, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state(
+            "confmat", torch.zeros(num_classes, num_classes, dtype=torch.long), dist_reduce_fx="sum"
+        )
 
     def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
         target = target.long()
         valid = target != self.ignore_index
         index = target[valid] * self.num_classes + preds[valid].long()
-        self.confmat += torch.bincount(index, minlength=self.num_classes**2).view(self.num_classes, self.num_classes)
+        self.confmat += torch.bincount(index, minlength=self.num_classes**2).view(
+            self.num_classes, self.num_classes
+        )
 
     def compute(self) -> torch.Tensor:
         return self.confmat
@@ -71,7 +76,10 @@ def format_table(result: dict, title: str = "") -> str:
     lines = [title] if title else []
     lines.append(f"{'class':<{width}}  {'IoU':>7}  {'Dice':>7}  {'Acc':>7}  {'pixels':>11}")
     for name, row in result["per_class"].items():
-        cells = "  ".join(f"{row[key] * 100:7.2f}" if row[key] == row[key] else f"{'-':>7}" for key in ("IoU", "Dice", "Acc"))
+        cells = "  ".join(
+            f"{row[key] * 100:7.2f}" if row[key] == row[key] else f"{'-':>7}"
+            for key in ("IoU", "Dice", "Acc")
+        )
         lines.append(f"{name:<{width}}  {cells}  {row['pixels']:>11}")
     lines.append(
         "  ".join(f"{key} {result[key] * 100:.2f}" for key in ("mIoU", "mDice", "aAcc", "mAcc", "fwIoU"))

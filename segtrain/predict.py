@@ -1,4 +1,5 @@
 """``segtrain predict``: palette PNG masks and overlays from a checkpoint or an exported ONNX model."""
+
 from __future__ import annotations
 
 import json
@@ -40,11 +41,15 @@ def load_onnx(path: Path) -> tuple[Callable[[torch.Tensor], torch.Tensor], dict]
 
     meta_path = onnx_metadata_path(path)
     if not meta_path.is_file():
-        raise SegtrainError(f"{meta_path} is missing: segtrain export writes it beside {path.name}; re-export")
+        raise SegtrainError(
+            f"{meta_path} is missing: segtrain export writes it beside {path.name}; re-export"
+        )
     try:
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as err:
-        raise SegtrainError(f"ckpt={path} is not a readable ONNX model ({str(err).splitlines()[0][:200]})") from None
+        raise SegtrainError(
+            f"ckpt={path} is not a readable ONNX model ({str(err).splitlines()[0][:200]})"
+        ) from None
     meta = json.loads(meta_path.read_text())
     channels = session.get_outputs()[0].shape[1]
     if isinstance(channels, int) and channels != len(meta["classes"]):
@@ -133,6 +138,8 @@ def predict(cfg: DictConfig) -> Path:
             pred = predict_probs(model, (rgb.float() - mean) / std, image=rgb, **inference).argmax(1)[0]
             pred = pred.numpy().astype(np.uint8)
             palette_image(pred, meta["palette"]).save(out_dir / f"{names[path]}.png")
-            Image.fromarray(blend(image, pred, meta["palette"])).save(overlay_dir / f"{names[path]}.jpg", quality=90)
+            Image.fromarray(blend(image, pred, meta["palette"])).save(
+                overlay_dir / f"{names[path]}.jpg", quality=90
+            )
     print(f"wrote {len(inputs)} masks to {out_dir} and {len(inputs)} overlays to {overlay_dir}")
     return out_dir

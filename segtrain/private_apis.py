@@ -4,6 +4,7 @@ They carry no compatibility promise, so each is listed here with the parameters 
 ``tests/test_private_apis.py`` checks the installed versions against this table and names the entry
 that an upgrade broke, before a user meets it as a hang or a traceback in the middle of a run.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -24,36 +25,81 @@ class PrivateAPI:
 
 
 PRIVATE_APIS = (
-    PrivateAPI("pytorch_lightning.strategies.launchers.subprocess_script:_SubprocessScriptLauncher.__init__",
-               ("self", "cluster_environment", "num_processes", "num_nodes"),
-               "distributed.ConfigLauncher subclasses it to start ranks on the job's config, not sys.argv",
-               attributes=("procs", "cluster_environment", "num_processes", "num_nodes")),
-    PrivateAPI("pytorch_lightning.strategies.launchers.subprocess_script:_SubprocessScriptLauncher."
-               "_call_children_scripts", ("self",), "distributed.ConfigLauncher overrides it"),
-    PrivateAPI("pytorch_lightning.strategies.launchers.subprocess_script:_SubprocessScriptLauncher."
-               "_check_can_spawn_children", ("self",), "distributed.ConfigLauncher calls it"),
-    PrivateAPI("pytorch_lightning.strategies:DDPStrategy._configure_launcher", ("self",),
-               "distributed.DDPStrategy overrides it to install ConfigLauncher", attributes=("_launcher",)),
-    PrivateAPI("pytorch_lightning.overrides.distributed:UnrepeatedDistributedSampler.__init__",
-               ("self", "args", "kwargs"), "data.datamodule: validation without repeated images"),
-    PrivateAPI("pytorch_lightning.utilities.exceptions:SIGTERMException", None,
-               "cli.report_errors turns Lightning's exit 0 on SIGTERM into 143"),
-    PrivateAPI("hydra_plugins.hydra_optuna_sweeper._impl:OptunaSweeperImpl._process_searchspace_config", ("self",),
-               "sweeps.ResumableOptunaSweeper"),
-    PrivateAPI("hydra_plugins.hydra_optuna_sweeper._impl:OptunaSweeperImpl._parse_sweeper_params_config",
-               ("self",), "sweeps.ResumableOptunaSweeper"),
-    PrivateAPI("hydra_plugins.hydra_optuna_sweeper._impl:OptunaSweeperImpl._to_grid_sampler_choices",
-               ("self", "distribution"), "sweeps.ResumableOptunaSweeper"),
-    PrivateAPI("hydra_plugins.hydra_optuna_sweeper._impl:OptunaSweeperImpl._get_directions", ("self",),
-               "sweeps.ResumableOptunaSweeper"),
-    PrivateAPI("hydra_plugins.hydra_optuna_sweeper._impl:OptunaSweeperImpl._configure_trials",
-               ("self", "trials", "search_space_distributions", "fixed_params"), "sweeps.ResumableOptunaSweeper"),
-    PrivateAPI("hydra_plugins.hydra_optuna_sweeper._impl:create_params_from_overrides", ("arguments",),
-               "sweeps.ResumableOptunaSweeper"),
-    PrivateAPI("hydra.core.utils:JobReturn", None, "sweeps.trial_outcome reads _return_value",
-               attributes=("_return_value",)),
-    PrivateAPI("optuna.storages:RDBStorage.set_trial_state", ("self", "trial_id", "state"),
-               "sweeps.requeue_interrupted fails trials an interruption left running"),
+    PrivateAPI(
+        "pytorch_lightning.strategies.launchers.subprocess_script:_SubprocessScriptLauncher.__init__",
+        ("self", "cluster_environment", "num_processes", "num_nodes"),
+        "distributed.ConfigLauncher subclasses it to start ranks on the job's config, not sys.argv",
+        attributes=("procs", "cluster_environment", "num_processes", "num_nodes"),
+    ),
+    PrivateAPI(
+        "pytorch_lightning.strategies.launchers.subprocess_script:_SubprocessScriptLauncher."
+        "_call_children_scripts",
+        ("self",),
+        "distributed.ConfigLauncher overrides it",
+    ),
+    PrivateAPI(
+        "pytorch_lightning.strategies.launchers.subprocess_script:_SubprocessScriptLauncher."
+        "_check_can_spawn_children",
+        ("self",),
+        "distributed.ConfigLauncher calls it",
+    ),
+    PrivateAPI(
+        "pytorch_lightning.strategies:DDPStrategy._configure_launcher",
+        ("self",),
+        "distributed.DDPStrategy overrides it to install ConfigLauncher",
+        attributes=("_launcher",),
+    ),
+    PrivateAPI(
+        "pytorch_lightning.overrides.distributed:UnrepeatedDistributedSampler.__init__",
+        ("self", "args", "kwargs"),
+        "data.datamodule: validation without repeated images",
+    ),
+    PrivateAPI(
+        "pytorch_lightning.utilities.exceptions:SIGTERMException",
+        None,
+        "cli.report_errors turns Lightning's exit 0 on SIGTERM into 143",
+    ),
+    PrivateAPI(
+        "hydra_plugins.hydra_optuna_sweeper._impl:OptunaSweeperImpl._process_searchspace_config",
+        ("self",),
+        "sweeps.ResumableOptunaSweeper",
+    ),
+    PrivateAPI(
+        "hydra_plugins.hydra_optuna_sweeper._impl:OptunaSweeperImpl._parse_sweeper_params_config",
+        ("self",),
+        "sweeps.ResumableOptunaSweeper",
+    ),
+    PrivateAPI(
+        "hydra_plugins.hydra_optuna_sweeper._impl:OptunaSweeperImpl._to_grid_sampler_choices",
+        ("self", "distribution"),
+        "sweeps.ResumableOptunaSweeper",
+    ),
+    PrivateAPI(
+        "hydra_plugins.hydra_optuna_sweeper._impl:OptunaSweeperImpl._get_directions",
+        ("self",),
+        "sweeps.ResumableOptunaSweeper",
+    ),
+    PrivateAPI(
+        "hydra_plugins.hydra_optuna_sweeper._impl:OptunaSweeperImpl._configure_trials",
+        ("self", "trials", "search_space_distributions", "fixed_params"),
+        "sweeps.ResumableOptunaSweeper",
+    ),
+    PrivateAPI(
+        "hydra_plugins.hydra_optuna_sweeper._impl:create_params_from_overrides",
+        ("arguments",),
+        "sweeps.ResumableOptunaSweeper",
+    ),
+    PrivateAPI(
+        "hydra.core.utils:JobReturn",
+        None,
+        "sweeps.trial_outcome reads _return_value",
+        attributes=("_return_value",),
+    ),
+    PrivateAPI(
+        "optuna.storages:RDBStorage.set_trial_state",
+        ("self", "trial_id", "state"),
+        "sweeps.requeue_interrupted fails trials an interruption left running",
+    ),
 )
 
 
@@ -68,8 +114,11 @@ def resolve(name: str):
 def _owner_source(entry: PrivateAPI) -> str:
     module_name, _, path = entry.name.partition(":")
     owner = resolve(f"{module_name}:{path.split('.')[0]}")
-    return "".join(inspect.getsource(cls) for cls in inspect.getmro(owner) if cls.__module__.split(".")[0]
-                   == module_name.split(".")[0])
+    return "".join(
+        inspect.getsource(cls)
+        for cls in inspect.getmro(owner)
+        if cls.__module__.split(".")[0] == module_name.split(".")[0]
+    )
 
 
 def check(entry: PrivateAPI) -> str | None:
@@ -81,7 +130,8 @@ def check(entry: PrivateAPI) -> str | None:
     if entry.parameters is not None:
         found = tuple(inspect.signature(target).parameters)
         if found[: len(entry.parameters)] != entry.parameters:
-            return f"{entry.name} now takes {found}, segtrain expects {entry.parameters}; used by {entry.used_by}"
+            expected = entry.parameters
+            return f"{entry.name} now takes {found}, segtrain expects {expected}; used by {entry.used_by}"
     source = _owner_source(entry) if entry.attributes else ""
     missing = [name for name in entry.attributes if f"self.{name}" not in source and f"{name}:" not in source]
     if missing:

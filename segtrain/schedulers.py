@@ -1,4 +1,5 @@
 """Learning-rate schedules stepped every iteration; ``total_steps`` comes from the Trainer."""
+
 from __future__ import annotations
 
 import math
@@ -11,8 +12,13 @@ def _warmup_factor(step: int, warmup_steps: int, warmup_ratio: float) -> float:
     return warmup_ratio + (1 - warmup_ratio) * step / warmup_steps
 
 
-def poly(optimizer: Optimizer, total_steps: int, power: float = 0.9, warmup_steps: int = 0,
-         warmup_ratio: float = 0.1) -> LRScheduler:
+def poly(
+    optimizer: Optimizer,
+    total_steps: int,
+    power: float = 0.9,
+    warmup_steps: int = 0,
+    warmup_ratio: float = 0.1,
+) -> LRScheduler:
     """DeepLab's "poly" policy: lr * (1 - step / total_steps) ** power, per iteration."""
 
     def factor(step: int) -> float:
@@ -23,8 +29,13 @@ def poly(optimizer: Optimizer, total_steps: int, power: float = 0.9, warmup_step
     return LambdaLR(optimizer, factor)
 
 
-def cosine(optimizer: Optimizer, total_steps: int, warmup_steps: int = 0, warmup_ratio: float = 0.1,
-           min_factor: float = 0.0) -> LRScheduler:
+def cosine(
+    optimizer: Optimizer,
+    total_steps: int,
+    warmup_steps: int = 0,
+    warmup_ratio: float = 0.1,
+    min_factor: float = 0.0,
+) -> LRScheduler:
     """Linear warm-up, then cosine decay to ``min_factor * lr`` at ``total_steps``."""
 
     def factor(step: int) -> float:

@@ -4,6 +4,7 @@
 sweeper, and ``segtrain -m hparams_search=optuna`` all end with the same table, read back from the
 job directories, so a sweep that ran on SLURM or was resumed is summarised the same way.
 """
+
 from __future__ import annotations
 
 import functools
@@ -40,7 +41,9 @@ def job_results(sweep_dir: Path) -> list[dict]:
             continue
         job = {"job": int(job_dir.name), "overrides": list(OmegaConf.load(overrides_file)), "value": None}
         if (job_dir / METRICS_FILE).is_file():
-            job.update(status="complete", value=json.loads((job_dir / METRICS_FILE).read_text())["best_val_mIoU"])
+            job.update(
+                status="complete", value=json.loads((job_dir / METRICS_FILE).read_text())["best_val_mIoU"]
+            )
         elif (job_dir / PRUNED_FILE).is_file():
             job.update(status="pruned", value=json.loads((job_dir / PRUNED_FILE).read_text())["value"])
         else:
@@ -62,10 +65,15 @@ def swept(jobs: Sequence[dict]) -> set[str]:
 def summarize(sweep_dir: Path) -> tuple[str, dict]:
     jobs = job_results(sweep_dir)
     keys = swept(jobs) - {"optuna.trial_id"}
-    counts = {status: sum(job["status"] == status for job in jobs) for status in ("complete", "pruned", "failed")}
-    lines = [f"sweep {sweep_dir}: {len(jobs)} trials ("
-             + ", ".join(f"{count} {status}" for status, count in counts.items()) + ")",
-             f"{'trial':>5}  {'best val/mIoU':>13}  {'status':<8}  parameters"]
+    counts = {
+        status: sum(job["status"] == status for job in jobs) for status in ("complete", "pruned", "failed")
+    }
+    lines = [
+        f"sweep {sweep_dir}: {len(jobs)} trials ("
+        + ", ".join(f"{count} {status}" for status, count in counts.items())
+        + ")",
+        f"{'trial':>5}  {'best val/mIoU':>13}  {'status':<8}  parameters",
+    ]
     for job in jobs:
         value = f"{job['value'] * 100:13.2f}" if job["value"] is not None else f"{'-':>13}"
         params = " ".join(o for o in job["overrides"] if o.partition("=")[0] in keys)
@@ -74,10 +82,14 @@ def summarize(sweep_dir: Path) -> tuple[str, dict]:
     best = max(complete, key=lambda job: job["value"]) if complete else None
     summary = {"trials": len(jobs), **counts, "best": None}
     if best:
-        best_params = {o.partition("=")[0]: o.partition("=")[2] for o in best["overrides"] if o.partition("=")[0] in keys}
+        best_params = {
+            o.partition("=")[0]: o.partition("=")[2] for o in best["overrides"] if o.partition("=")[0] in keys
+        }
         summary["best"] = {"trial": best["job"], "value": best["value"], "params": best_params}
-        lines.append(f"best: trial {best['job']}, val/mIoU {best['value'] * 100:.2f}, "
-                     + " ".join(f"{key}={value}" for key, value in best_params.items()))
+        lines.append(
+            f"best: trial {best['job']}, val/mIoU {best['value'] * 100:.2f}, "
+            + " ".join(f"{key}={value}" for key, value in best_params.items())
+        )
     else:
         lines.append("best: none, no trial completed")
     return "\n".join(lines), summary
@@ -127,23 +139,39 @@ def requeue_interrupted(study: optuna.Study) -> int:
 class _ResumableOptunaSweeperImpl(OptunaSweeperImpl):
     def sweep(self, arguments: list[str]) -> None:
         self._process_searchspace_config()
-        distributions, fixed = create_params_from_overrides(self._parse_sweeper_params_config() + list(arguments))
+        distributions, fixed = create_params_from_overrides(
+            self._parse_sweeper_params_config() + list(arguments)
+        )
         distributions = {**(self.search_space_distributions or {}), **distributions}
         for name in fixed:
             distributions.pop(name, None)
         if isinstance(self.sampler, functools.partial) and self.sampler.func == optuna.samplers.GridSampler:
-            self.sampler = self.sampler({name: self._to_grid_sampler_choices(d) for name, d in distributions.items()})
+            self.sampler = self.sampler(
+                {name: self._to_grid_sampler_choices(d) for name, d in distributions.items()}
+            )
         Path(self.sweep_dir).mkdir(parents=True, exist_ok=True)
-        study = optuna.create_study(study_name=self.study_name, storage=self.storage, sampler=self.sampler,
-                                    direction=self._get_directions()[0], load_if_exists=True)
+        study = optuna.create_study(
+            study_name=self.study_name,
+            storage=self.storage,
+            sampler=self.sampler,
+            direction=self._get_directions()[0],
+            load_if_exists=True,
+        )
         interrupted = requeue_interrupted(study)
         remaining = self.n_trials - sum(trial.state.is_finished() for trial in study.trials) + interrupted
-        log.info("study %s in %s: %d trials to run of %d", study.study_name, self.storage, max(remaining, 0),
-                 self.n_trials)
+        log.info(
+            "study %s in %s: %d trials to run of %d",
+            study.study_name,
+            self.storage,
+            max(remaining, 0),
+            self.n_trials,
+        )
         while remaining > 0:
             trials = [study.ask() for _ in range(min(remaining, self.n_jobs))]
-            overrides = [(*params, f"optuna.trial_id={trial._trial_id}")
-                         for params, trial in zip(self._configure_trials(trials, distributions, fixed), trials)]
+            overrides = [
+                (*params, f"optuna.trial_id={trial._trial_id}")
+                for params, trial in zip(self._configure_trials(trials, distributions, fixed), trials)
+            ]
             # Job directories are numbered by trial, so a resumed study never overwrites an earlier trial's.
             returns = self.launcher.launch(overrides, initial_job_idx=trials[0].number)
             failed = []
@@ -154,13 +182,17 @@ class _ResumableOptunaSweeperImpl(OptunaSweeperImpl):
                     failed.append(result)
             if len(failed) / len(returns) > self.max_failure_rate:
                 failed[0].return_value  # raises the first failure with its traceback
-                raise SegtrainError(f"{len(failed)} of {len(returns)} trials returned no val mIoU, more than "
-                                    f"hydra.sweeper.max_failure_rate={self.max_failure_rate} allows")
+                raise SegtrainError(
+                    f"{len(failed)} of {len(returns)} trials returned no val mIoU, more than "
+                    f"hydra.sweeper.max_failure_rate={self.max_failure_rate} allows"
+                )
             remaining -= len(trials)
         completed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         if completed:
-            OmegaConf.save({"name": "optuna", "best_params": study.best_trial.params, "best_value": study.best_value},
-                           Path(self.sweep_dir) / "optimization_results.yaml")
+            OmegaConf.save(
+                {"name": "optuna", "best_params": study.best_trial.params, "best_value": study.best_value},
+                Path(self.sweep_dir) / "optimization_results.yaml",
+            )
 
 
 class ResumableOptunaSweeperBase(OptunaSweeper):
@@ -184,8 +216,15 @@ class OptunaPruning(pl.Callback):
     the sweeper records it as pruned. Without ``trial_id`` (not run by the sweeper) it does nothing.
     """
 
-    def __init__(self, storage: str | None, study_name: str | None, trial_id: int | None,
-                 pruner: optuna.pruners.BasePruner, monitor: str = "val/mIoU", directory: str | None = None):
+    def __init__(
+        self,
+        storage: str | None,
+        study_name: str | None,
+        trial_id: int | None,
+        pruner: optuna.pruners.BasePruner,
+        monitor: str = "val/mIoU",
+        directory: str | None = None,
+    ):
         self.storage = storage
         self.study_name = study_name
         self.trial_id = trial_id

@@ -1,4 +1,5 @@
 """Colour masks and overlays, shared by predict and the loggers."""
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -21,7 +22,9 @@ def colorize(mask: np.ndarray, palette: Sequence[Sequence[int]]) -> np.ndarray:
     return lut[mask]
 
 
-def blend(image: np.ndarray, mask: np.ndarray, palette: Sequence[Sequence[int]], alpha: float = 0.5) -> np.ndarray:
+def blend(
+    image: np.ndarray, mask: np.ndarray, palette: Sequence[Sequence[int]], alpha: float = 0.5
+) -> np.ndarray:
     """uint8 HxWx3 overlay of the coloured mask on the image."""
     if image.shape[-1] == 1:
         image = np.repeat(image, 3, axis=-1)

@@ -1,4 +1,5 @@
 """Shared fixtures: an offline environment, a CLI runner, tiny datasets built on the fly."""
+
 from __future__ import annotations
 
 import os
@@ -10,26 +11,42 @@ import numpy as np
 import pytest
 from PIL import Image
 
-OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "NO_ALBUMENTATIONS_UPDATE": "1",
-               "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1"}
+OFFLINE_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "WANDB_MODE": "offline",
+    "NO_ALBUMENTATIONS_UPDATE": "1",
+    "WANDB_SILENT": "true",
+    "OMP_NUM_THREADS": "1",
+}
 os.environ.update(OFFLINE_ENV)
 
 #: A run that finishes in seconds: 32 px shapes, a 4-channel U-Net, one epoch.
 TINY = [
-    "data.dataset.lengths={train:32,val:8,test:8}", "data.dataset.image_size=32", "data.batch_size=8",
-    "data.val_batch_size=8", "model.base_channels=4", "model.depth=2", "trainer.max_epochs=1",
-    "callbacks.progress_bar=null", "trainer.num_sanity_val_steps=0",
+    "data.dataset.lengths={train:32,val:8,test:8}",
+    "data.dataset.image_size=32",
+    "data.batch_size=8",
+    "data.val_batch_size=8",
+    "model.base_channels=4",
+    "model.depth=2",
+    "trainer.max_epochs=1",
+    "callbacks.progress_bar=null",
+    "trainer.num_sanity_val_steps=0",
 ]
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, cwd: Path, env: dict | None = None, timeout: int = 300
+) -> subprocess.CompletedProcess:
     """``segtrain ARGS`` in a fresh interpreter, as a user runs it."""
     return subprocess.run(
         [sys.executable, "-m", "segtrain", *args],
-        cwd=cwd, env={**os.environ, **OFFLINE_ENV, **(env or {})},
-        capture_output=True, text=True, timeout=timeout,
+        cwd=cwd,
+        env={**os.environ, **OFFLINE_ENV, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -37,10 +54,29 @@ def checkpoints(run_root: Path, name: str = "last.ckpt") -> list[Path]:
     return sorted(run_root.rglob(f"checkpoints/{name}"))
 
 
-VOC_PALETTE = [[0, 0, 0], [128, 0, 0], [0, 128, 0], [128, 128, 0], [0, 0, 128], [128, 0, 128],
-               [0, 128, 128], [128, 128, 128], [64, 0, 0], [192, 0, 0], [64, 128, 0], [192, 128, 0],
-               [64, 0, 128], [192, 0, 128], [64, 128, 128], [192, 128, 128], [0, 64, 0], [128, 64, 0],
-               [0, 192, 0], [128, 192, 0], [0, 64, 128]]
+VOC_PALETTE = [
+    [0, 0, 0],
+    [128, 0, 0],
+    [0, 128, 0],
+    [128, 128, 0],
+    [0, 0, 128],
+    [128, 0, 128],
+    [0, 128, 128],
+    [128, 128, 128],
+    [64, 0, 0],
+    [192, 0, 0],
+    [64, 128, 0],
+    [192, 128, 0],
+    [64, 0, 128],
+    [192, 0, 128],
+    [64, 128, 128],
+    [192, 128, 128],
+    [0, 64, 0],
+    [128, 64, 0],
+    [0, 192, 0],
+    [128, 192, 0],
+    [0, 64, 128],
+]
 
 
 def save_palette_mask(mask: np.ndarray, path: Path) -> None:

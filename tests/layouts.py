@@ -1,4 +1,5 @@
 """Tiny dataset trees in each published layout, written on the fly by the tests."""
+
 from __future__ import annotations
 
 import json
@@ -48,8 +49,15 @@ def _images_annotations_tree(root: Path, splits, stem, values, per_split: int, s
 
 
 def make_ade20k_tree(root: Path, per_split: int = 2, size=(40, 48), seed: int = 0) -> Path:
-    return _images_annotations_tree(root, ("training", "validation"), lambda split, i: f"ADE_{split[:5]}_{i:08d}",
-                                    range(151), per_split, size, seed)
+    return _images_annotations_tree(
+        root,
+        ("training", "validation"),
+        lambda split, i: f"ADE_{split[:5]}_{i:08d}",
+        range(151),
+        per_split,
+        size,
+        seed,
+    )
 
 
 def make_camvid_tree(root: Path, per_split: int = 2, size=(36, 48), seed: int = 0) -> Path:
@@ -67,12 +75,27 @@ def make_camvid_tree(root: Path, per_split: int = 2, size=(36, 48), seed: int = 
 
 
 def make_coco_stuff_tree(root: Path, per_split: int = 2, size=(40, 40), seed: int = 0) -> Path:
-    return _images_annotations_tree(root, ("train2017", "val2017"), lambda split, i: f"{i + 9:012d}",
-                                    [0, 11, 91, 181, 255], per_split, size, seed)
+    return _images_annotations_tree(
+        root,
+        ("train2017", "val2017"),
+        lambda split, i: f"{i + 9:012d}",
+        [0, 11, 91, 181, 255],
+        per_split,
+        size,
+        seed,
+    )
 
 
-def make_folder_tree(root: Path, count: int = 10, size=(32, 32), values=(0, 255), seed: int = 0,
-                     images_dir: str = "images", masks_dir: str = "masks", gray: bool = False) -> Path:
+def make_folder_tree(
+    root: Path,
+    count: int = 10,
+    size=(32, 32),
+    values=(0, 255),
+    seed: int = 0,
+    images_dir: str = "images",
+    masks_dir: str = "masks",
+    gray: bool = False,
+) -> Path:
     rng = np.random.default_rng(seed)
     for index in range(count):
         image = _image(rng, *size)
@@ -81,7 +104,9 @@ def make_folder_tree(root: Path, count: int = 10, size=(32, 32), values=(0, 255)
     return root
 
 
-def make_decathlon_tree(root: Path, cases: int = 5, shape=(20, 16, 12), modality: str = "CT", seed: int = 0) -> Path:
+def make_decathlon_tree(
+    root: Path, cases: int = 5, shape=(20, 16, 12), modality: str = "CT", seed: int = 0
+) -> Path:
     """An MSD task: NIfTI volumes (x, y, z) with a labelled box, and dataset.json."""
     import nibabel as nib
 
@@ -95,9 +120,19 @@ def make_decathlon_tree(root: Path, cases: int = 5, shape=(20, 16, 12), modality
         for folder, data in (("imagesTr", volume), ("labelsTr", label)):
             (root / folder).mkdir(parents=True, exist_ok=True)
             nib.save(nib.Nifti1Image(data, np.eye(4)), str(root / folder / f"case_{index:03d}.nii.gz"))
-        training.append({"image": f"./imagesTr/case_{index:03d}.nii.gz", "label": f"./labelsTr/case_{index:03d}.nii.gz"})
-    (root / "dataset.json").write_text(json.dumps({
-        "name": "Tiny", "modality": {"0": modality}, "labels": {"0": "background", "1": "organ"},
-        "numTraining": cases, "training": training, "test": [],
-    }))
+        training.append(
+            {"image": f"./imagesTr/case_{index:03d}.nii.gz", "label": f"./labelsTr/case_{index:03d}.nii.gz"}
+        )
+    (root / "dataset.json").write_text(
+        json.dumps(
+            {
+                "name": "Tiny",
+                "modality": {"0": modality},
+                "labels": {"0": "background", "1": "organ"},
+                "numTraining": cases,
+                "training": training,
+                "test": [],
+            }
+        )
+    )
     return root

@@ -1,4 +1,5 @@
 """A model of a user's own, outside segtrain's packages (the checkpoint-target tests build it)."""
+
 from segtrain.models.unet import UNet
 
 

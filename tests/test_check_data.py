@@ -1,4 +1,5 @@
 """``segtrain check-data``: every error it reports comes with the override that fixes it."""
+
 import numpy as np
 import pytest
 import torch
@@ -55,7 +56,11 @@ def test_colour_masks_suggest_the_colour_map(tmp_path, capsys):
         save(np.array([[0, 0, 0], [255, 0, 0]], np.uint8)[np.asarray(Image.open(mask))], mask)
     palette = "data.palette=[[0,0,0],[255,0,0]]"
     report, out = run_check(capsys, "folder", root, "data.split=all", palette)
-    assert report is None and "4 masks are colour or palette images" in out and "fix: data.color_map=palette" in out
+    assert (
+        report is None
+        and "4 masks are colour or palette images" in out
+        and "fix: data.color_map=palette" in out
+    )
     report, out = run_check(capsys, "folder", root, "data.split=all", palette, "data.color_map=palette")
     assert report is not None, out
 
@@ -64,13 +69,18 @@ def test_unreadable_mismatched_and_unpaired_files_are_all_reported(tmp_path, cap
     root = make_folder_tree(tmp_path, count=8)
     broken = root / "images" / "img_001.png"
     broken.write_bytes(broken.read_bytes()[:100])
-    Image.open(root / "masks" / "img_002.png").resize((40, 32), Image.NEAREST).save(root / "masks" / "img_002.png")
+    Image.open(root / "masks" / "img_002.png").resize((40, 32), Image.NEAREST).save(
+        root / "masks" / "img_002.png"
+    )
     (root / "masks" / "img_003.png").rename(root / "masks" / "orphan.png")
     report, out = run_check(capsys, "folder", root, "data.split=all", "data.label_map={255:1}")
     assert report is None
     assert "2 files have no partner image or mask" in out and "img_003.png" in out and "orphan.png" in out
     assert "1 files cannot be read" in out and "img_001.png" in out
-    assert "1 masks differ in size from their images" in out and "img_002.png (mask 32 x 40 (H x W), image 32 x 32 (H x W))" in out
+    assert (
+        "1 masks differ in size from their images" in out
+        and "img_002.png (mask 32 x 40 (H x W), image 32 x 32 (H x W))" in out
+    )
     assert "3 error(s) found" in out
 
 
@@ -78,17 +88,33 @@ def test_cli_exit_codes_and_no_run_directory(tmp_path):
     root = make_folder_tree(tmp_path / "data", count=6)
     bad = run_cli("check-data", "data=folder", f"data.root={root}", "data.split=all", cwd=tmp_path)
     assert bad.returncode == 2 and "fix: data.label_map={255: 1}" in bad.stdout
-    assert bad.stderr.strip().startswith("error: check-data found 1 error(s)") and "Traceback" not in bad.stderr
-    good = run_cli("check-data", "data=folder", f"data.root={root}", "data.split=all", "data.label_map={255:1}",
-                   cwd=tmp_path)
+    assert (
+        bad.stderr.strip().startswith("error: check-data found 1 error(s)") and "Traceback" not in bad.stderr
+    )
+    good = run_cli(
+        "check-data",
+        "data=folder",
+        f"data.root={root}",
+        "data.split=all",
+        "data.label_map={255:1}",
+        cwd=tmp_path,
+    )
     assert good.returncode == 0 and "OK: no errors found" in good.stdout
     assert not (tmp_path / "outputs").exists()
 
 
 def test_training_stops_on_binary_masks_in_its_first_batches(tmp_path):
     root = make_folder_tree(tmp_path / "data", count=10)
-    result = run_cli("train", "data=folder", f"data.root={root}", "data.num_workers=0", "data.crop_size=[32,32]",
-                     *[o for o in TINY if not o.startswith("data.")], "data.batch_size=2", cwd=tmp_path)
+    result = run_cli(
+        "train",
+        "data=folder",
+        f"data.root={root}",
+        "data.num_workers=0",
+        "data.crop_size=[32,32]",
+        *[o for o in TINY if not o.startswith("data.")],
+        "data.batch_size=2",
+        cwd=tmp_path,
+    )
     assert result.returncode == 2
     assert "the first training batches: the masks hold only 0 and 255" in result.stderr
     assert "Fix: data.label_map={255: 1}" in result.stderr and "Traceback" not in result.stderr
@@ -110,7 +136,10 @@ def test_palette_masks_suggest_reading_indices_as_ids(tmp_path, capsys):
         image.putpalette([0, 0, 0, 200, 10, 10] + [0] * 762)
         image.save(mask)
     report, out = run_check(capsys, "folder", root, "data.split=all")
-    assert report is None and "fix: data.dataset.palette_masks=true if the palette indices are the class ids" in out
+    assert (
+        report is None
+        and "fix: data.dataset.palette_masks=true if the palette indices are the class ids" in out
+    )
     report, out = run_check(capsys, "folder", root, "data.split=all", "data.dataset.palette_masks=true")
     assert report is not None, out
 
@@ -132,9 +161,17 @@ def test_median_frequency_weights_match_a_direct_computation(tmp_path):
 
 def test_training_resolves_median_frequency_weights_into_the_checkpoint(tmp_path):
     root = make_camvid_tree(tmp_path / "CamVid", per_split=4)
-    result = run_cli("train", "data=camvid", f"data.root={root}", "data.num_workers=0", "data.crop_size=[32,32]",
-                     "loss.class_weights=median_frequency", *[o for o in TINY if not o.startswith("data.")],
-                     "data.batch_size=2", cwd=tmp_path)
+    result = run_cli(
+        "train",
+        "data=camvid",
+        f"data.root={root}",
+        "data.num_workers=0",
+        "data.crop_size=[32,32]",
+        "loss.class_weights=median_frequency",
+        *[o for o in TINY if not o.startswith("data.")],
+        "data.batch_size=2",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     (last,) = checkpoints(tmp_path / "outputs")
     stored = torch.load(last, weights_only=True)["segtrain"]["config"]["loss"]["class_weights"]
@@ -167,7 +204,11 @@ def test_a_colour_map_that_ignores_almost_everything_is_an_error(tmp_path, capsy
     root = colour_tree(tmp_path, [[10, 20, 30], [200, 0, 0]])
     report, out = run_check(capsys, "folder", root, "data.split=all", "data.color_map=[[0,0,0],[255,0,0]]")
     assert report is None and "100.0% of the pixels of split 'all' are ignore_index=255" in out
-    assert "Colours that data.color_map does not list: [" in out and "[10, 20, 30]" in out and "[200, 0, 0]" in out
+    assert (
+        "Colours that data.color_map does not list: [" in out
+        and "[10, 20, 30]" in out
+        and "[200, 0, 0]" in out
+    )
 
 
 def test_ids_shifted_by_one_with_void_shifted_too(tmp_path, capsys):
@@ -175,8 +216,9 @@ def test_ids_shifted_by_one_with_void_shifted_too(tmp_path, capsys):
     report, out = run_check(capsys, "folder", root, "data.split=all")
     assert report is None and "void as 3" in out
     assert "fix: data.label_map={3: 255} data.reduce_zero_label=true" in out
-    report, out = run_check(capsys, "folder", root, "data.split=all", "data.label_map={3:255}",
-                            "data.reduce_zero_label=true")
+    report, out = run_check(
+        capsys, "folder", root, "data.split=all", "data.label_map={3:255}", "data.reduce_zero_label=true"
+    )
     assert report is not None, out
 
 
@@ -189,8 +231,17 @@ def test_a_missing_mask_is_called_missing(tmp_path):
 
 def test_an_all_ignored_batch_names_the_label_encoding_not_the_lr(tmp_path):
     root = colour_tree(tmp_path / "data", [[10, 20, 30], [200, 0, 0]])
-    result = run_cli("train", "data=folder", f"data.root={root}", "data.num_workers=0", "data.crop_size=[32,32]",
-                     "data.color_map=[[0,0,0],[255,0,0]]", "data.label_check_batches=0",
-                     *[o for o in TINY if not o.startswith("data.")], "data.batch_size=2", cwd=tmp_path)
+    result = run_cli(
+        "train",
+        "data=folder",
+        f"data.root={root}",
+        "data.num_workers=0",
+        "data.crop_size=[32,32]",
+        "data.color_map=[[0,0,0],[255,0,0]]",
+        "data.label_check_batches=0",
+        *[o for o in TINY if not o.startswith("data.")],
+        "data.batch_size=2",
+        cwd=tmp_path,
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "is ignore_index=255, so the loss is undefined" in result.stderr and "check-data" in result.stderr

@@ -1,4 +1,5 @@
 """End to end through the ``segtrain`` command, as a user runs it."""
+
 import hashlib
 import json
 
@@ -27,8 +28,24 @@ def test_help_list_and_cfg(tmp_path):
     assert help_.returncode == 0 and "eval" in help_.stdout and "export" in help_.stdout
     listing = run_cli("list", cwd=tmp_path)
     assert listing.returncode == 0
-    for expected in ("deeplabv3plus", "unet", "fcn", "voc", "shapes", "ce_dice", "focal", "sgd", "adamw",
-                     "poly", "cosine", "cpu", "gpu", "csv", "tensorboard", "wandb"):
+    for expected in (
+        "deeplabv3plus",
+        "unet",
+        "fcn",
+        "voc",
+        "shapes",
+        "ce_dice",
+        "focal",
+        "sgd",
+        "adamw",
+        "poly",
+        "cosine",
+        "cpu",
+        "gpu",
+        "csv",
+        "tensorboard",
+        "wandb",
+    ):
         assert expected in listing.stdout
     cfg = run_cli("train", "--cfg", "job", "model=deeplabv3plus", cwd=tmp_path)
     assert cfg.returncode == 0 and "DeepLabV3Plus" in cfg.stdout and "SegDataModule" in cfg.stdout
@@ -45,10 +62,12 @@ def test_train_prints_table_and_writes_checkpoints_with_metadata(trained_run):
     assert meta["classes"][0] == "background" and len(meta["palette"]) == 6
     assert meta["mean"] == pytest.approx([0.5] * 3) and meta["config"]["model"]["base_channels"] == 4
     run_dir = trained_run["best"].parent.parent
-    logged = [float(row.split(",")[header.index("val/mIoU")])
-              for header in [(run_dir / "metrics.csv").read_text().splitlines()[0].split(",")]
-              for row in (run_dir / "metrics.csv").read_text().splitlines()[1:]
-              if row.split(",")[header.index("val/mIoU")]]
+    logged = [
+        float(row.split(",")[header.index("val/mIoU")])
+        for header in [(run_dir / "metrics.csv").read_text().splitlines()[0].split(",")]
+        for row in (run_dir / "metrics.csv").read_text().splitlines()[1:]
+        if row.split(",")[header.index("val/mIoU")]
+    ]
     best = json.loads((run_dir / "val_metrics.json").read_text())["best_val_mIoU"]
     assert len(logged) == 2 and best == pytest.approx(max(logged))
     assert torch.load(trained_run["best"], weights_only=True)["epoch"] == logged.index(max(logged))
@@ -56,12 +75,20 @@ def test_train_prints_table_and_writes_checkpoints_with_metadata(trained_run):
 
 def test_eval_uses_stored_config_with_overrides(trained_run):
     cwd = trained_run["cwd"]
-    result = run_cli("eval", f"ckpt={trained_run['best']}", "data.split=test", "inference.mode=slide",
-                     "inference.crop_size=[16,16]", "inference.flip=true", cwd=cwd)
+    result = run_cli(
+        "eval",
+        f"ckpt={trained_run['best']}",
+        "data.split=test",
+        "inference.mode=slide",
+        "inference.crop_size=[16,16]",
+        "inference.flip=true",
+        cwd=cwd,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "split=test" in result.stdout and "mIoU" in result.stdout
-    metrics = next(path for path in (cwd / "outputs" / "eval").rglob("metrics.json")
-                   if path.parent.name in result.stdout)
+    metrics = next(
+        path for path in (cwd / "outputs" / "eval").rglob("metrics.json") if path.parent.name in result.stdout
+    )
     data = json.loads(metrics.read_text())
     assert 0 <= data["mIoU"] <= 1 and "background" in data["per_class"]
     assert data["split"] == "test" and data["images"] == 8 and data["pixels"] == 8 * 32 * 32
@@ -78,10 +105,20 @@ def test_eval_with_other_classes_explains_the_mismatch(trained_run, tmp_path):
 def test_export_onnx_and_torchscript_then_predict_with_both(trained_run, tmp_path):
     cwd = trained_run["cwd"]
     onnx_path = tmp_path / "model.onnx"
-    result = run_cli("export", f"ckpt={trained_run['best']}", "format=onnx", f"output={onnx_path}",
-                     "export.check_sizes=[[32,32],[45,61]]", cwd=cwd)
+    result = run_cli(
+        "export",
+        f"ckpt={trained_run['best']}",
+        "format=onnx",
+        f"output={onnx_path}",
+        "export.check_sizes=[[32,32],[45,61]]",
+        cwd=cwd,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "max abs diff" in result.stdout and "(1, 3, 32, 32)" in result.stdout and "(2, 3, 45, 61)" in result.stdout
+    assert (
+        "max abs diff" in result.stdout
+        and "(1, 3, 32, 32)" in result.stdout
+        and "(2, 3, 45, 61)" in result.stdout
+    )
     graph_input = onnx.load(str(onnx_path)).graph.input[0]
     dims = [d.dim_param or d.dim_value for d in graph_input.type.tensor_type.shape.dim]
     assert dims == ["batch", 3, "height", "width"]
@@ -90,8 +127,14 @@ def test_export_onnx_and_torchscript_then_predict_with_both(trained_run, tmp_pat
     embedded = {entry.key: json.loads(entry.value) for entry in onnx.load(str(onnx_path)).metadata_props}
     assert embedded["classes"] == meta["classes"] and embedded["mean"] == meta["mean"]
 
-    ts = run_cli("export", f"ckpt={trained_run['best']}", "format=torchscript", f"output={tmp_path / 'model.pt'}",
-                 "export.check_sizes=[[32,32],[45,61]]", cwd=cwd)
+    ts = run_cli(
+        "export",
+        f"ckpt={trained_run['best']}",
+        "format=torchscript",
+        f"output={tmp_path / 'model.pt'}",
+        "export.check_sizes=[[32,32],[45,61]]",
+        cwd=cwd,
+    )
     assert ts.returncode == 0, ts.stderr[-3000:]
     assert torch.jit.load(str(tmp_path / "model.pt"))(torch.zeros(1, 3, 33, 47)).shape == (1, 6, 33, 47)
 
@@ -116,9 +159,17 @@ def test_export_onnx_and_torchscript_then_predict_with_both(trained_run, tmp_pat
 def test_voc_trains_with_deeplabv3plus(tmp_path):
     voc = make_voc_tree(tmp_path)
     result = run_cli(
-        "model=deeplabv3plus", "data=voc", f"data.root={voc}", "model.backbone.name=resnet18",
-        "model.backbone.multi_grid=null", "data.crop_size=[48,48]", "data.batch_size=2", "data.num_workers=0",
-        "debug=limit", "callbacks.progress_bar=null", cwd=tmp_path,
+        "model=deeplabv3plus",
+        "data=voc",
+        f"data.root={voc}",
+        "model.backbone.name=resnet18",
+        "model.backbone.multi_grid=null",
+        "data.crop_size=[48,48]",
+        "data.batch_size=2",
+        "data.num_workers=0",
+        "debug=limit",
+        "callbacks.progress_bar=null",
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "aeroplane" in result.stdout and "tvmonitor" in result.stdout
@@ -126,30 +177,45 @@ def test_voc_trains_with_deeplabv3plus(tmp_path):
 
 
 def test_unknown_group_option_and_key_list_choices(tmp_path):
-    assert_clean_error(run_cli("model=deeplabv9", cwd=tmp_path), "model=deeplabv9", "choose one of: deconvnet, deeplabv1")
+    assert_clean_error(
+        run_cli("model=deeplabv9", cwd=tmp_path), "model=deeplabv9", "choose one of: deconvnet, deeplabv1"
+    )
     assert_clean_error(run_cli("optimizer.learning_rate=0.1", cwd=tmp_path), "unknown config key", "lr")
     assert not (tmp_path / "outputs").exists()
 
 
 def test_missing_and_wrong_data_root(tmp_path):
     assert_clean_error(run_cli("data=voc", cwd=tmp_path), "data.root is not set", "JPEGImages")
-    assert_clean_error(run_cli("data=voc", f"data.root={tmp_path}/nope", cwd=tmp_path), f"{tmp_path}/nope", "ImageSets")
+    assert_clean_error(
+        run_cli("data=voc", f"data.root={tmp_path}/nope", cwd=tmp_path), f"{tmp_path}/nope", "ImageSets"
+    )
     assert not (tmp_path / "outputs").exists(), "a rejected config must not leave a run directory"
 
 
 def test_bad_mask_in_a_worker_names_the_file(tmp_path):
     voc = make_voc_tree(tmp_path, train=2, val=2)
     name = (voc / "ImageSets/Segmentation/train.txt").read_text().split()[0]
-    Image.open(voc / "SegmentationClass" / f"{name}.png").convert("RGB").save(voc / "SegmentationClass" / f"{name}.png")
-    result = run_cli("data=voc", f"data.root={voc}", "data.num_workers=1", "data.crop_size=[32,32]",
-                     "data.batch_size=2", *TINY[4:], cwd=tmp_path)
+    Image.open(voc / "SegmentationClass" / f"{name}.png").convert("RGB").save(
+        voc / "SegmentationClass" / f"{name}.png"
+    )
+    result = run_cli(
+        "data=voc",
+        f"data.root={voc}",
+        "data.num_workers=1",
+        "data.crop_size=[32,32]",
+        "data.batch_size=2",
+        *TINY[4:],
+        cwd=tmp_path,
+    )
     assert_clean_error(result, f"{name}.png is an RGB image")
 
 
 def test_output_dir_not_writable(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("")
-    assert_clean_error(run_cli(f"paths.log_dir={blocker}/runs", cwd=tmp_path), "is not writable", "paths.log_dir")
+    assert_clean_error(
+        run_cli(f"paths.log_dir={blocker}/runs", cwd=tmp_path), "is not writable", "paths.log_dir"
+    )
 
 
 def test_bad_value_names_the_key(tmp_path):
@@ -171,8 +237,14 @@ def test_resume_then_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path)
     digest = hashlib.sha256(newest.read_bytes()).hexdigest()
     # A valid std that overflows float32 once images are normalised. The new lr cannot take effect:
     # the resume says so, since the optimizer state it restores holds the old one.
-    poisoned = run_cli(*TINY, "trainer.max_epochs=3", "resume=true", "data.std=[1e-45,1e-45,1e-45]",
-                       "optimizer.lr=0.01", cwd=tmp_path)
+    poisoned = run_cli(
+        *TINY,
+        "trainer.max_epochs=3",
+        "resume=true",
+        "data.std=[1e-45,1e-45,1e-45]",
+        "optimizer.lr=0.01",
+        cwd=tmp_path,
+    )
     assert_clean_error(poisoned, "loss is nan at global step 8", "last saved checkpoint is kept")
     assert "optimizer.lr: 0.001 -> 0.01 (kept as before" in poisoned.stdout + poisoned.stderr
     assert hashlib.sha256(newest.read_bytes()).hexdigest() == digest

@@ -1,4 +1,5 @@
 """Composition of every config group, and validation before anything heavy is built."""
+
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -17,23 +18,31 @@ GROUPS = config_groups()
 @pytest.mark.parametrize("model", GROUPS["model"])
 @pytest.mark.parametrize("data", GROUPS["data"])
 def test_every_model_composes_with_every_data_config(model, data, tmp_path):
-    cfg = compose("config", [f"model={model}", f"data={data}", f"data.root={tmp_path}" if data != "shapes" else "data.root=null"])
+    cfg = compose(
+        "config",
+        [f"model={model}", f"data={data}", f"data.root={tmp_path}" if data != "shapes" else "data.root=null"],
+    )
     validate(cfg)
     assert cfg.model.num_classes == len(cfg.data.classes)
 
 
-@pytest.mark.parametrize("group", ["loss", "optimizer", "scheduler", "trainer", "logger", "callbacks", "experiment",
-                                   "debug"])
+@pytest.mark.parametrize(
+    "group", ["loss", "optimizer", "scheduler", "trainer", "logger", "callbacks", "experiment", "debug"]
+)
 def test_every_group_option_composes_and_builds(group, tmp_path):
     for option in GROUPS[group]:
         cfg = compose("config", [f"{group}={option}", f"paths.output_dir={tmp_path}", "run_name=test"])
         if group == "loss":
             assert isinstance(instantiate(cfg.loss), torch.nn.Module)
         elif group == "optimizer":
-            assert isinstance(instantiate(cfg.optimizer)(params=[torch.nn.Parameter(torch.zeros(1))]), torch.optim.Optimizer)
+            assert isinstance(
+                instantiate(cfg.optimizer)(params=[torch.nn.Parameter(torch.zeros(1))]), torch.optim.Optimizer
+            )
         elif group == "scheduler":
             optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
-            assert isinstance(instantiate(cfg.scheduler)(optimizer, total_steps=10), torch.optim.lr_scheduler.LRScheduler)
+            assert isinstance(
+                instantiate(cfg.scheduler)(optimizer, total_steps=10), torch.optim.lr_scheduler.LRScheduler
+            )
         elif group == "trainer":
             check_trainer(cfg)
         elif group == "logger":
@@ -41,7 +50,9 @@ def test_every_group_option_composes_and_builds(group, tmp_path):
         elif group == "callbacks":
             assert all(isinstance(instantiate(node), pl.Callback) for node in cfg.callbacks.values() if node)
         elif group == "experiment":
-            data_root = [f"data.root={tmp_path}"] if OmegaConf.is_missing(cfg.data, "root") or cfg.data.root else []
+            data_root = (
+                [f"data.root={tmp_path}"] if OmegaConf.is_missing(cfg.data, "root") or cfg.data.root else []
+            )
             validate(compose("config", [f"experiment={option}", *data_root]))
         else:
             assert cfg.debug_run is True and any(cfg.trainer[key] for key in DEBUG_KEYS), option
@@ -51,14 +62,17 @@ DEBUG_KEYS = ("fast_dev_run", "limit_train_batches", "overfit_batches")
 
 
 def check_trainer(cfg) -> None:
-    """A CPU preset builds a Trainer that writes checkpoints atomically; a GPU preset says when there is no GPU."""
+    """A CPU preset builds a Trainer that writes checkpoints atomically; a GPU preset says when there is
+    no GPU."""
     if cfg.trainer.accelerator != "cpu" and not torch.cuda.is_available():
         validate(cfg)
         with pytest.raises(SegtrainError, match="no CUDA GPU is visible"):
             check_accelerator(cfg)
         return
     trainer = build_trainer(cfg, rank_function="segtrain.engine.fit")
-    assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO), "checkpoints must be written atomically"
+    assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO), (
+        "checkpoints must be written atomically"
+    )
 
 
 def test_voc_config_lists_21_classes_and_palette():
@@ -94,9 +108,15 @@ def test_nonexistent_data_root_names_path_and_layout(tmp_path):
 
 @pytest.mark.parametrize(
     "override, key",
-    [("optimizer.lr=-0.1", "optimizer.lr"), ("optimizer.lr=fast", "optimizer.lr"),
-     ("data.batch_size=0", "data.batch_size"), ("data.ignore_index=300", "data.ignore_index"),
-     ("inference.mode=tiles", "inference.mode"), ("loss.class_weights=[a,b]", "loss.class_weights"), ("trainer.max_epochs=1.5", "trainer.max_epochs")],
+    [
+        ("optimizer.lr=-0.1", "optimizer.lr"),
+        ("optimizer.lr=fast", "optimizer.lr"),
+        ("data.batch_size=0", "data.batch_size"),
+        ("data.ignore_index=300", "data.ignore_index"),
+        ("inference.mode=tiles", "inference.mode"),
+        ("loss.class_weights=[a,b]", "loss.class_weights"),
+        ("trainer.max_epochs=1.5", "trainer.max_epochs"),
+    ],
 )
 def test_bad_values_name_the_key(override, key):
     with pytest.raises(SegtrainError, match=rf"^{key}=.* is invalid: it must be"):

@@ -1,4 +1,5 @@
 """The dense CRF against a brute-force O(N^2) mean field, and what it does to a noisy labelling."""
+
 import json
 
 import numpy as np
@@ -16,7 +17,10 @@ def two_region_image(height: int = 14, width: int = 18, seed: int = 0):
     generator = torch.Generator().manual_seed(seed)
     truth = torch.zeros(height, width, dtype=torch.long)
     truth[3:11, 4:13] = 1
-    image = torch.where(truth.bool(), 200.0, 40.0).expand(3, -1, -1) + torch.randn(3, height, width, generator=generator) * 8
+    image = (
+        torch.where(truth.bool(), 200.0, 40.0).expand(3, -1, -1)
+        + torch.randn(3, height, width, generator=generator) * 8
+    )
     noisy = torch.where(torch.rand(height, width, generator=generator) < 0.3, 1 - truth, truth)
     probs = torch.stack([(noisy == k).float() * 0.4 + 0.3 for k in (0, 1)])
     return image.clamp(0, 255), probs / probs.sum(0), truth
@@ -71,11 +75,19 @@ def transitions(mask: np.ndarray) -> int:
 
 
 def test_eval_and_predict_with_crf(trained_run, tmp_path):
-    result = run_cli("eval", f"ckpt={trained_run['best']}", "inference.crf=true", "inference.crf_params.iterations=3",
-                     cwd=trained_run["cwd"])
+    result = run_cli(
+        "eval",
+        f"ckpt={trained_run['best']}",
+        "inference.crf=true",
+        "inference.crf_params.iterations=3",
+        cwd=trained_run["cwd"],
+    )
     assert result.returncode == 0, result.stderr[-2000:]
-    metrics = next(path for path in (trained_run["cwd"] / "outputs" / "eval").rglob("metrics.json")
-                   if path.parent.name in result.stdout)
+    metrics = next(
+        path
+        for path in (trained_run["cwd"] / "outputs" / "eval").rglob("metrics.json")
+        if path.parent.name in result.stdout
+    )
     scores = json.loads(metrics.read_text())
     assert 0 < scores["mIoU"] <= 1 and scores["inference"]["crf"] is True
     images = tmp_path / "images"
@@ -85,8 +97,14 @@ def test_eval_and_predict_with_crf(trained_run, tmp_path):
     masks = {}
     for crf in (False, True):
         out = tmp_path / f"out_{crf}"
-        predicted = run_cli("predict", f"ckpt={trained_run['best']}", f"input={images}", f"output={out}",
-                            f"inference.crf={str(crf).lower()}", cwd=trained_run["cwd"])
+        predicted = run_cli(
+            "predict",
+            f"ckpt={trained_run['best']}",
+            f"input={images}",
+            f"output={out}",
+            f"inference.crf={str(crf).lower()}",
+            cwd=trained_run["cwd"],
+        )
         assert predicted.returncode == 0, predicted.stderr[-2000:]
         masks[crf] = np.asarray(Image.open(out / "a.png"))
         assert masks[crf].shape == (30, 40)

@@ -1,4 +1,5 @@
 """Readers and the bad-data cases: each gets one message that names the file."""
+
 import numpy as np
 import pytest
 import torch
@@ -34,7 +35,9 @@ def test_voc_sbd_aug_list(tmp_path):
 
 
 def test_missing_root_split_file_and_empty_split(voc_root, tmp_path):
-    with pytest.raises(SegtrainError, match=r"data.root=.*nowhere does not exist. Expected layout: .*JPEGImages"):
+    with pytest.raises(
+        SegtrainError, match=r"data.root=.*nowhere does not exist. Expected layout: .*JPEGImages"
+    ):
         voc(tmp_path / "nowhere")
     with pytest.raises(SegtrainError, match=r"split list .*trainval.txt does not exist.*Expected layout"):
         voc(voc_root, "trainval")
@@ -52,7 +55,9 @@ def test_mask_size_mismatch_names_file_and_sizes(voc_root):
     mask_path, image_path = _first_mask(voc_root)
     w, h = Image.open(image_path).size
     Image.open(mask_path).resize((w + 3, h)).save(mask_path)
-    with pytest.raises(SegtrainError, match=rf"mask {mask_path} is {h} x {w + 3} \(H x W\) but its image is {h} x {w}"):
+    with pytest.raises(
+        SegtrainError, match=rf"mask {mask_path} is {h} x {w + 3} \(H x W\) but its image is {h} x {w}"
+    ):
         voc(voc_root)[0]
 
 
@@ -63,7 +68,9 @@ def test_label_values_out_of_range_name_file_and_values(voc_root):
     image = Image.fromarray(mask, mode="P")
     image.putpalette(Image.open(mask_path).getpalette())
     image.save(mask_path)
-    with pytest.raises(SegtrainError, match=rf"mask {mask_path}: label values \[33, 40\] are >= num_classes=21"):
+    with pytest.raises(
+        SegtrainError, match=rf"mask {mask_path}: label values \[33, 40\] are >= num_classes=21"
+    ):
         voc(voc_root)[0]
 
 
@@ -80,7 +87,9 @@ def test_binary_mask_suggests_label_map(voc_root):
 def test_rgb_mask_where_ids_are_expected(voc_root):
     mask_path, _ = _first_mask(voc_root)
     Image.open(mask_path).convert("RGB").save(mask_path)
-    with pytest.raises(SegtrainError, match=rf"mask {mask_path} is an RGB image, but single-channel class ids"):
+    with pytest.raises(
+        SegtrainError, match=rf"mask {mask_path} is an RGB image, but single-channel class ids"
+    ):
         voc(voc_root)[0]
 
 
@@ -104,8 +113,13 @@ def test_shapes_is_deterministic_and_not_trivial():
 
 def test_datamodule_pads_validation_batches_with_ignore(voc_root):
     dm = SegDataModule(
-        dataset=lambda **kw: VOCSegmentation(root=voc_root, **kw), classes=[str(i) for i in range(21)],
-        palette=[[0, 0, 0]] * 21, num_classes=21, batch_size=2, val_batch_size=4, num_workers=0,
+        dataset=lambda **kw: VOCSegmentation(root=voc_root, **kw),
+        classes=[str(i) for i in range(21)],
+        palette=[[0, 0, 0]] * 21,
+        num_classes=21,
+        batch_size=2,
+        val_batch_size=4,
+        num_workers=0,
     )
     dm.setup("fit")
     batch = next(iter(dm.val_dataloader()))

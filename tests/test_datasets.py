@@ -1,4 +1,5 @@
 """Each reader on a tiny tree in its published layout, the label encodings, and the real data."""
+
 import numpy as np
 import pytest
 import torch
@@ -11,8 +12,15 @@ from segtrain.data.datasets.coco_stuff import STUFFTHINGMAP_TO_TRAIN_ID
 from segtrain.data.encoding import LabelEncoding
 from segtrain.errors import SegtrainError
 from tests.conftest import SHARED_DATA
-from tests.layouts import (make_ade20k_tree, make_camvid_tree, make_cityscapes_tree, make_coco_stuff_tree,
-                           make_decathlon_tree, make_folder_tree, save)
+from tests.layouts import (
+    make_ade20k_tree,
+    make_camvid_tree,
+    make_cityscapes_tree,
+    make_coco_stuff_tree,
+    make_decathlon_tree,
+    make_folder_tree,
+    save,
+)
 
 
 def datamodule(data: str, root, *overrides: str):
@@ -22,10 +30,18 @@ def datamodule(data: str, root, *overrides: str):
 
 def read_pairs(dm, split: str):
     """(stored mask, item mask) for every sample of a split, read without augmentation."""
-    dataset = dm.dataset_factory(split=split, num_classes=dm.num_classes, ignore_index=dm.ignore_index,
-                                 in_channels=dm.in_channels, transform=None, encoding=dm.encoding)
-    return dataset, [(np.asarray(Image.open(mask)), dataset[i]["mask"].numpy())
-                     for i, (_, mask) in enumerate(dataset.samples)]
+    dataset = dm.dataset_factory(
+        split=split,
+        num_classes=dm.num_classes,
+        ignore_index=dm.ignore_index,
+        in_channels=dm.in_channels,
+        transform=None,
+        encoding=dm.encoding,
+    )
+    return dataset, [
+        (np.asarray(Image.open(mask)), dataset[i]["mask"].numpy())
+        for i, (_, mask) in enumerate(dataset.samples)
+    ]
 
 
 def test_cityscapes_maps_34_label_ids_to_19_train_ids(tmp_path):
@@ -41,7 +57,9 @@ def test_cityscapes_maps_34_label_ids_to_19_train_ids(tmp_path):
 
 def test_cityscapes_table_matches_cityscapesscripts():
     labels = pytest.importorskip("cityscapesscripts.helpers.labels")
-    official = {label.id: label.trainId for label in labels.labels if 0 <= label.trainId < 255 and label.id >= 0}
+    official = {
+        label.id: label.trainId for label in labels.labels if 0 <= label.trainId < 255 and label.id >= 0
+    }
     assert LABEL_ID_TO_TRAIN_ID == official
 
 
@@ -62,7 +80,9 @@ def test_camvid_resolves_the_authors_absolute_paths_and_ignores_void(tmp_path):
         for stored, mask in pairs:
             assert np.array_equal(mask, np.where(stored == 11, 255, stored))
     (root / "val.txt").write_text("/SegNet/elsewhere/x.png /SegNet/elsewhere/y.png\n")
-    with pytest.raises(SegtrainError, match=r"val.txt: no tail of its first entry /SegNet/elsewhere/x.png exists"):
+    with pytest.raises(
+        SegtrainError, match=r"val.txt: no tail of its first entry /SegNet/elsewhere/x.png exists"
+    ):
         read_pairs(dm, "val")
 
 
@@ -121,7 +141,9 @@ def test_color_masks_map_through_the_palette(tmp_path):
 
 
 def test_label_encoding_rejects_unknown_names_and_out_of_range_entries():
-    with pytest.raises(SegtrainError, match="data.label_map=kitti is not a known label map; use one of cityscapes"):
+    with pytest.raises(
+        SegtrainError, match="data.label_map=kitti is not a known label map; use one of cityscapes"
+    ):
         LabelEncoding(label_map="kitti")
     with pytest.raises(SegtrainError, match="data.label_map entry 300: 1 is outside 0..255"):
         LabelEncoding(label_map={300: 1})
@@ -146,15 +168,20 @@ def test_decathlon_volumes_folds_and_3d_patches(tmp_path):
 
 
 def test_decathlon_missing_manifest(tmp_path):
-    with pytest.raises(SegtrainError, match=r"dataset.json does not exist. Expected layout: dataset.json, imagesTr"):
+    with pytest.raises(
+        SegtrainError, match=r"dataset.json does not exist. Expected layout: dataset.json, imagesTr"
+    ):
         read_pairs(datamodule("decathlon", tmp_path), "train")
 
 
 def test_first_training_batches_catch_binary_masks(tmp_path):
     dm = datamodule("folder", make_folder_tree(tmp_path), "data.label_check_batches=2")
     dm.check_first_labels(torch.zeros(2, 8, 8, dtype=torch.uint8))
-    with pytest.raises(SegtrainError, match=r"the first training batches: the masks hold only 0 and 255.*"
-                                            r"Fix: data.label_map=\{255: 1\}"):
+    with pytest.raises(
+        SegtrainError,
+        match=r"the first training batches: the masks hold only 0 and 255.*"
+        r"Fix: data.label_map=\{255: 1\}",
+    ):
         dm.check_first_labels(torch.full((2, 8, 8), 255, dtype=torch.uint8))
 
 
@@ -174,8 +201,9 @@ needs_shared = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"real data n
 def test_real_camvid_reads_through_its_reader():
     dm = datamodule("camvid", SHARED_DATA / "camvid")
     for split, count in (("train", 367), ("val", 101)):
-        dataset = dm.dataset_factory(split=split, num_classes=11, ignore_index=255, in_channels=3,
-                                     transform=None, encoding=dm.encoding)
+        dataset = dm.dataset_factory(
+            split=split, num_classes=11, ignore_index=255, in_channels=3, transform=None, encoding=dm.encoding
+        )
         assert len(dataset) == count
         for index in (0, count - 1):
             item = dataset[index]

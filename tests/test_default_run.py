@@ -1,4 +1,5 @@
 """The README's first command: the default run learns the embedded dataset (about 4 CPU minutes)."""
+
 import json
 
 import pytest

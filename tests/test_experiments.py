@@ -1,4 +1,5 @@
 """Every experiment overlay composes, validates, loads a batch of its layout and runs its model on it."""
+
 import json
 
 import pytest
@@ -7,8 +8,14 @@ from hydra.utils import instantiate
 
 from segtrain.config import compose, config_groups, validate
 from tests.conftest import checkpoints, run_cli
-from tests.layouts import (make_ade20k_tree, make_camvid_tree, make_cityscapes_tree, make_coco_stuff_tree,
-                           make_decathlon_tree, make_folder_tree)
+from tests.layouts import (
+    make_ade20k_tree,
+    make_camvid_tree,
+    make_cityscapes_tree,
+    make_coco_stuff_tree,
+    make_decathlon_tree,
+    make_folder_tree,
+)
 
 TREES = {
     "camvid": make_camvid_tree,
@@ -30,8 +37,11 @@ def compose_experiment(name: str, *overrides: str):
     return compose("config", [f"experiment={name}", *overrides])
 
 
-EXPERIMENTS = [name for name in config_groups()["experiment"]
-               if compose_experiment(name, "data.root=/tmp").data.name in TREES]
+EXPERIMENTS = [
+    name
+    for name in config_groups()["experiment"]
+    if compose_experiment(name, "data.root=/tmp").data.name in TREES
+]
 
 
 def test_every_real_data_layout_has_an_experiment():
@@ -43,8 +53,14 @@ def test_every_real_data_layout_has_an_experiment():
 def test_experiment_trains_on_its_layout(experiment, tmp_path):
     base = compose_experiment(experiment, "data.root=/tmp")
     root = TREES[base.data.name](tmp_path / base.data.name)
-    cfg = compose_experiment(experiment, f"data.root={root}", "data.num_workers=0", "data.crop_size=[32,32]",
-                             "data.batch_size=2", *TINY_MODELS[base.model._target_.rsplit(".", 1)[-1]])
+    cfg = compose_experiment(
+        experiment,
+        f"data.root={root}",
+        "data.num_workers=0",
+        "data.crop_size=[32,32]",
+        "data.batch_size=2",
+        *TINY_MODELS[base.model._target_.rsplit(".", 1)[-1]],
+    )
     validate(cfg)
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
@@ -73,10 +89,19 @@ def test_experiment_trains_on_its_layout(experiment, tmp_path):
 
 def test_vnet_trains_and_evaluates_on_decathlon_volumes(tmp_path):
     root = make_decathlon_tree(tmp_path / "Task09_Tiny", cases=5, shape=(20, 16, 12))
-    small = [f"data.root={root}", "data.num_workers=0", "data.crop_size=[8,8,8]", "model.base_channels=4",
-             "trainer.max_epochs=2", "callbacks.progress_bar=null", "trainer.num_sanity_val_steps=0",
-             "optimizer.lr=0.01"]
-    train = run_cli("train", "experiment=vnet_decathlon", *small, "trainer.check_val_every_n_epoch=1", cwd=tmp_path)
+    small = [
+        f"data.root={root}",
+        "data.num_workers=0",
+        "data.crop_size=[8,8,8]",
+        "model.base_channels=4",
+        "trainer.max_epochs=2",
+        "callbacks.progress_bar=null",
+        "trainer.num_sanity_val_steps=0",
+        "optimizer.lr=0.01",
+    ]
+    train = run_cli(
+        "train", "experiment=vnet_decathlon", *small, "trainer.check_val_every_n_epoch=1", cwd=tmp_path
+    )
     assert train.returncode == 0, train.stderr[-3000:]
     (best,) = checkpoints(tmp_path / "outputs", "best.ckpt")
     result = run_cli("eval", f"ckpt={best}", f"data.root={root}", "data.num_workers=0", cwd=tmp_path)

@@ -3,6 +3,7 @@
 Each test drives the ``segtrain`` command as a user does and checks both the message and that
 nothing on disk changed that should not have.
 """
+
 import hashlib
 import json
 import os
@@ -70,8 +71,11 @@ def test_crafted_checkpoints_are_refused_without_side_effects(trained_run, tmp_p
     }
     images = tmp_path / "images"
     save(np.zeros((32, 32, 3), np.uint8), images / "a.png")
-    extra = {"eval": [], "predict": [f"input={images}", f"output={tmp_path / 'pred'}"],
-             "export": [f"output={tmp_path / 'model.onnx'}"]}[command]
+    extra = {
+        "eval": [],
+        "predict": [f"input={images}", f"output={tmp_path / 'pred'}"],
+        "export": [f"output={tmp_path / 'model.onnx'}"],
+    }[command]
     for name, (key, node) in attacks.items():
         ckpt = crafted_checkpoint(trained_run["best"], tmp_path / f"{name}.ckpt", key, node)
         result = run_cli(command, f"ckpt={ckpt}", *extra, cwd=tmp_path)
@@ -92,13 +96,24 @@ def test_resume_from_a_pickle_payload_runs_nothing(tmp_path):
 
 def test_a_users_own_target_is_allowed_when_typed_on_the_command_line(trained_run, tmp_path):
     """A checkpoint of a model outside conf/ is rebuilt once its user names the target."""
-    own = crafted_checkpoint(trained_run["best"], tmp_path / "own.ckpt", "model._target_",
-                             "tests.own_models.OwnUNet")
-    refused = run_cli("eval", f"ckpt={own}", "trainer.limit_test_batches=1", cwd=tmp_path,
-                      env={"PYTHONPATH": str(Path(__file__).parents[1])})
+    own = crafted_checkpoint(
+        trained_run["best"], tmp_path / "own.ckpt", "model._target_", "tests.own_models.OwnUNet"
+    )
+    refused = run_cli(
+        "eval",
+        f"ckpt={own}",
+        "trainer.limit_test_batches=1",
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(Path(__file__).parents[1])},
+    )
     assert_clean_error(refused, "model._target_=tests.own_models.OwnUNet", "name the target yourself")
-    typed = run_cli("eval", f"ckpt={own}", "model._target_=tests.own_models.OwnUNet", cwd=tmp_path,
-                    env={"PYTHONPATH": str(Path(__file__).parents[1])})
+    typed = run_cli(
+        "eval",
+        f"ckpt={own}",
+        "model._target_=tests.own_models.OwnUNet",
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(Path(__file__).parents[1])},
+    )
     assert typed.returncode == 0, typed.stderr[-2000:]
 
 
@@ -108,9 +123,19 @@ def test_a_users_own_target_is_allowed_when_typed_on_the_command_line(trained_ru
 def test_eval_on_another_tree_scores_that_tree(tmp_path):
     tree_a = make_folder_tree(tmp_path / "a", count=10, size=(32, 32))
     tree_b = make_folder_tree(tmp_path / "b", count=7, size=(40, 48), seed=1)
-    common = ["data=folder", "data.label_map={255:1}", "data.crop_size=[32,32]", "data.num_workers=0",
-              "data.batch_size=4", "model=unet_small", "model.base_channels=4", "model.depth=2",
-              "trainer.max_epochs=1", "callbacks.progress_bar=null", "trainer.num_sanity_val_steps=0"]
+    common = [
+        "data=folder",
+        "data.label_map={255:1}",
+        "data.crop_size=[32,32]",
+        "data.num_workers=0",
+        "data.batch_size=4",
+        "model=unet_small",
+        "model.base_channels=4",
+        "model.depth=2",
+        "trainer.max_epochs=1",
+        "callbacks.progress_bar=null",
+        "trainer.num_sanity_val_steps=0",
+    ]
     trained = run_cli(*common, f"data.root={tree_a}", cwd=tmp_path)
     assert trained.returncode == 0, trained.stderr[-3000:]
     (best,) = checkpoints(tmp_path / "outputs", "best.ckpt")
@@ -118,8 +143,14 @@ def test_eval_on_another_tree_scores_that_tree(tmp_path):
     assert stored["config"]["data"]["dataset"]["root"] == "${data.root}"
     assert stored["resolved_config"]["data"]["dataset"]["root"] == str(tree_a)
 
-    result = run_cli("eval", f"ckpt={best}", f"data.root={tree_b}", "data.crop_size=[24,24]",
-                     "inference.mode=slide", cwd=tmp_path)
+    result = run_cli(
+        "eval",
+        f"ckpt={best}",
+        f"data.root={tree_b}",
+        "data.crop_size=[24,24]",
+        "inference.mode=slide",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     (metrics_file,) = (tmp_path / "outputs" / "eval").rglob("metrics.json")
     metrics = json.loads(metrics_file.read_text())
@@ -140,19 +171,27 @@ def test_predict_refuses_outputs_that_would_overwrite_the_users_files(trained_ru
     for name in ("a.png", "a.jpg", "b.png"):
         save(rng.integers(0, 255, (33, 41, 3), dtype=np.uint8), photos / name)
     before = tree_digest(photos)
-    assert_clean_error(run_cli("predict", f"ckpt={ckpt}", f"input={photos}", f"output={photos}", cwd=cwd),
-                       "inside input")
-    assert_clean_error(run_cli("predict", f"ckpt={ckpt}", f"input={photos}", f"output={photos}/masks", cwd=cwd),
-                       "inside input")
-    assert_clean_error(run_cli("predict", f"ckpt={ckpt}", f"input={photos}", f"output={photos / 'b.png'}",
-                               cwd=cwd), "is an existing file")
+    assert_clean_error(
+        run_cli("predict", f"ckpt={ckpt}", f"input={photos}", f"output={photos}", cwd=cwd), "inside input"
+    )
+    assert_clean_error(
+        run_cli("predict", f"ckpt={ckpt}", f"input={photos}", f"output={photos}/masks", cwd=cwd),
+        "inside input",
+    )
+    assert_clean_error(
+        run_cli("predict", f"ckpt={ckpt}", f"input={photos}", f"output={photos / 'b.png'}", cwd=cwd),
+        "is an existing file",
+    )
     assert tree_digest(photos) == before
 
     mine = tmp_path / "mine"
     save(np.zeros((4, 4), np.uint8), mine / "b.png")
     mine_before = tree_digest(mine)
-    assert_clean_error(run_cli("predict", f"ckpt={ckpt}", f"input={photos}", f"output={mine}", cwd=cwd),
-                       "did not write", "b.png")
+    assert_clean_error(
+        run_cli("predict", f"ckpt={ckpt}", f"input={photos}", f"output={mine}", cwd=cwd),
+        "did not write",
+        "b.png",
+    )
     assert tree_digest(mine) == mine_before
 
     out = tmp_path / "pred"
@@ -167,7 +206,9 @@ def test_export_keeps_one_metadata_file_per_model_and_checks_it(trained_run, tmp
     cwd, ckpt = trained_run["cwd"], trained_run["best"]
     sizes = "export.check_sizes=[[32,32],[45,61]]"
     for fmt, name in (("onnx", "model.onnx"), ("torchscript", "model.pt")):
-        result = run_cli("export", f"ckpt={ckpt}", f"format={fmt}", f"output={tmp_path / name}", sizes, cwd=cwd)
+        result = run_cli(
+            "export", f"ckpt={ckpt}", f"format={fmt}", f"output={tmp_path / name}", sizes, cwd=cwd
+        )
         assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads((tmp_path / "model.onnx.json").read_text())["format"] == "onnx"
     assert json.loads((tmp_path / "model.pt.json").read_text())["format"] == "torchscript"
@@ -175,19 +216,29 @@ def test_export_keeps_one_metadata_file_per_model_and_checks_it(trained_run, tmp
     meta = json.loads((tmp_path / "model.onnx.json").read_text())
     (tmp_path / "model.onnx.json").write_text(json.dumps({**meta, "classes": meta["classes"][:3]}))
     save(np.zeros((32, 32, 3), np.uint8), tmp_path / "in" / "x.png")
-    result = run_cli("predict", f"ckpt={tmp_path / 'model.onnx'}", f"input={tmp_path / 'in'}",
-                     f"output={tmp_path / 'out'}", cwd=cwd)
+    result = run_cli(
+        "predict",
+        f"ckpt={tmp_path / 'model.onnx'}",
+        f"input={tmp_path / 'in'}",
+        f"output={tmp_path / 'out'}",
+        cwd=cwd,
+    )
     assert_clean_error(result, "outputs 6 classes", "lists 3")
 
     earlier = digest(tmp_path / "model.onnx")
-    result = run_cli("export", f"ckpt={ckpt}", f"output={tmp_path / 'model.onnx'}", sizes, "export.atol=0", cwd=cwd)
+    result = run_cli(
+        "export", f"ckpt={ckpt}", f"output={tmp_path / 'model.onnx'}", sizes, "export.atol=0", cwd=cwd
+    )
     assert_clean_error(result, "> export.atol=0", f"nothing was written to {tmp_path / 'model.onnx'}")
     assert digest(tmp_path / "model.onnx") == earlier and not list(tmp_path.glob(".model.onnx.*"))
 
     blocker = tmp_path / "a_file"
     blocker.write_text("")
-    for output, fragment in ((tmp_path, "is a directory"), (blocker / "model.onnx", "not a directory"),
-                             ("/proc/segtrain/model.onnx", "is not writable")):
+    for output, fragment in (
+        (tmp_path, "is a directory"),
+        (blocker / "model.onnx", "not a directory"),
+        ("/proc/segtrain/model.onnx", "is not writable"),
+    ):
         assert_clean_error(run_cli("export", f"ckpt={ckpt}", f"output={output}", cwd=cwd), fragment)
 
 
@@ -196,7 +247,9 @@ def test_export_keeps_one_metadata_file_per_model_and_checks_it(trained_run, tmp
 
 def test_last_checkpoint_follows_every_epoch_when_the_metric_does_not_improve(tmp_path):
     # lr 1e-30 and no BatchNorm: the predictions, and so val/mIoU, never change.
-    result = run_cli(*TINY, "trainer.max_epochs=3", "optimizer.lr=1e-30", "model.batch_norm=false", cwd=tmp_path)
+    result = run_cli(
+        *TINY, "trainer.max_epochs=3", "optimizer.lr=1e-30", "model.batch_norm=false", cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     (last,) = checkpoints(tmp_path / "outputs")
     assert torch.load(last, weights_only=True)["global_step"] == 12  # 3 epochs x 4 steps
@@ -221,25 +274,37 @@ def test_debug_runs_and_reruns_never_take_over_resume(tmp_path):
     assert_clean_error(rerun, f"{run_dir} already holds a run", "resume=true")
     assert digest(run_dir / ".hydra" / "config.yaml") == config_before
     assert torch.load(real_last, weights_only=True)["global_step"] == 4
-    continued = run_cli(*TINY, "trainer.max_epochs=2", f"hydra.run.dir={run_dir}", "resume=true", cwd=tmp_path)
+    continued = run_cli(
+        *TINY, "trainer.max_epochs=2", f"hydra.run.dir={run_dir}", "resume=true", cwd=tmp_path
+    )
     assert continued.returncode == 0, continued.stderr[-2000:]
     assert torch.load(real_last, weights_only=True)["global_step"] == 8
 
 
 def test_a_sweep_into_a_directory_holding_a_sweep_is_refused(tmp_path):
-    sweep = ["-m", *TINY, "debug=fast_dev_run", "optimizer.lr=0.01,0.02", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    sweep = [
+        "-m",
+        *TINY,
+        "debug=fast_dev_run",
+        "optimizer.lr=0.01,0.02",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    ]
     first = run_cli(*sweep, cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-2000:]
     before = tree_digest(tmp_path / "sweep")
-    assert_clean_error(run_cli(*sweep, cwd=tmp_path), f"{tmp_path / 'sweep'} already holds a run", "hydra.sweep.dir")
+    assert_clean_error(
+        run_cli(*sweep, cwd=tmp_path), f"{tmp_path / 'sweep'} already holds a run", "hydra.sweep.dir"
+    )
     assert tree_digest(tmp_path / "sweep") == before
 
 
 def test_runs_started_together_get_their_own_directories_and_run_name_stays_inside(tmp_path):
     command = [sys.executable, "-m", "segtrain", *TINY, "debug=fast_dev_run"]
     env = {**os.environ, **OFFLINE_ENV}
-    procs = [subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-             for _ in range(2)]
+    procs = [
+        subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        for _ in range(2)
+    ]
     assert [proc.wait(timeout=300) for proc in procs] == [0, 0]
     assert len(list((tmp_path / "outputs" / "shapes-unet_small").iterdir())) == 2
     escaped = run_cli(*TINY, "run_name=../../escaped", cwd=tmp_path / "outputs")
@@ -249,8 +314,14 @@ def test_runs_started_together_get_their_own_directories_and_run_name_stays_insi
 
 def test_sigterm_exits_143_and_keeps_the_checkpoints(tmp_path):
     command = [sys.executable, "-m", "segtrain", *TINY, "trainer.max_epochs=200"]
-    proc = subprocess.Popen(command, cwd=tmp_path, env={**os.environ, **OFFLINE_ENV},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        env={**os.environ, **OFFLINE_ENV},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while not checkpoints(tmp_path / "outputs") and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -264,26 +335,40 @@ def test_sigterm_exits_143_and_keeps_the_checkpoints(tmp_path):
 # --- silent wrong numbers ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("overrides", "fragments"), [
-    (["data.ignore_index=3"], ["data.ignore_index=3 is the id of class 'triangle'"]),
-    (["optimizer.lr=inf"], ["optimizer.lr=inf is invalid", "finite"]),
-    (["loss.class_weights=[1,-1,1,1,1,1]"], ["loss.class_weights", ">= 0"]),
-    (["trainer.max_epochs=0"], ["trainer.max_epochs=0 is invalid"]),
-    (["data.val_batch_size=-1"], ["data.val_batch_size=-1 is invalid"]),
-    (["trainer.devices=0"], ["trainer.devices=0 is invalid"]),
-    (["inference.mode=slide", "inference.crop_size=[1,1]"], ["inference.crop_size=[1, 1] is invalid", ">= 8"]),
-    (["inference.mode=slide", "inference.crop_size=[32,32]", "inference.stride=[0,0]"],
-     ["inference.stride=[0, 0] is invalid"]),
-    (["inference.scales=[0.001]"], ["inference.scales=[0.001] is invalid"]),
-    (["data.crop_size=[0,0]"], ["data.crop_size=[0, 0] is invalid"]),
-    (["trainer=gpu"], ["no CUDA GPU is visible", "trainer=cpu"]),
-    (["paths.log_dir=/proc/segtrain"], ["is not writable", "paths.log_dir"]),
-    (["loss=dice", "+loss.class_weights=[1,1,1,1,1,1]"], ["takes no argument 'class_weights'"]),
-    (["model=deeplabv3", "model.backbone.name=resnet18", "model.backbone.multi_grid=[1,2,4,8]"],
-     ["model.backbone.multi_grid=[1, 2, 4, 8] needs a ResNet"]),
-])
+@pytest.mark.parametrize(
+    ("overrides", "fragments"),
+    [
+        (["data.ignore_index=3"], ["data.ignore_index=3 is the id of class 'triangle'"]),
+        (["optimizer.lr=inf"], ["optimizer.lr=inf is invalid", "finite"]),
+        (["loss.class_weights=[1,-1,1,1,1,1]"], ["loss.class_weights", ">= 0"]),
+        (["trainer.max_epochs=0"], ["trainer.max_epochs=0 is invalid"]),
+        (["data.val_batch_size=-1"], ["data.val_batch_size=-1 is invalid"]),
+        (["trainer.devices=0"], ["trainer.devices=0 is invalid"]),
+        (
+            ["inference.mode=slide", "inference.crop_size=[1,1]"],
+            ["inference.crop_size=[1, 1] is invalid", ">= 8"],
+        ),
+        (
+            ["inference.mode=slide", "inference.crop_size=[32,32]", "inference.stride=[0,0]"],
+            ["inference.stride=[0, 0] is invalid"],
+        ),
+        (["inference.scales=[0.001]"], ["inference.scales=[0.001] is invalid"]),
+        (["data.crop_size=[0,0]"], ["data.crop_size=[0, 0] is invalid"]),
+        (["trainer=gpu"], ["no CUDA GPU is visible", "trainer=cpu"]),
+        (["paths.log_dir=/proc/segtrain"], ["is not writable", "paths.log_dir"]),
+        (["loss=dice", "+loss.class_weights=[1,1,1,1,1,1]"], ["takes no argument 'class_weights'"]),
+        (
+            ["model=deeplabv3", "model.backbone.name=resnet18", "model.backbone.multi_grid=[1,2,4,8]"],
+            ["model.backbone.multi_grid=[1, 2, 4, 8] needs a ResNet"],
+        ),
+    ],
+)
 def test_bad_values_get_one_error_line(tmp_path, overrides, fragments):
-    tiny = [o for o in TINY if not o.startswith("model.")] if any(o.startswith("model=") for o in overrides) else TINY
+    tiny = (
+        [o for o in TINY if not o.startswith("model.")]
+        if any(o.startswith("model=") for o in overrides)
+        else TINY
+    )
     result = run_cli(*tiny, *overrides, cwd=tmp_path)
     assert_clean_error(result, *fragments)
     assert result.returncode == 2
@@ -302,8 +387,16 @@ def test_a_typo_in_the_command_word_is_named(tmp_path):
 
 
 def test_trainer_keys_work_without_plus_and_several_cpu_devices_run_through_segtrains_launcher(tmp_path):
-    result = run_cli(*TINY, "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.max_time=null",
-                     "trainer.val_check_interval=1.0", "trainer.benchmark=false", "trainer.devices=3", cwd=tmp_path)
+    result = run_cli(
+        *TINY,
+        "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1",
+        "trainer.max_time=null",
+        "trainer.val_check_interval=1.0",
+        "trainer.benchmark=false",
+        "trainer.devices=3",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     (run_dir,) = (tmp_path / "outputs" / "shapes-unet_small").iterdir()
     ranks = [json.loads(p.read_text()) for p in sorted((run_dir / "ranks").glob("rank*.json"))]
@@ -332,8 +425,15 @@ def test_corrupt_resume_file_is_named(tmp_path, trained_run):
 def test_training_says_what_it_drops_and_stops_on_listed_files_that_do_not_exist(tmp_path):
     root = make_folder_tree(tmp_path / "data", count=10)
     (root / "masks" / "img_004.png").unlink()
-    common = ["data=folder", f"data.root={root}", "data.label_map={255:1}", "data.crop_size=[32,32]",
-              "data.num_workers=0", "data.batch_size=4", *TINY[4:]]
+    common = [
+        "data=folder",
+        f"data.root={root}",
+        "data.label_map={255:1}",
+        "data.crop_size=[32,32]",
+        "data.num_workers=0",
+        "data.batch_size=4",
+        *TINY[4:],
+    ]
     result = run_cli(*common, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "1 files have no image or mask to pair with and are left out" in result.stderr
@@ -342,8 +442,14 @@ def test_training_says_what_it_drops_and_stops_on_listed_files_that_do_not_exist
     voc = make_voc_tree(tmp_path / "voc")
     listed = (voc / "ImageSets/Segmentation/train.txt").read_text().split()
     (voc / "JPEGImages" / f"{listed[1]}.jpg").unlink()
-    result = run_cli("data=voc", f"data.root={voc}", "data.crop_size=[32,32]", "data.num_workers=0", *TINY[4:],
-                     cwd=tmp_path)
+    result = run_cli(
+        "data=voc",
+        f"data.root={voc}",
+        "data.crop_size=[32,32]",
+        "data.num_workers=0",
+        *TINY[4:],
+        cwd=tmp_path,
+    )
     assert_clean_error(result, "names 1 files that do not exist", f"{listed[1]}.jpg")
 
 
@@ -351,7 +457,16 @@ def test_one_pixel_image_is_named(tmp_path):
     root = make_folder_tree(tmp_path / "data", count=6)
     save(np.zeros((1, 1, 3), np.uint8), root / "images" / "img_002.png")
     save(np.zeros((1, 1), np.uint8), root / "masks" / "img_002.png")
-    result = run_cli("data=folder", f"data.root={root}", "data.label_map={255:1}", "data.crop_size=[32,32]",
-                     "data.num_workers=0", "data.batch_size=2", "data.split=all", "data.train_split=all",
-                     *TINY[4:], cwd=tmp_path)
+    result = run_cli(
+        "data=folder",
+        f"data.root={root}",
+        "data.label_map={255:1}",
+        "data.crop_size=[32,32]",
+        "data.num_workers=0",
+        "data.batch_size=2",
+        "data.split=all",
+        "data.train_split=all",
+        *TINY[4:],
+        cwd=tmp_path,
+    )
     assert_clean_error(result, "img_002.png is 1 x 1 (H x W) pixels")

@@ -1,4 +1,5 @@
 """CSV, TensorBoard and offline wandb together, with prediction overlays; debug presets."""
+
 import yaml
 
 from tests.conftest import TINY, run_cli

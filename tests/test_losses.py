@@ -27,7 +27,9 @@ def test_aux_outputs_are_weighted(batch):
     aux = logits.detach() * 2
     loss = CrossEntropyLoss(aux_weight=0.4)
     combined = loss({"out": logits, "aux": [aux]}, target)
-    assert combined.item() == pytest.approx(loss(logits, target).item() + 0.4 * loss(aux, target).item(), rel=1e-6)
+    assert combined.item() == pytest.approx(
+        loss(logits, target).item() + 0.4 * loss(aux, target).item(), rel=1e-6
+    )
     with pytest.raises(ValueError, match="aux_weight"):
         CrossEntropyLoss(aux_weight=[0.4, 0.2])({"out": logits, "aux": [aux]}, target)
 

@@ -17,7 +17,9 @@ def numpy_reference(preds: np.ndarray, target: np.ndarray, num_classes: int, ign
         size = np.sum(p == c) + np.sum(t == c)
         ious.append(inter / union if union else np.nan)
         dices.append(2 * inter / size if size else np.nan)
-    accs = [np.sum((p == c) & (t == c)) / np.sum(t == c) if np.sum(t == c) else np.nan for c in range(num_classes)]
+    accs = [
+        np.sum((p == c) & (t == c)) / np.sum(t == c) if np.sum(t == c) else np.nan for c in range(num_classes)
+    ]
     return {"iou": np.array(ious), "dice": np.array(dices), "aAcc": np.mean(p == t), "mAcc": np.nanmean(accs)}
 
 

@@ -1,5 +1,6 @@
 """Model zoo I: every model at odd sizes, with gradients, exported (ONNX at two sizes, TorchScript),
 and at its paper configuration with the paper's parameter count."""
+
 import pytest
 import torch
 import torch.nn as nn
@@ -30,8 +31,9 @@ ZOO = {
     "parsenet": lambda: ParseNet(5, fc_channels=32, backbone=VGG),
     "deeplabv1": lambda: DeepLabV1(5, fc_channels=32, backbone=VGG),
     "deeplabv2": lambda: DeepLabV2(5, backbone=RESNET),
-    "deeplabv2_vgg_msc": lambda: DeepLabV2(5, backbone={"name": "vgg16", **VGG}, fc_channels=32,
-                                           scales=(1.0, 0.75, 0.5)),
+    "deeplabv2_vgg_msc": lambda: DeepLabV2(
+        5, backbone={"name": "vgg16", **VGG}, fc_channels=32, scales=(1.0, 0.75, 0.5)
+    ),
     "segnet": lambda: SegNet(5, backbone=VGG),
     "deconvnet": lambda: DeconvNet(5, width=64, backbone=VGG),
     "pspnet": lambda: PSPNet(5, backbone=RESNET, channels=32),
@@ -60,7 +62,9 @@ def test_forward_at_odd_sizes_and_backward(name):
     height, width = SIZES.get(name, ODD_SIZES)[0]
     out = model(torch.randn(2, 3, height, width))
     assert logits_of(out).shape == (2, 5, height, width)
-    loss = logits_of(out).square().mean() + sum(a.square().mean() for a in (out.get("aux", []) if isinstance(out, dict) else []))
+    loss = logits_of(out).square().mean() + sum(
+        a.square().mean() for a in (out.get("aux", []) if isinstance(out, dict) else [])
+    )
     loss.backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert all(g is not None for g in grads), "every parameter takes part in the loss"
@@ -116,7 +120,9 @@ def test_fcn_upsampling_starts_bilinear():
 
 
 def test_deconvnet_states_its_size_rule():
-    with pytest.raises(SegtrainError, match=r"DeconvNet needs inputs of at least 193x193 .* got 97 x 131 \(H x W\)"):
+    with pytest.raises(
+        SegtrainError, match=r"DeconvNet needs inputs of at least 193x193 .* got 97 x 131 \(H x W\)"
+    ):
         ZOO["deconvnet"]()(torch.zeros(1, 3, 97, 131))
 
 
@@ -138,7 +144,9 @@ def test_pspnet_pooling_matches_torch_where_torch_cannot_export(tmp_path):
 def test_unpooling_by_scatter_matches_torch():
     x = torch.randn(2, 3, 9, 13)
     pooled, indices = F.max_pool2d(x, 2, 2, return_indices=True)
-    assert torch.equal(max_unpool2d(pooled, indices, (9, 13)), F.max_unpool2d(pooled, indices, 2, 2, output_size=(9, 13)))
+    assert torch.equal(
+        max_unpool2d(pooled, indices, (9, 13)), F.max_unpool2d(pooled, indices, 2, 2, output_size=(9, 13))
+    )
 
 
 def test_vnet_odd_volume_backward_and_export(tmp_path):
@@ -150,9 +158,16 @@ def test_vnet_odd_volume_backward_and_export(tmp_path):
     assert model.input[0].weight.grad.abs().sum() > 0
     model.eval()
     sample = torch.randn(1, 1, 19, 21, 18)
-    torch.onnx.export(model, (sample,), str(tmp_path / "vnet.onnx"), input_names=["image"], output_names=["logits"],
-                      dynamic_axes={"image": {2: "d", 3: "h", 4: "w"}, "logits": {2: "d", 3: "h", 4: "w"}},
-                      opset_version=17, dynamo=False)
+    torch.onnx.export(
+        model,
+        (sample,),
+        str(tmp_path / "vnet.onnx"),
+        input_names=["image"],
+        output_names=["logits"],
+        dynamic_axes={"image": {2: "d", 3: "h", 4: "w"}, "logits": {2: "d", 3: "h", 4: "w"}},
+        opset_version=17,
+        dynamo=False,
+    )
     run = onnx_runner(tmp_path / "vnet.onnx")
     with torch.no_grad():
         for size in [(19, 21, 18), (37, 45, 53)]:

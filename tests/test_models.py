@@ -1,4 +1,5 @@
 """The spine's four models: any input size, gradients, output strides, offline weights, export."""
+
 import pytest
 import timm
 import torch
@@ -27,7 +28,9 @@ def test_forward_odd_size_and_backward(name):
     out = model(x)
     logits = out["out"] if isinstance(out, dict) else out
     assert logits.shape == (2, 5, 97, 131)
-    loss = logits.mean() + sum(a.mean() for a in out.get("aux", [])) if isinstance(out, dict) else logits.mean()
+    loss = (
+        logits.mean() + sum(a.mean() for a in out.get("aux", [])) if isinstance(out, dict) else logits.mean()
+    )
     loss.backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)

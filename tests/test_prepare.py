@@ -1,4 +1,5 @@
 """scripts/prepare_*.py against archives served by a loopback HTTP server that the test starts."""
+
 import hashlib
 import http.server
 import shutil
@@ -26,6 +27,7 @@ def served(tmp_path):
     """(directory, base URL) of a loopback HTTP server."""
     directory = tmp_path / "www"
     directory.mkdir()
+
     class Quiet(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *args):
             pass
@@ -53,8 +55,12 @@ def zip_directory(parent: Path, name: str, archive: Path) -> Path:
 
 
 def prepare(name: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "scripts" / f"prepare_{name}.py"), *args],
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(REPO / "scripts" / f"prepare_{name}.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def tar_directory(source: Path, archive: Path, arcname: str) -> Path:
@@ -90,8 +96,17 @@ def test_voc_with_sbd_downloads_verifies_and_builds_train_aug(tmp_path, served):
     sbd_tgz = tar_directory(sbd, www / "benchmark.tgz", "benchmark_RELEASE")
 
     root = tmp_path / "data"
-    result = prepare("voc", "--root", str(root), "--mirror", url, "--sbd", "--checksum",
-                     f"{voc_tar.name}={md5(voc_tar)}", f"{sbd_tgz.name}={md5(sbd_tgz)}")
+    result = prepare(
+        "voc",
+        "--root",
+        str(root),
+        "--mirror",
+        url,
+        "--sbd",
+        "--checksum",
+        f"{voc_tar.name}={md5(voc_tar)}",
+        f"{sbd_tgz.name}={md5(sbd_tgz)}",
+    )
     assert result.returncode == 0, result.stderr
     assert f"data.root={root / 'VOCdevkit' / 'VOC2012'}" in result.stdout
     dataset = VOCSegmentation(root / "VOCdevkit" / "VOC2012", "train", 21, aug=True)
@@ -100,7 +115,9 @@ def test_voc_with_sbd_downloads_verifies_and_builds_train_aug(tmp_path, served):
     sbd_item = dataset[names.index("2009_000001")]
     assert sbd_item["mask"].numpy()[4:12, 8:20].min() == 15 and sbd_item["mask"].sum() == 15 * 8 * 12
 
-    again = prepare("voc", "--root", str(root), "--mirror", url, "--checksum", f"{voc_tar.name}={md5(voc_tar)}")
+    again = prepare(
+        "voc", "--root", str(root), "--mirror", url, "--checksum", f"{voc_tar.name}={md5(voc_tar)}"
+    )
     assert again.returncode == 0 and "downloading" not in again.stdout  # verified file is reused
 
 
@@ -150,17 +167,29 @@ def test_ade20k_isbi_decathlon_and_coco_stuff_unpack_to_a_readable_root(tmp_path
 
     www, url = served
     src = tmp_path / "src"
-    ade = zip_directory(src, make_ade20k_tree(src / "ADEChallengeData2016").name, www / "ADEChallengeData2016.zip")
-    make_folder_tree(src / "unet-master" / "data" / "membrane" / "train", images_dir="image", masks_dir="label", gray=True)
+    ade = zip_directory(
+        src, make_ade20k_tree(src / "ADEChallengeData2016").name, www / "ADEChallengeData2016.zip"
+    )
+    make_folder_tree(
+        src / "unet-master" / "data" / "membrane" / "train", images_dir="image", masks_dir="label", gray=True
+    )
     isbi = zip_directory(src, "unet-master", www / "master.zip")
-    spleen = tar_directory(make_decathlon_tree(src / "Task09_Spleen"), www / "Task09_Spleen.tar", "Task09_Spleen")
+    spleen = tar_directory(
+        make_decathlon_tree(src / "Task09_Spleen"), www / "Task09_Spleen.tar", "Task09_Spleen"
+    )
     coco = make_coco_stuff_tree(src / "coco")
     zips = [zip_directory(coco / "images", split, www / f"{split}.zip") for split in ("train2017", "val2017")]
-    zips.append(Path(shutil.make_archive(str(www / "stuffthingmaps_trainval2017"), "zip", coco / "annotations")))
+    zips.append(
+        Path(shutil.make_archive(str(www / "stuffthingmaps_trainval2017"), "zip", coco / "annotations"))
+    )
 
     cases = [
         ("ade20k", [ade], lambda root: ADE20K(root, "val", 150)),
-        ("isbi2012", [isbi], lambda root: FolderDataset(root, "all", 2, images_dir="image", masks_dir="label")),
+        (
+            "isbi2012",
+            [isbi],
+            lambda root: FolderDataset(root, "all", 2, images_dir="image", masks_dir="label"),
+        ),
         ("decathlon", [spleen], lambda root: DecathlonDataset(root, "train", 2, in_channels=1)),
         ("coco_stuff", zips, lambda root: COCOStuff(root, "val", 171)),
     ]
@@ -189,6 +218,17 @@ def test_an_archive_cannot_write_outside_its_directory(tmp_path):
 
 
 def test_download_failure_names_the_mirror_flag(tmp_path):
-    result = subprocess.run([sys.executable, str(REPO / "scripts" / "prepare_isbi2012.py"), "--root", str(tmp_path),
-                             "--mirror", "http://127.0.0.1:9"], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "prepare_isbi2012.py"),
+            "--root",
+            str(tmp_path),
+            "--mirror",
+            "http://127.0.0.1:9",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode != 0 and "--mirror" in result.stderr and "--url" not in result.stderr

@@ -1,4 +1,5 @@
 """The private Lightning / Hydra / Optuna APIs segtrain relies on are still what it expects."""
+
 import re
 from pathlib import Path
 
@@ -25,10 +26,13 @@ def test_the_check_notices_each_kind_of_change():
 def test_every_private_import_of_segtrain_is_listed():
     listed = {entry.name for entry in PRIVATE_APIS}
     for path in PACKAGE.rglob("*.py"):
-        for module, names in re.findall(r"^from ([\w.]+) import ([^\n(]+)", path.read_text(), flags=re.MULTILINE):
+        for module, names in re.findall(
+            r"^from ([\w.]+) import ([^\n(]+)", path.read_text(), flags=re.MULTILINE
+        ):
             if module.startswith(("segtrain", "__future__")):
                 continue
             for name in (n.strip() for n in names.split(",")):
                 if name.startswith("_") or any(part.startswith("_") for part in module.split(".")):
                     assert any(entry.startswith(f"{module}:{name}") for entry in listed), (
-                        f"{path.name} imports {module}.{name}: list it in segtrain/private_apis.py")
+                        f"{path.name} imports {module}.{name}: list it in segtrain/private_apis.py"
+                    )

@@ -1,5 +1,6 @@
 """DDP under Hydra multirun and pytest, resumable Optuna sweeps with pruning, crash-safe resume and
 wandb tracking: each against the real thing (gloo DDP, sqlite studies, kill -9, offline wandb)."""
+
 from __future__ import annotations
 
 import json
@@ -13,20 +14,29 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
+from conftest import OFFLINE_ENV, TINY, run_cli
 from omegaconf import OmegaConf
 
-from conftest import OFFLINE_ENV, TINY, run_cli
 from segtrain import cli
 from segtrain.checkpoint import read_metadata
 
 #: TINY with 7 validation images: an odd count that 2 ranks cannot split evenly.
 SMALL = [arg for arg in TINY if not arg.startswith("data.dataset.lengths")] + [
-    "data.dataset.lengths={train:32,val:7,test:8}", "data.num_workers=0"]
+    "data.dataset.lengths={train:32,val:7,test:8}",
+    "data.num_workers=0",
+]
 
 
 def start_cli(*args: str, cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "segtrain", *args], cwd=cwd, env={**os.environ, **OFFLINE_ENV},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "segtrain", *args],
+        cwd=cwd,
+        env={**os.environ, **OFFLINE_ENV},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def wait_for(path: Path, process: subprocess.Popen, timeout: float = 300) -> None:
@@ -49,13 +59,17 @@ def test_ddp_multirun_inside_pytest_runs_each_job_on_all_ranks(tmp_path, monkeyp
 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep"]  # no stray run directories
     for job, lr in (("0", 0.001), ("1", 0.002)):
-        ranks = [json.loads((tmp_path / "sweep" / job / "ranks" / f"rank{r}.json").read_text()) for r in (0, 1)]
+        ranks = [
+            json.loads((tmp_path / "sweep" / job / "ranks" / f"rank{r}.json").read_text()) for r in (0, 1)
+        ]
         assert [rank["world_size"] for rank in ranks] == [2, 2]
         assert ranks[0]["pid"] != ranks[1]["pid"]
         assert ranks[0]["config_sha256"] == ranks[1]["config_sha256"]
         assert OmegaConf.load(tmp_path / "sweep" / job / "ranks" / "job.yaml").config.optimizer.lr == lr
-    assert json.loads((tmp_path / "sweep/0/ranks/rank0.json").read_text())["config_sha256"] != \
-        json.loads((tmp_path / "sweep/1/ranks/rank0.json").read_text())["config_sha256"]
+    assert (
+        json.loads((tmp_path / "sweep/0/ranks/rank0.json").read_text())["config_sha256"]
+        != json.loads((tmp_path / "sweep/1/ranks/rank0.json").read_text())["config_sha256"]
+    )
     assert json.loads((tmp_path / "sweep/summary.json").read_text())["complete"] == 2
     assert "MASTER_PORT" not in os.environ and "LOCAL_RANK" not in os.environ
 
@@ -67,14 +81,22 @@ def test_ddp_multirun_inside_pytest_runs_each_job_on_all_ranks(tmp_path, monkeyp
     (metrics_file,) = (tmp_path / "outputs/eval").glob("*/metrics.json")
     single = json.loads(metrics_file.read_text())
     assert sum(row["pixels"] for row in ddp["per_class"].values()) == 7 * 32 * 32
-    assert {k: v["pixels"] for k, v in ddp["per_class"].items()} == {k: v["pixels"] for k, v in single["per_class"].items()}
+    assert {k: v["pixels"] for k, v in ddp["per_class"].items()} == {
+        k: v["pixels"] for k, v in single["per_class"].items()
+    }
     for key in ("mIoU", "mDice", "aAcc", "mAcc", "fwIoU"):
         assert ddp[key] == pytest.approx(single[key], abs=1e-6)
 
 
 def test_effective_batch_size_and_linear_lr_scaling(tmp_path):
-    result = run_cli(*SMALL, "trainer.accumulate_grad_batches=2", "auto_scale_lr.enable=true",
-                     "auto_scale_lr.base_batch_size=4", "optimizer.lr=0.001", cwd=tmp_path)
+    result = run_cli(
+        *SMALL,
+        "trainer.accumulate_grad_batches=2",
+        "auto_scale_lr.enable=true",
+        "auto_scale_lr.base_batch_size=4",
+        "optimizer.lr=0.001",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     log = result.stdout + result.stderr
     assert "effective batch size 16 = 8 per process x 1 processes x 2 accumulated" in log
@@ -101,7 +123,9 @@ def test_optuna_sweep_resumes_after_interruption(tmp_path):
     assert states.count(optuna.trial.TrialState.COMPLETE) == 4 and len(states) == 5
     (interrupted,) = [i for i, state in enumerate(states) if state == optuna.trial.TrialState.FAIL]
     assert interrupted == len(finished)
-    assert study.trials[interrupted + 1].params == study.trials[interrupted].params  # its parameters ran again
+    assert (
+        study.trials[interrupted + 1].params == study.trials[interrupted].params
+    )  # its parameters ran again
     assert {path: path.stat().st_mtime_ns for path in finished} == finished  # finished trials were kept
     assert "5 trials (4 complete, 0 pruned, 1 failed)" in result.stdout
     best = json.loads((sweep / "summary.json").read_text())["best"]
@@ -110,15 +134,22 @@ def test_optuna_sweep_resumes_after_interruption(tmp_path):
 
 
 def test_optuna_prunes_hopeless_trials(tmp_path):
-    result = run_cli(*OPTUNA, "hydra.sweeper.n_trials=1", "trainer.max_epochs=3", "~callbacks.optuna_pruning.pruner",
-                     "+callbacks.optuna_pruning.pruner={_target_:optuna.pruners.ThresholdPruner,lower:0.99}",
-                     cwd=tmp_path)
+    result = run_cli(
+        *OPTUNA,
+        "hydra.sweeper.n_trials=1",
+        "trainer.max_epochs=3",
+        "~callbacks.optuna_pruning.pruner",
+        "+callbacks.optuna_pruning.pruner={_target_:optuna.pruners.ThresholdPruner,lower:0.99}",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     study = optuna.load_study(study_name="optuna", storage=f"sqlite:///{tmp_path / 'sweep/optuna.db'}")
     assert study.trials[0].state == optuna.trial.TrialState.PRUNED
     assert json.loads((tmp_path / "sweep/0/pruned.json").read_text())["epoch"] == 0
     assert read_metadata(tmp_path / "sweep/0/checkpoints/last.ckpt")["config"]["trainer"]["max_epochs"] == 3
-    assert torch.load(tmp_path / "sweep/0/checkpoints/last.ckpt", weights_only=True)["epoch"] == 0  # stopped early
+    assert (
+        torch.load(tmp_path / "sweep/0/checkpoints/last.ckpt", weights_only=True)["epoch"] == 0
+    )  # stopped early
     assert "1 trials (0 complete, 1 pruned, 0 failed)" in result.stdout
 
 
@@ -126,12 +157,20 @@ def test_grid_multirun_prints_the_summary(tmp_path):
     result = run_cli("-m", *SMALL, "optimizer.lr=0.001,0.01", "hydra.sweep.dir=sweep", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 trials (2 complete, 0 pruned, 0 failed)" in result.stdout
-    values = {job: json.loads((tmp_path / f"sweep/{job}/val_metrics.json").read_text())["best_val_mIoU"]
-              for job in (0, 1)}
+    values = {
+        job: json.loads((tmp_path / f"sweep/{job}/val_metrics.json").read_text())["best_val_mIoU"]
+        for job in (0, 1)
+    }
     best_job = max(values, key=values.get)
     best = json.loads((tmp_path / "sweep/summary.json").read_text())["best"]
-    assert best == {"trial": best_job, "value": values[best_job], "params": {"optimizer.lr": ["0.001", "0.01"][best_job]}}
-    assert result.stdout.splitlines()[-1].startswith(f"best: trial {best_job}, val/mIoU {values[best_job] * 100:.2f}")
+    assert best == {
+        "trial": best_job,
+        "value": values[best_job],
+        "params": {"optimizer.lr": ["0.001", "0.01"][best_job]},
+    }
+    assert result.stdout.splitlines()[-1].startswith(
+        f"best: trial {best_job}, val/mIoU {values[best_job] * 100:.2f}"
+    )
 
 
 def test_kill_9_mid_epoch_then_resume_continues(tmp_path):
@@ -154,8 +193,11 @@ def test_kill_9_mid_epoch_then_resume_continues(tmp_path):
     runs = sorted(p for p in (tmp_path / "outputs").glob("*/*") if p.is_dir())
     resumed = runs[-1]
     assert json.loads((resumed / "val_metrics.json").read_text())["epochs"] == 3
-    epochs = {int(line.split(",")[0]) for line in (resumed / "metrics.csv").read_text().splitlines()[1:]
-              if line.split(",")[0]}
+    epochs = {
+        int(line.split(",")[0])
+        for line in (resumed / "metrics.csv").read_text().splitlines()[1:]
+        if line.split(",")[0]
+    }
     assert min(epochs) == saved_epoch + 1  # it continued, and did not start again from epoch 0
 
 
@@ -174,8 +216,12 @@ while True:
 def test_a_checkpoint_killed_mid_write_is_never_torn(tmp_path):
     path = tmp_path / "checkpoints" / "last.ckpt"
     for delay in (0.5, 1.3, 2.1):
-        writer = subprocess.Popen([sys.executable, "-c", ATOMIC_WRITER, str(path)], stdout=subprocess.PIPE,
-                                  text=True, start_new_session=True)
+        writer = subprocess.Popen(
+            [sys.executable, "-c", ATOMIC_WRITER, str(path)],
+            stdout=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
         assert writer.stdout.readline()  # one checkpoint complete
         time.sleep(delay)
         kill_9(writer)
@@ -194,8 +240,9 @@ def test_wandb_offline_logs_config_overlays_groups_and_reattaches_on_resume(tmp_
     assert b"optimizer" in record and b"val/mIoU" in record  # the full config and the metrics
     assert read_metadata(tmp_path / "sweep/0/checkpoints/last.ckpt")["wandb_id"] == run_id
 
-    result = run_cli("logger=wandb", *SMALL, "trainer.max_epochs=2", "resume=sweep/0/checkpoints/last.ckpt",
-                     cwd=tmp_path)
+    result = run_cli(
+        "logger=wandb", *SMALL, "trainer.max_epochs=2", "resume=sweep/0/checkpoints/last.ckpt", cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     (resumed,) = (tmp_path / "outputs").glob("*/*/wandb/offline-run-*")
     assert resumed.name.endswith(run_id)

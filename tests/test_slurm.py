@@ -1,5 +1,6 @@
 """SLURM jobs through hydra/launcher=slurm on a real single-node cluster (scripts/slurm/start_cluster.sh):
 a 2-task DDP job, a 3-job array, and a job requeued mid-training that resumes from its checkpoint."""
+
 from __future__ import annotations
 
 import json
@@ -10,15 +11,20 @@ import time
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
-
 from conftest import run_cli
+from omegaconf import OmegaConf
 from test_scale_out import SMALL, start_cli, wait_for
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts" / "slurm"
 #: Small jobs: one CPU and 2 GB per task, so the test jobs share the node.
-SLURM = ["-m", "hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2",
-         "hydra.launcher.timeout_min=15", "hydra.sweep.dir=sweep"]
+SLURM = [
+    "-m",
+    "hydra/launcher=slurm",
+    "hydra.launcher.cpus_per_task=1",
+    "hydra.launcher.mem_gb=2",
+    "hydra.launcher.timeout_min=15",
+    "hydra.sweep.dir=sweep",
+]
 
 
 # The tests of this file run in one pytest-xdist worker (make test uses --dist loadfile).
@@ -26,7 +32,9 @@ SLURM = ["-m", "hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1", "hydra.
 def cluster():
     if os.geteuid() != 0 or not (shutil.which("apt-get") or shutil.which("slurmctld")):
         pytest.skip("starting a SLURM cluster needs root on Debian (apt-get, /etc/slurm)")
-    started = subprocess.run(["bash", str(SCRIPTS / "start_cluster.sh")], capture_output=True, text=True, timeout=900)
+    started = subprocess.run(
+        ["bash", str(SCRIPTS / "start_cluster.sh")], capture_output=True, text=True, timeout=900
+    )
     assert started.returncode == 0, started.stdout + started.stderr
     yield
     subprocess.run(["bash", str(SCRIPTS / "stop_cluster.sh")], capture_output=True, timeout=300)
@@ -35,8 +43,9 @@ def cluster():
 def job_state(job_id: str, final: str = "COMPLETED") -> str:
     """The job's state in SLURM's accounting, which records the end of a job a few seconds late."""
     for _ in range(150):
-        state = subprocess.run(["sacct", "-n", "-X", "-P", "-j", job_id, "-o", "State"],
-                               capture_output=True, text=True).stdout.strip()
+        state = subprocess.run(
+            ["sacct", "-n", "-X", "-P", "-j", job_id, "-o", "State"], capture_output=True, text=True
+        ).stdout.strip()
         if state == final:
             break
         time.sleep(0.2)
@@ -87,8 +96,11 @@ def test_requeued_job_resumes_from_its_checkpoint(cluster, tmp_path):
     assert json.loads((run / "val_metrics.json").read_text())["epochs"] == 5
     log = (run / "cli.log").read_text()
     assert f"this run was requeued: resuming from {run / 'checkpoints' / 'last.ckpt'}" in log
-    epochs = {int(line.split(",")[0]) for line in (run / "metrics.csv").read_text().splitlines()[1:]
-              if line.split(",")[0]}
+    epochs = {
+        int(line.split(",")[0])
+        for line in (run / "metrics.csv").read_text().splitlines()[1:]
+        if line.split(",")[0]
+    }
     assert epochs == {0, 1, 2, 3, 4}  # the rows from before the requeue were kept
     shown = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
     assert "Restarts=1" in shown

@@ -1,4 +1,5 @@
 """The U-Net paper's weight map (Eq. 2) and the weighted cross-entropy that uses it."""
+
 import math
 
 import numpy as np
@@ -27,7 +28,9 @@ def test_weight_map_follows_equation_2():
     weight = unet_weight_map(mask, w0=10, sigma=5)
     background_wc = mask.size / (2 * (mask == 0).sum())
     # A gap pixel (20, 12): 1 px from the lower cell and 2 px from the upper one.
-    assert weight[20, 12] == pytest.approx(background_wc + 10 * math.exp(-(1 + 2) ** 2 / (2 * 5**2)), rel=1e-5)
+    assert weight[20, 12] == pytest.approx(
+        background_wc + 10 * math.exp(-((1 + 2) ** 2) / (2 * 5**2)), rel=1e-5
+    )
     # Inside a cell: only the class-balancing term.
     assert weight[10, 10] == pytest.approx(mask.size / (2 * (mask == 1).sum()), rel=1e-6)
     # Far from both cells the border term has vanished.
@@ -55,8 +58,17 @@ def test_weighted_cross_entropy_is_the_weighted_mean():
 
 def test_unet_weight_map_loss_option_feeds_weights_through_the_loader(tmp_path):
     root = make_folder_tree(tmp_path, count=6, values=(0, 1))
-    cfg = compose("config", ["data=folder", f"data.root={root}", "data.num_workers=0", "data.crop_size=[32,32]",
-                             "data.batch_size=2", "loss=unet_weight_map"])
+    cfg = compose(
+        "config",
+        [
+            "data=folder",
+            f"data.root={root}",
+            "data.num_workers=0",
+            "data.crop_size=[32,32]",
+            "data.batch_size=2",
+            "loss=unet_weight_map",
+        ],
+    )
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
     batch = next(iter(datamodule.train_dataloader()))

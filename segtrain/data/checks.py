@@ -5,6 +5,7 @@ from what the config says ({0, 255} binary masks, ids shifted by one, Cityscapes
 training runs and reports 0 IoU. Each diagnosis here names the problem and the exact override
 that fixes it, and every place that checks labels uses the same words.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -33,20 +34,28 @@ def out_of_range(values: Iterable[int], num_classes: int, ignore_index: int) -> 
     return sorted(int(v) for v in values if v >= num_classes and v != ignore_index)
 
 
-def diagnose_values(values: Iterable[int], num_classes: int, ignore_index: int, identity: bool) -> Finding | None:
-    """Why masks hold ids >= num_classes, and the override that fixes it (``identity``: no label or colour map set)."""
+def diagnose_values(
+    values: Iterable[int], num_classes: int, ignore_index: int, identity: bool
+) -> Finding | None:
+    """Why masks hold ids >= num_classes, and the override that fixes it (``identity``: no label or
+    colour map set)."""
     values = sorted(int(v) for v in values)
     bad = out_of_range(values, num_classes, ignore_index)
     if not bad:
         return None
     problem = f"label values {bad} are >= num_classes={num_classes} (ignore_index={ignore_index})."
     if not identity:
-        return Finding(problem, "the values above survive data.label_map / data.reduce_zero_label / data.color_map; extend the map")
+        return Finding(
+            problem,
+            "the values above survive data.label_map / data.reduce_zero_label / data.color_map; extend the "
+            "map",
+        )
     if set(values) <= {0, 255} and num_classes == 2:
         return Finding(problem + " The masks are {0, 255} binary masks.", "data.label_map={255: 1}")
     if min(values) >= 1 and set(bad) == {num_classes, num_classes + 1}:
         return Finding(
-            problem + f" The ids look shifted by one with void shifted too: classes stored as 1..{num_classes} "
+            problem
+            + f" The ids look shifted by one with void shifted too: classes stored as 1..{num_classes} "
             f"and void as {num_classes + 1}.",
             f"data.label_map={{{num_classes + 1}: {ignore_index}}} data.reduce_zero_label=true",
         )
@@ -57,13 +66,18 @@ def diagnose_values(values: Iterable[int], num_classes: int, ignore_index: int, 
         )
     if num_classes == CITYSCAPES_TRAIN_IDS and max(bad) < CITYSCAPES_LABEL_IDS:
         return Finding(
-            problem + " These are Cityscapes' 34 label ids (gtFine_labelIds) where its 19 train ids are expected.",
+            problem
+            + " These are Cityscapes' 34 label ids (gtFine_labelIds) where its 19 train ids are expected.",
             "data.label_map=cityscapes",
         )
-    return Finding(problem, "fix the masks, list every class in data.classes, or remap values with data.label_map")
+    return Finding(
+        problem, "fix the masks, list every class in data.classes, or remap values with data.label_map"
+    )
 
 
-def diagnose_binary(present: Iterable[int], num_classes: int, ignore_index: int, identity: bool) -> Finding | None:
+def diagnose_binary(
+    present: Iterable[int], num_classes: int, ignore_index: int, identity: bool
+) -> Finding | None:
     """Only class 0 and ignore_index occur: 0/255 masks read with 255 as ignore, so nothing but 0 trains."""
     present = set(int(v) for v in present)
     if not identity or num_classes < 2 or ignore_index != 255 or present != {0, 255}:
@@ -80,17 +94,20 @@ def format_size(shape) -> str:
     return " x ".join(str(n) for n in shape) + (" (H x W)" if len(shape) == 2 else " (D x H x W)")
 
 
-def check_pair(image: np.ndarray, mask: np.ndarray, mask_path, num_classes: int, ignore_index: int,
-               identity: bool = True) -> None:
+def check_pair(
+    image: np.ndarray, mask: np.ndarray, mask_path, num_classes: int, ignore_index: int, identity: bool = True
+) -> None:
     """Size and value checks that catch a wrongly encoded dataset on its first batches."""
     if min(mask.shape) < MIN_IMAGE_SIDE:
         raise SegtrainError(
-            f"{mask_path} is {format_size(mask.shape)} pixels: images and masks need at least {MIN_IMAGE_SIDE} "
+            f"{mask_path} is {format_size(mask.shape)} pixels: images and masks need at least "
+            f"{MIN_IMAGE_SIDE} "
             "pixels a side. Remove it from the split"
         )
     if image.shape[: mask.ndim] != mask.shape:
         raise SegtrainError(
-            f"mask {mask_path} is {format_size(mask.shape)} but its image is {format_size(image.shape[: mask.ndim])}; "
+            f"mask {mask_path} is {format_size(mask.shape)} but its image is "
+            f"{format_size(image.shape[: mask.ndim])}; "
             "masks must match their images pixel for pixel"
         )
     if mask.max(initial=0) >= num_classes:

@@ -1,4 +1,5 @@
 """The LightningDataModule every data config instantiates."""
+
 from __future__ import annotations
 
 from functools import partial
@@ -26,7 +27,8 @@ class SegDataModule(pl.LightningDataModule):
     the data config (classes, palette, mean, std, the training ``crop_size`` that sliding-window
     inference defaults to) describes the dataset to the task, checkpoints and exports.
 
-    ``seed``: seeds the augmentation pipelines (``segtrain.data.transforms``); the data configs pass ``${seed}``.
+    ``seed``: seeds the augmentation pipelines (``segtrain.data.transforms``); the data configs pass
+    ``${seed}``.
 
     ``weight_map``: the U-Net paper's per-pixel loss weights (``unet_weight_map`` arguments),
     computed for training samples in the workers; ``loss=unet_weight_map`` sets it.
@@ -101,7 +103,8 @@ class SegDataModule(pl.LightningDataModule):
             unpaired = getattr(self.datasets[stage], "unpaired", [])
             if unpaired:
                 rank_zero_warn(
-                    f"data={self.name} split '{self.splits[stage]}': {len(unpaired)} files have no image or mask "
+                    f"data={self.name} split '{self.splits[stage]}': {len(unpaired)} files have no image or "
+                    "mask "
                     f"to pair with and are left out (e.g. {', '.join(str(path) for path in unpaired[:3])}); "
                     f"{len(self.datasets[stage])} pairs remain. `segtrain check-data` lists them all."
                 )

@@ -6,6 +6,7 @@ editor stores {0, 255}, and colour-coded masks store RGB triples. A ``LabelEncod
 these into ids with one 256-entry lookup table (or a colour table), so a mask costs one indexing
 operation however it was published.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -98,7 +99,9 @@ class LabelEncoding:
             return None, None
         if isinstance(color_map, str):
             if color_map != "palette":
-                raise SegtrainError(f"data.color_map={color_map} is not understood; use 'palette', a list or a mapping")
+                raise SegtrainError(
+                    f"data.color_map={color_map} is not understood; use 'palette', a list or a mapping"
+                )
             pairs = [(tuple(color), index) for index, color in enumerate(palette)]
         elif isinstance(color_map, Mapping):
             pairs = [(_parse_color(key), int(value)) for key, value in color_map.items()]

@@ -1,4 +1,5 @@
 """Reading images and label masks, with errors that name the file and the fix."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -76,4 +77,3 @@ def read_mask(path: str | Path, palette_ok: bool = False, colors: bool = False) 
             raise SegtrainError(f"mask {path} holds ids above 255 ({array.max()}); segtrain masks are 8-bit")
         array = array.astype(np.uint8)
     return array
-

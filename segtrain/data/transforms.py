@@ -4,6 +4,7 @@ albumentations draws from its own generator, which ``seed_everything`` does not 
 seeded from the run's ``seed``, and each DataLoader worker re-seeds it from the seed torch gave that
 worker, so runs repeat and workers do not draw the same augmentations.
 """
+
 from __future__ import annotations
 
 from typing import Sequence

@@ -13,14 +13,16 @@ paper uses w0 = 10 and sigma = 5 pixels.
 It is computed per sample in the DataLoader workers (after augmentation, which moves borders),
 one distance transform per object, and travels with the batch as ``weight``.
 """
+
 from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
 
 
-def unet_weight_map(mask: np.ndarray, w0: float = 10.0, sigma: float = 5.0, foreground: int = 1,
-                    ignore_index: int = 255) -> np.ndarray:
+def unet_weight_map(
+    mask: np.ndarray, w0: float = 10.0, sigma: float = 5.0, foreground: int = 1, ignore_index: int = 255
+) -> np.ndarray:
     valid = mask != ignore_index
     weight = np.zeros(mask.shape, np.float32)
     classes, counts = np.unique(mask[valid], return_counts=True)
@@ -29,7 +31,9 @@ def unet_weight_map(mask: np.ndarray, w0: float = 10.0, sigma: float = 5.0, fore
         weight[mask == label] = valid.sum() / (len(classes) * count)
     objects, count = ndimage.label(mask == foreground)
     if count >= 2:
-        distances = np.stack([ndimage.distance_transform_edt(objects != index) for index in range(1, count + 1)])
+        distances = np.stack(
+            [ndimage.distance_transform_edt(objects != index) for index in range(1, count + 1)]
+        )
         nearest = np.partition(distances, 1, axis=0)[:2]
         border = w0 * np.exp(-((nearest[0] + nearest[1]) ** 2) / (2 * sigma**2))
         background = valid & (mask != foreground)

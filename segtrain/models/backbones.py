@@ -3,6 +3,7 @@
 ``output_stride`` 8 or 16 replaces the strides of the last stages with dilation, as DeepLab
 (Chen et al. 2017) and PSPNet (Zhao et al. 2017) do; timm implements it for its ResNets.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -30,9 +31,7 @@ def create_backbone(
     ``weights=/path/file.{pth,safetensors}`` loads a local file instead, for offline machines.
     """
     if output_stride not in (8, 16, 32):
-        raise SegtrainError(
-            f"model.backbone.output_stride={output_stride} is not supported; use 8, 16 or 32"
-        )
+        raise SegtrainError(f"model.backbone.output_stride={output_stride} is not supported; use 8, 16 or 32")
     kwargs = {}
     if weights is not None:
         if not Path(weights).is_file():
@@ -93,8 +92,16 @@ class VGG16(nn.Module):
     (stride 1 for pool4 and pool5) and conv5 at dilation 2, for an output stride of 8.
     """
 
-    def __init__(self, in_channels: int = 3, batch_norm: bool = False, return_indices: bool = False,
-                 dilated: bool = False, weights: str | None = None, pretrained: bool = False, width: float = 1.0):
+    def __init__(
+        self,
+        in_channels: int = 3,
+        batch_norm: bool = False,
+        return_indices: bool = False,
+        dilated: bool = False,
+        weights: str | None = None,
+        pretrained: bool = False,
+        width: float = 1.0,
+    ):
         super().__init__()
         from torchvision.models.vgg import cfgs, make_layers
 
@@ -127,8 +134,10 @@ class VGG16(nn.Module):
 
         if weights is not None:
             if not Path(weights).is_file():
-                raise SegtrainError(f"model.backbone.weights={weights} does not exist; point it at torchvision's "
-                                    f"vgg16{'_bn' if batch_norm else ''} state dict, or set it to null")
+                raise SegtrainError(
+                    f"model.backbone.weights={weights} does not exist; point it at torchvision's "
+                    f"vgg16{'_bn' if batch_norm else ''} state dict, or set it to null"
+                )
             state = torch.load(weights, map_location="cpu", weights_only=True)
         else:
             builder = torchvision.models.vgg16_bn if batch_norm else torchvision.models.vgg16

@@ -1,4 +1,5 @@
 """Blocks shared by several models."""
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -23,7 +24,15 @@ class SeparableConvBNReLU(nn.Sequential):
 
     def __init__(self, in_channels: int, out_channels: int, dilation: int = 1):
         super().__init__(
-            nn.Conv2d(in_channels, in_channels, 3, padding=dilation, dilation=dilation, groups=in_channels, bias=False),
+            nn.Conv2d(
+                in_channels,
+                in_channels,
+                3,
+                padding=dilation,
+                dilation=dilation,
+                groups=in_channels,
+                bias=False,
+            ),
             nn.BatchNorm2d(in_channels),
             nn.ReLU(inplace=True),
             nn.Conv2d(in_channels, out_channels, 1, bias=False),
@@ -170,10 +179,14 @@ class PyramidPooling(nn.Module):
     def __init__(self, in_channels: int, bins: Sequence[int] = (1, 2, 3, 6)):
         super().__init__()
         self.bins = tuple(bins)
-        self.stages = nn.ModuleList(ConvBNReLU(in_channels, in_channels // len(self.bins), 1) for _ in self.bins)
+        self.stages = nn.ModuleList(
+            ConvBNReLU(in_channels, in_channels // len(self.bins), 1) for _ in self.bins
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = [resize_to(stage(adaptive_avg_pool2d(x, bins)), x) for bins, stage in zip(self.bins, self.stages)]
+        pooled = [
+            resize_to(stage(adaptive_avg_pool2d(x, bins)), x) for bins, stage in zip(self.bins, self.stages)
+        ]
         return torch.cat([x, *pooled], dim=1)
 
 

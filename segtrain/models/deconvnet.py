@@ -10,6 +10,7 @@ Size rule: fc6 is a 7x7 convolution without padding over pool5, as in the paper 
 network on 224x224 object proposals), so pool5 must be at least 7x7. Inputs are zero-padded to a
 multiple of 32 and the logits cropped back, so any H, W >= 193 works; smaller inputs raise an error.
 """
+
 from __future__ import annotations
 
 import torch
@@ -23,7 +24,9 @@ from segtrain.models.segnet import conv_stages, mirrored_channels, unpool_and_de
 MIN_SIZE = 193
 
 
-def deconv_bn_relu(in_channels: int, out_channels: int, kernel_size: int = 3, padding: int = 1) -> nn.Sequential:
+def deconv_bn_relu(
+    in_channels: int, out_channels: int, kernel_size: int = 3, padding: int = 1
+) -> nn.Sequential:
     return nn.Sequential(
         nn.ConvTranspose2d(in_channels, out_channels, kernel_size, padding=padding),
         nn.BatchNorm2d(out_channels),
@@ -32,13 +35,19 @@ def deconv_bn_relu(in_channels: int, out_channels: int, kernel_size: int = 3, pa
 
 
 class DeconvNet(nn.Module):
-    def __init__(self, num_classes: int, in_channels: int = 3, width: int = 4096, backbone: dict | None = None):
+    def __init__(
+        self, num_classes: int, in_channels: int = 3, width: int = 4096, backbone: dict | None = None
+    ):
         super().__init__()
         self.encoder = VGG16(in_channels, batch_norm=True, return_indices=True, **(backbone or {}))
         channels = self.encoder.stage_channels
         self.fc = nn.Sequential(
-            nn.Conv2d(channels[-1], width, 7), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
-            nn.Conv2d(width, width, 1), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+            nn.Conv2d(channels[-1], width, 7),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width, width, 1),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
         )
         self.encoder.convolutionalize(self.fc[0], 0)
         self.encoder.convolutionalize(self.fc[3], 3)
@@ -52,7 +61,8 @@ class DeconvNet(nn.Module):
         height, width = x.shape[-2:]
         if height < MIN_SIZE or width < MIN_SIZE:
             raise SegtrainError(
-                f"DeconvNet needs inputs of at least {MIN_SIZE}x{MIN_SIZE} (its 7x7 fc6 runs unpadded over pool5, "
+                f"DeconvNet needs inputs of at least {MIN_SIZE}x{MIN_SIZE} (its 7x7 fc6 runs unpadded over "
+                "pool5, "
                 f"as in the paper's 224x224 proposals); got {height} x {width} (H x W). Use a larger crop."
             )
         stages = self.encoder(pad_to_multiple(x, 32))

@@ -17,13 +17,13 @@ v3 / v3+ defaults are the papers': ResNet-101, output stride 16, multi-grid (1, 
 (6, 12, 18) doubled at output stride 8, 256 channels and a final 1x1 classifier; v3+ adds a decoder
 over 48-channel low-level features and depthwise-separable atrous convolutions.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
 
 import torch
 import torch.nn as nn
-
 import torch.nn.functional as F
 
 from segtrain.models.backbones import VGG16, create_backbone
@@ -41,9 +41,12 @@ def _atrous_rates(output_stride: int, rates: Sequence[int] | None) -> Sequence[i
 def fc6_fc7(in_channels: int, channels: int, dilation: int, dropout: float) -> nn.Sequential:
     """DeepLab's VGG head: fc6 as a 3x3 atrous conv, fc7 as a 1x1 conv, each with ReLU and dropout."""
     return nn.Sequential(
-        nn.Conv2d(in_channels, channels, 3, padding=dilation, dilation=dilation), nn.ReLU(inplace=True),
+        nn.Conv2d(in_channels, channels, 3, padding=dilation, dilation=dilation),
+        nn.ReLU(inplace=True),
         nn.Dropout2d(dropout),
-        nn.Conv2d(channels, channels, 1), nn.ReLU(inplace=True), nn.Dropout2d(dropout),
+        nn.Conv2d(channels, channels, 1),
+        nn.ReLU(inplace=True),
+        nn.Dropout2d(dropout),
     )
 
 
@@ -51,8 +54,14 @@ class LargeFOV(nn.Module):
     """DeepLab v1's VGG16 trunk with fc6 (3x3, dilation 12) and fc7 (1x1), ReLU and dropout:
     1024-channel features at output stride 8. Shared with ParseNet."""
 
-    def __init__(self, in_channels: int = 3, channels: int = 1024, dilation: int = 12, dropout: float = 0.5,
-                 backbone: dict | None = None):
+    def __init__(
+        self,
+        in_channels: int = 3,
+        channels: int = 1024,
+        dilation: int = 12,
+        dropout: float = 0.5,
+        backbone: dict | None = None,
+    ):
         super().__init__()
         self.trunk = VGG16(in_channels, dilated=True, **(backbone or {}))
         self.fc = fc6_fc7(self.trunk.stage_channels[-1], channels, dilation, dropout)
@@ -65,8 +74,15 @@ class LargeFOV(nn.Module):
 class DeepLabV1(nn.Module):
     """DeepLab-LargeFOV."""
 
-    def __init__(self, num_classes: int, in_channels: int = 3, fc_channels: int = 1024, fc6_dilation: int = 12,
-                 dropout: float = 0.5, backbone: dict | None = None):
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int = 3,
+        fc_channels: int = 1024,
+        fc6_dilation: int = 12,
+        dropout: float = 0.5,
+        backbone: dict | None = None,
+    ):
         super().__init__()
         self.features = LargeFOV(in_channels, fc_channels, fc6_dilation, dropout, backbone)
         self.classifier = nn.Conv2d(fc_channels, num_classes, 1)
@@ -83,9 +99,16 @@ class DeepLabV2(nn.Module):
     auxiliary outputs, as the paper supervises each scale and the fusion.
     """
 
-    def __init__(self, num_classes: int, in_channels: int = 3, backbone: dict | None = None,
-                 atrous_rates: Sequence[int] = (6, 12, 18, 24), scales: Sequence[float] = (1.0,),
-                 fc_channels: int = 1024, dropout: float = 0.5):
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int = 3,
+        backbone: dict | None = None,
+        atrous_rates: Sequence[int] = (6, 12, 18, 24),
+        scales: Sequence[float] = (1.0,),
+        fc_channels: int = 1024,
+        dropout: float = 0.5,
+    ):
         super().__init__()
         spec = {"name": "resnet101", "output_stride": 8, **(backbone or {})}
         self.scales = tuple(scales)
@@ -93,8 +116,10 @@ class DeepLabV2(nn.Module):
             vgg = {key: spec[key] for key in ("weights", "pretrained", "width") if key in spec}
             self.trunk = VGG16(in_channels, dilated=True, **vgg)
             self.branches = nn.ModuleList(
-                nn.Sequential(fc6_fc7(self.trunk.stage_channels[-1], fc_channels, rate, dropout),
-                              nn.Conv2d(fc_channels, num_classes, 1))
+                nn.Sequential(
+                    fc6_fc7(self.trunk.stage_channels[-1], fc_channels, rate, dropout),
+                    nn.Conv2d(fc_channels, num_classes, 1),
+                )
                 for rate in atrous_rates
             )
         else:
@@ -112,8 +137,20 @@ class DeepLabV2(nn.Module):
         if self.scales == (1.0,):
             return self.single_scale(x)
         outputs = [
-            resize_to(self.single_scale(x if scale == 1.0 else F.interpolate(
-                x, scale_factor=scale, mode="bilinear", align_corners=False, recompute_scale_factor=False)), x)
+            resize_to(
+                self.single_scale(
+                    x
+                    if scale == 1.0
+                    else F.interpolate(
+                        x,
+                        scale_factor=scale,
+                        mode="bilinear",
+                        align_corners=False,
+                        recompute_scale_factor=False,
+                    )
+                ),
+                x,
+            )
             for scale in self.scales
         ]
         fused = torch.stack(outputs).amax(dim=0)

@@ -13,6 +13,7 @@ The skip scores are scaled as in the paper's "at-once" FCN-8s release (pool4 by 
 ``FCN`` (ResNet): output stride 8, 3x3 head, bilinear upsampling and an auxiliary head on res4,
 as torchvision's ``fcn_resnet50``.
 """
+
 from __future__ import annotations
 
 import torch
@@ -26,8 +27,15 @@ from segtrain.models.blocks import FCNHead, LearnedUpsample, pad_to_multiple, re
 class FCNVGG(nn.Module):
     """FCN-32s, FCN-16s or FCN-8s (``variant``) over VGG16; about 134M parameters at 21 classes."""
 
-    def __init__(self, num_classes: int, in_channels: int = 3, variant: str = "8s", width: int = 4096,
-                 dropout: float = 0.5, backbone: dict | None = None):
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int = 3,
+        variant: str = "8s",
+        width: int = 4096,
+        dropout: float = 0.5,
+        backbone: dict | None = None,
+    ):
         super().__init__()
         if variant not in ("32s", "16s", "8s"):
             raise SegtrainError(f"model.variant={variant} is not an FCN; use 32s, 16s or 8s")

@@ -7,6 +7,7 @@ Pyramid Networks", CVPR 2019 (the head): each of P2-P5 goes through stages of 3x
 channels), GroupNorm, ReLU and 2x bilinear upsampling until it reaches 1/4 scale; the four maps
 are summed, classified by a 1x1 convolution and upsampled 4x to the input.
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -25,8 +26,11 @@ class ScaleHead(nn.Module):
     def __init__(self, in_channels: int, channels: int, steps: int, groups: int = 32):
         super().__init__()
         self.blocks = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(in_channels if i == 0 else channels, channels, 3, padding=1, bias=False),
-                          nn.GroupNorm(groups, channels), nn.ReLU(inplace=True))
+            nn.Sequential(
+                nn.Conv2d(in_channels if i == 0 else channels, channels, 3, padding=1, bias=False),
+                nn.GroupNorm(groups, channels),
+                nn.ReLU(inplace=True),
+            )
             for i in range(max(steps, 1))
         )
         self.steps = steps
@@ -42,8 +46,14 @@ class ScaleHead(nn.Module):
 
 
 class SemanticFPN(nn.Module):
-    def __init__(self, num_classes: int, in_channels: int = 3, backbone: dict | None = None,
-                 fpn_channels: int = 256, head_channels: int = 128):
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int = 3,
+        backbone: dict | None = None,
+        fpn_channels: int = 256,
+        head_channels: int = 128,
+    ):
         super().__init__()
         spec = {"name": "resnet50", "output_stride": 32, **(backbone or {})}
         self.backbone = create_backbone(in_channels=in_channels, out_indices=(1, 2, 3, 4), **spec)

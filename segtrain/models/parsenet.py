@@ -7,6 +7,7 @@ vector are each L2-normalised across channels and rescaled by a learned per-chan
 (initialised to 10, Sec. 3.3), the context is unpooled (broadcast) to every position,
 concatenated with the local features and classified by a 1x1 convolution.
 """
+
 from __future__ import annotations
 
 import torch
@@ -29,8 +30,15 @@ class L2Norm(nn.Module):
 
 
 class ParseNet(nn.Module):
-    def __init__(self, num_classes: int, in_channels: int = 3, fc_channels: int = 1024, scale: float = 10.0,
-                 dropout: float = 0.5, backbone: dict | None = None):
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int = 3,
+        fc_channels: int = 1024,
+        scale: float = 10.0,
+        dropout: float = 0.5,
+        backbone: dict | None = None,
+    ):
         super().__init__()
         self.features = LargeFOV(in_channels, fc_channels, dropout=dropout, backbone=backbone)
         self.norm_local = L2Norm(fc_channels, scale)

@@ -9,6 +9,7 @@ on res4 is trained with loss weight 0.4 (``loss.aux_weight``).
 The pooling is written as matrix products (``blocks.adaptive_avg_pool2d``), so the ONNX export
 keeps H and W dynamic.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -21,16 +22,25 @@ from segtrain.models.blocks import ConvBNReLU, FCNHead, PyramidPooling, resize_t
 
 
 class PSPNet(nn.Module):
-    def __init__(self, num_classes: int, in_channels: int = 3, backbone: dict | None = None,
-                 bins: Sequence[int] = (1, 2, 3, 6), channels: int = 512, dropout: float = 0.1,
-                 aux_head: bool = True):
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int = 3,
+        backbone: dict | None = None,
+        bins: Sequence[int] = (1, 2, 3, 6),
+        channels: int = 512,
+        dropout: float = 0.1,
+        aux_head: bool = True,
+    ):
         super().__init__()
         spec = {"name": "resnet101", "output_stride": 8, **(backbone or {})}
         self.backbone = create_backbone(in_channels=in_channels, out_indices=(3, 4), **spec)
         res4_channels, res5_channels = self.backbone.feature_info.channels()
         self.ppm = PyramidPooling(res5_channels, bins)
         self.head = nn.Sequential(
-            ConvBNReLU(2 * res5_channels, channels, 3), nn.Dropout2d(dropout), nn.Conv2d(channels, num_classes, 1)
+            ConvBNReLU(2 * res5_channels, channels, 3),
+            nn.Dropout2d(dropout),
+            nn.Conv2d(channels, num_classes, 1),
         )
         self.aux_head = FCNHead(res4_channels, num_classes, dropout) if aux_head else None
 

@@ -9,6 +9,7 @@ decoder convolution outputs the class scores. About 29.5M parameters.
 Inputs are zero-padded to a multiple of 32 so that every unpooling matches its pooling, and the
 logits are cropped back: any H, W.
 """
+
 from __future__ import annotations
 
 import torch
@@ -16,7 +17,6 @@ import torch.nn as nn
 
 from segtrain.models.backbones import VGG16
 from segtrain.models.blocks import ConvBNReLU, max_unpool2d, pad_to_multiple
-
 
 
 def mirrored_channels(stage_channels: list[int]) -> list[list[int]]:

@@ -9,6 +9,7 @@ level, 2x2 up-convolutions halving the channels, crop-and-concatenate skips, a 1
 (mirror-pad the input by the border the valid convolutions consume) so that the logits cover the
 input exactly. ``padding="same"`` uses padded convolutions instead.
 """
+
 from __future__ import annotations
 
 from typing import Literal
@@ -69,7 +70,8 @@ class UNet(nn.Module):
         )
         self.bottleneck = double_conv(widths[-2], widths[-1], conv_padding, batch_norm)
         self.decoder = nn.ModuleList(
-            UpBlock(c_in, c_out, conv_padding, batch_norm) for c_in, c_out in zip(widths[:0:-1], widths[-2::-1])
+            UpBlock(c_in, c_out, conv_padding, batch_norm)
+            for c_in, c_out in zip(widths[:0:-1], widths[-2::-1])
         )
         self.head = nn.Conv2d(base_channels, num_classes, 1)
 
@@ -85,7 +87,11 @@ class UNet(nn.Module):
     def valid_output_size(self, min_size: int) -> int:
         """Smallest valid output size >= ``min_size``: every 2x2 max-pool must see an even size."""
         step = 2**self.depth
-        return min_size + (-(min_size + 4 * (step - 1))) % step if self.padding == "valid" else min_size + (-min_size) % step
+        return (
+            min_size + (-(min_size + 4 * (step - 1))) % step
+            if self.padding == "valid"
+            else min_size + (-min_size) % step
+        )
 
     def forward_tile(self, x: torch.Tensor) -> torch.Tensor:
         """The network itself. A valid-mode tile shrinks by ``2 * border``."""

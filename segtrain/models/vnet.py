@@ -10,6 +10,7 @@ the paper trains them with its Dice loss (``loss=dice loss.squared=true``).
 Inputs are zero-padded to a multiple of 16 in every dimension and the logits cropped back, so any
 D, H, W works (e.g. 37x45x53).
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -30,7 +31,9 @@ def conv5(channels: int, count: int) -> nn.Sequential:
 class DownStage(nn.Module):
     def __init__(self, in_channels: int, convs: int):
         super().__init__()
-        self.down = nn.Sequential(nn.Conv3d(in_channels, 2 * in_channels, 2, stride=2), nn.PReLU(2 * in_channels))
+        self.down = nn.Sequential(
+            nn.Conv3d(in_channels, 2 * in_channels, 2, stride=2), nn.PReLU(2 * in_channels)
+        )
         self.convs = conv5(2 * in_channels, convs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -43,8 +46,9 @@ class UpStage(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, convs: int):
         super().__init__()
-        self.up = nn.Sequential(nn.ConvTranspose3d(in_channels, out_channels // 2, 2, stride=2),
-                                nn.PReLU(out_channels // 2))
+        self.up = nn.Sequential(
+            nn.ConvTranspose3d(in_channels, out_channels // 2, 2, stride=2), nn.PReLU(out_channels // 2)
+        )
         self.convs = conv5(out_channels, convs)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
@@ -53,11 +57,19 @@ class UpStage(nn.Module):
 
 
 class VNet(nn.Module):
-    def __init__(self, num_classes: int = 2, in_channels: int = 1, base_channels: int = 16,
-                 down_convs: Sequence[int] = (2, 3, 3, 3), up_convs: Sequence[int] = (3, 3, 2, 1)):
+    def __init__(
+        self,
+        num_classes: int = 2,
+        in_channels: int = 1,
+        base_channels: int = 16,
+        down_convs: Sequence[int] = (2, 3, 3, 3),
+        up_convs: Sequence[int] = (3, 3, 2, 1),
+    ):
         super().__init__()
         self.base_channels = base_channels
-        self.input = nn.Sequential(nn.Conv3d(in_channels, base_channels, 5, padding=2), nn.PReLU(base_channels))
+        self.input = nn.Sequential(
+            nn.Conv3d(in_channels, base_channels, 5, padding=2), nn.PReLU(base_channels)
+        )
         channels = [base_channels * 2**i for i in range(len(down_convs) + 1)]
         self.down = nn.ModuleList(DownStage(c, n) for c, n in zip(channels[:-1], down_convs))
         # Up stage i returns 2 x the channels of the skip it merges (the paper's 256, 128, 64, 32).

@@ -1,4 +1,5 @@
 """The LightningModule for semantic segmentation: steps, metrics, optimisation, checkpoint metadata."""
+
 from __future__ import annotations
 
 from typing import Callable, Sequence
@@ -105,7 +106,9 @@ class SemanticSegmentation(pl.LightningModule):
         # The confusion matrix is already summed over ranks, so every rank holds the same numbers;
         # sync_dist averages equal values (a few scalars once per epoch) and keeps Lightning quiet.
         self.log(f"{prefix}/mIoU", result["mIoU"], prog_bar=True, sync_dist=True)
-        self.log_dict({f"{prefix}/{key}": result[key] for key in ("mDice", "aAcc", "mAcc", "fwIoU")}, sync_dist=True)
+        self.log_dict(
+            {f"{prefix}/{key}": result[key] for key in ("mDice", "aAcc", "mAcc", "fwIoU")}, sync_dist=True
+        )
         return result
 
     def on_validation_epoch_end(self) -> None:
@@ -131,14 +134,18 @@ class SemanticSegmentation(pl.LightningModule):
             return
         processes, accumulated = self.trainer.world_size, self.trainer.accumulate_grad_batches
         effective = per_device * processes * accumulated
-        message = (f"effective batch size {effective} = {per_device} per process x {processes} processes "
-                   f"x {accumulated} accumulated")
+        message = (
+            f"effective batch size {effective} = {per_device} per process x {processes} processes "
+            f"x {accumulated} accumulated"
+        )
         if self.lr_base_batch_size:
             factor = effective / self.lr_base_batch_size
             for group in optimizer.param_groups:
                 group["lr"] *= factor
-            message += (f"; lr scaled by {effective}/{self.lr_base_batch_size} = {factor:g} "
-                        f"to {optimizer.param_groups[0]['lr']:g}")
+            message += (
+                f"; lr scaled by {effective}/{self.lr_base_batch_size} = {factor:g} "
+                f"to {optimizer.param_groups[0]['lr']:g}"
+            )
         rank_zero_info(message)
 
     def metadata(self) -> dict:
@@ -156,7 +163,10 @@ class SemanticSegmentation(pl.LightningModule):
         # A resumed run's wandb logger reattaches to this id (engine.resolve_resume).
         wandb_id = next((logger.version for logger in self.loggers if isinstance(logger, WandbLogger)), None)
         checkpoint["segtrain"] = {
-            **self.metadata(), "config": self.config, "resolved_config": self.resolved_config, "wandb_id": wandb_id,
+            **self.metadata(),
+            "config": self.config,
+            "resolved_config": self.resolved_config,
+            "wandb_id": wandb_id,
             # resume=true passes over debug runs' checkpoints (engine.find_resume_checkpoint).
             "debug_run": bool(self.resolved_config.get("debug_run")),
         }

@@ -3,6 +3,7 @@
 Zhou et al. "Scene Parsing through ADE20K Dataset", CVPR 2017. Annotations store 0 for "other"
 and classes 1-150; ``data.reduce_zero_label=true`` ignores 0 and shifts the classes to 0-149.
 """
+
 from __future__ import annotations
 
 from segtrain.data.datasets.base import ImagesAnnotationsDataset

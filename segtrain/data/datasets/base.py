@@ -9,6 +9,7 @@ since CT and MRI need per-modality normalisation that a mean and std cannot expr
 A reader returns the mask values as published (``read_raw``); its ``LabelEncoding`` turns them
 into class ids, and ``check_pair`` stops on values the config cannot explain.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -55,8 +56,14 @@ class SegmentationDataset(Dataset):
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray, dict]:
         image, raw, meta = self.read_raw(index)
         mask = self.encoding(raw)
-        check_pair(image, mask, meta.get("mask_path", meta["name"]), self.num_classes, self.ignore_index,
-                   self.encoding.identity)
+        check_pair(
+            image,
+            mask,
+            meta.get("mask_path", meta["name"]),
+            self.num_classes,
+            self.ignore_index,
+            self.encoding.identity,
+        )
         return image, mask, meta
 
     def __getitem__(self, index: int) -> dict:
@@ -74,7 +81,9 @@ class SegmentationDataset(Dataset):
             "meta": {**meta, "size": tuple(mask.shape)},
         }
         if self.weight_map is not None:
-            item["weight"] = torch.from_numpy(unet_weight_map(mask, ignore_index=self.ignore_index, **self.weight_map))
+            item["weight"] = torch.from_numpy(
+                unet_weight_map(mask, ignore_index=self.ignore_index, **self.weight_map)
+            )
         return item
 
 
@@ -86,7 +95,9 @@ class FileDataset(SegmentationDataset):
     #: Whether masks are palette PNGs whose indices are the class ids (VOC).
     palette_masks = False
 
-    def __init__(self, root: str | Path, split: str, num_classes: int, palette_masks: bool | None = None, **kwargs):
+    def __init__(
+        self, root: str | Path, split: str, num_classes: int, palette_masks: bool | None = None, **kwargs
+    ):
         super().__init__(split, num_classes, **kwargs)
         self.root = Path(root)
         if palette_masks is not None:
@@ -100,8 +111,10 @@ class FileDataset(SegmentationDataset):
         if missing:
             raise SegtrainError(
                 f"split '{split}' under data.root={self.root} names {len(missing)} files that do not exist "
-                f"(e.g. {', '.join(str(path) for path in missing[:3])}). Restore them or remove them from the "
-                f"split list; `segtrain check-data` lists every problem of a split. Expected layout: {self.layout}"
+                f"(e.g. {', '.join(str(path) for path in missing[:3])}). Restore them or remove them from "
+                "the "
+                "split list; `segtrain check-data` lists every problem of a split. Expected layout: "
+                f"{self.layout}"
             )
 
     def find_samples(self) -> list[tuple[Path, Path]]:
@@ -141,7 +154,8 @@ class FileDataset(SegmentationDataset):
             if self.root.joinpath(*parts[skip:]).exists():
                 return [self.root.joinpath(*Path(entry).parts[skip:]) for entry in listed]
         raise SegtrainError(
-            f"split list {list_path}: no tail of its first entry {listed[0]} exists under data.root={self.root}. "
+            f"split list {list_path}: no tail of its first entry {listed[0]} exists under "
+            f"data.root={self.root}. "
             f"Expected layout: {self.layout}"
         )
 
@@ -156,7 +170,8 @@ class FileDataset(SegmentationDataset):
 
 
 class ImagesAnnotationsDataset(FileDataset):
-    """``images/<split dir>/*.jpg`` beside ``annotations/<split dir>/<same stem>.png`` (ADE20K, COCO-Stuff)."""
+    """``images/<split dir>/*.jpg`` beside ``annotations/<split dir>/<same stem>.png``
+    (ADE20K, COCO-Stuff)."""
 
     #: split name -> directory name, e.g. {"train": "training"}
     split_dirs: dict[str, str] = {}

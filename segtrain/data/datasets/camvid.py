@@ -7,6 +7,7 @@ PRL 2009. Badrinarayanan et al. "SegNet", TPAMI 2017: 367 train, 101 val and 233
 The split lists pair image and mask paths as the authors wrote them (``/SegNet/CamVid/train/...``);
 they are resolved against data.root.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -5,6 +5,7 @@ COCO category id - 1 (0-181) and 255 for unlabelled. Eleven thing ids were never
 things and 91 stuff classes: ``data.label_map=coco_stuff`` maps the 171 to train ids 0-170, in the
 order of the class list in conf/data/coco_stuff.yaml.
 """
+
 from __future__ import annotations
 
 from segtrain.data.datasets.base import ImagesAnnotationsDataset
@@ -17,7 +18,8 @@ STUFFTHINGMAP_TO_TRAIN_ID = {category_id - 1: train_id for train_id, category_id
 
 class COCOStuff(ImagesAnnotationsDataset):
     layout = (
-        "images/{train2017,val2017}/*.jpg and annotations/{train2017,val2017}/*.png (stuffthingmaps_trainval2017); "
+        "images/{train2017,val2017}/*.jpg and annotations/{train2017,val2017}/*.png "
+        "(stuffthingmaps_trainval2017); "
         "set data.root to the directory holding images/ and annotations/ (splits: train, val)."
     )
     split_dirs = {"train": "train2017", "val": "val2017"}

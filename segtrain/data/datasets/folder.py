@@ -6,6 +6,7 @@ hold-out of every k-th image (k = 1 / val_fraction) for ``val`` and the rest for
 (``all`` reads every pair). Masks may store ids, values to remap (``data.label_map``) or colours
 (``data.color_map``).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,8 +22,17 @@ class FolderDataset(FileDataset):
         "or images/<split>/ and masks/<split>/ subdirectories. Set data.root to the directory holding them."
     )
 
-    def __init__(self, root: str | Path, split: str, num_classes: int, images_dir: str = "images",
-                 masks_dir: str = "masks", mask_suffix: str = ".png", val_fraction: float = 0.2, **kwargs):
+    def __init__(
+        self,
+        root: str | Path,
+        split: str,
+        num_classes: int,
+        images_dir: str = "images",
+        masks_dir: str = "masks",
+        mask_suffix: str = ".png",
+        val_fraction: float = 0.2,
+        **kwargs,
+    ):
         self.images_dir, self.masks_dir, self.mask_suffix = images_dir, masks_dir, mask_suffix
         self.val_fraction = val_fraction
         super().__init__(root, split, num_classes, **kwargs)
@@ -42,7 +52,8 @@ class FolderDataset(FileDataset):
         files = list_images(images)
         stems = {p.stem for p in files}
         self.unpaired += sorted(
-            mask for mask in masks.iterdir()
+            mask
+            for mask in masks.iterdir()
             if mask.name.endswith(self.mask_suffix) and mask.name[: -len(self.mask_suffix)] not in stems
         )
         if list_path.is_file():

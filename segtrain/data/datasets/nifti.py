@@ -9,6 +9,7 @@ z, y, x), normalised per modality as nnU-Net does: CT is clipped to its 0.5-99.5
 standardised; MR and other modalities are standardised over their non-zero voxels. Training
 patches come from albumentations' 3D transforms (PadIfNeeded3D, RandomCrop3D) in the data config.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,7 +33,9 @@ def read_volume(path: Path) -> np.ndarray:
     try:
         data = np.asanyarray(nib.load(str(path)).dataobj)
     except Exception as err:
-        raise SegtrainError(f"cannot read volume {path}: {err}. Re-export it or remove it from dataset.json") from err
+        raise SegtrainError(
+            f"cannot read volume {path}: {err}. Re-export it or remove it from dataset.json"
+        ) from err
     order = (2, 1, 0, 3) if data.ndim == 4 else (2, 1, 0)
     return np.ascontiguousarray(data.transpose(order))
 
@@ -51,7 +54,9 @@ def normalize(volume: np.ndarray, modality: str) -> np.ndarray:
 class DecathlonDataset(SegmentationDataset):
     layout = LAYOUT
 
-    def __init__(self, root: str | Path, split: str, num_classes: int, fold: int = 0, num_folds: int = 5, **kwargs):
+    def __init__(
+        self, root: str | Path, split: str, num_classes: int, fold: int = 0, num_folds: int = 5, **kwargs
+    ):
         super().__init__(split, num_classes, **kwargs)
         self.root = Path(root)
         manifest = self.root / "dataset.json"
@@ -62,8 +67,10 @@ class DecathlonDataset(SegmentationDataset):
         cases = sorted(info.get("training", []), key=lambda case: case["image"])
         if split != "all":
             if split not in ("train", "val"):
-                raise SegtrainError(f"split '{split}': a Decathlon task has train and val folds (and all); "
-                                    "set data.split / data.val_split to one of them")
+                raise SegtrainError(
+                    f"split '{split}': a Decathlon task has train and val folds (and all); "
+                    "set data.split / data.val_split to one of them"
+                )
             cases = [case for i, case in enumerate(cases) if (i % num_folds == fold) == (split == "val")]
         self.samples = [(self.root / case["image"], self.root / case["label"]) for case in cases]
         if not self.samples:
@@ -86,4 +93,8 @@ class DecathlonDataset(SegmentationDataset):
         if label.min() < 0 or label.max() > 255:
             raise SegtrainError(f"label volume {label_path} holds values outside 0..255")
         name = image_path.name.removesuffix(".gz").removesuffix(".nii")
-        return image, label.astype(np.uint8), {"name": name, "path": str(image_path), "mask_path": str(label_path)}
+        return (
+            image,
+            label.astype(np.uint8),
+            {"name": name, "path": str(image_path), "mask_path": str(label_path)},
+        )

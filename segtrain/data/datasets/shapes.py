@@ -6,6 +6,7 @@ shows four times in five, so a model must combine texture with outline (a ring i
 a hole; a cross is not a square) under overlap and noise. A majority-class predictor scores a
 mIoU of about 0.13.
 """
+
 from __future__ import annotations
 
 import math
@@ -31,10 +32,28 @@ def _polygon(kind: str, cx: float, cy: float, radius: float, angle: float) -> li
     if kind == "triangle":
         # A triangle covers 41% of its circumcircle (a disc 100%): enlarge it to balance areas.
         radius *= 1.3
-        return rotate([(radius * math.cos(a), radius * math.sin(a)) for a in (-math.pi / 2, math.pi / 6, 5 * math.pi / 6)])
+        return rotate(
+            [
+                (radius * math.cos(a), radius * math.sin(a))
+                for a in (-math.pi / 2, math.pi / 6, 5 * math.pi / 6)
+            ]
+        )
     arm, r = radius * 0.33, radius
     return rotate(
-        [(-arm, -r), (arm, -r), (arm, -arm), (r, -arm), (r, arm), (arm, arm), (arm, r), (-arm, r), (-arm, arm), (-r, arm), (-r, -arm), (-arm, -arm)]
+        [
+            (-arm, -r),
+            (arm, -r),
+            (arm, -arm),
+            (r, -arm),
+            (r, arm),
+            (arm, arm),
+            (arm, r),
+            (-arm, r),
+            (-arm, arm),
+            (-r, arm),
+            (-r, -arm),
+            (-arm, -arm),
+        ]
     )
 
 
@@ -61,13 +80,17 @@ def _texture(rng: np.random.Generator, size: int, kind: int, contrast: float = 1
         weight = np.zeros((size, size), np.float32)
     elif kind == 1:
         theta, period = rng.uniform(0, math.pi), rng.uniform(4, 8)
-        weight = (np.sin((xx * math.cos(theta) + yy * math.sin(theta)) * 2 * math.pi / period) > 0).astype(np.float32)
+        weight = (np.sin((xx * math.cos(theta) + yy * math.sin(theta)) * 2 * math.pi / period) > 0).astype(
+            np.float32
+        )
     elif kind == 2:
         cell = rng.integers(3, 6)
         weight = ((xx // cell + yy // cell) % 2).astype(np.float32)
     elif kind == 3:
         period = rng.uniform(4, 7)
-        weight = ((np.sin(xx * 2 * math.pi / period) * np.sin(yy * 2 * math.pi / period)) > 0.5).astype(np.float32)
+        weight = ((np.sin(xx * 2 * math.pi / period) * np.sin(yy * 2 * math.pi / period)) > 0.5).astype(
+            np.float32
+        )
     else:
         coarse = rng.uniform(0, 1, size=(size // 8 + 2, size // 8 + 2)).astype(np.float32)
         weight = np.asarray(Image.fromarray(coarse).resize((size, size), Image.BICUBIC)).clip(0, 1)

@@ -4,6 +4,7 @@ Everingham et al. "The PASCAL Visual Object Classes Challenge", IJCV 2010.
 Hariharan et al. "Semantic Contours from Inverse Detectors", ICCV 2011 (SBD; the 10,582-image
 ``train_aug`` set as DeepLab uses it, with masks converted to SegmentationClassAug/ PNGs).
 """
+
 from __future__ import annotations
 
 from pathlib import Path

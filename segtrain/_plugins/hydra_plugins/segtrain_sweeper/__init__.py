@@ -1,6 +1,7 @@
 """segtrain's Optuna sweeper, registered with Hydra, which loads sweepers only from the
 ``hydra_plugins`` namespace: the wheel ships this file as ``hydra_plugins/segtrain_sweeper`` (see
 pyproject.toml). The logic lives in ``segtrain.sweeps``."""
+
 from segtrain.sweeps import ResumableOptunaSweeperBase
 
 
