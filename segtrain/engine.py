@@ -198,7 +198,7 @@ def fit(cfg: DictConfig) -> float | None:
     trainer.callbacks.append(distributed.RankRecord(output_dir(cfg) / "ranks", task.resolved_config))
     for logger in trainer.loggers:
         logger.log_hyperparams(task.resolved_config)
-    trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("resume") or None)
+    trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("resume") or None, weights_only=True)
     if task.val_scores is None or not trainer.is_global_zero:
         return None
     monitoring = next((callback for callback in trainer.checkpoint_callbacks if callback.monitor), None)

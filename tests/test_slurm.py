@@ -15,6 +15,9 @@ from conftest import run_cli
 from omegaconf import OmegaConf
 from test_scale_out import SMALL, start_cli, wait_for
 
+#: A real cluster and real jobs: minutes, so outside ``make test-fast``.
+pytestmark = pytest.mark.slow
+
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts" / "slurm"
 #: Small jobs: one CPU and 2 GB per task, so the test jobs share the node.
 SLURM = [

@@ -55,6 +55,10 @@ class SemanticSegmentation(pl.LightningModule):
         channels = len(mean)
         self.register_buffer("pixel_mean", torch.tensor(mean).view(1, channels, 1, 1) * 255, persistent=False)
         self.register_buffer("pixel_std", torch.tensor(std).view(1, channels, 1, 1) * 255, persistent=False)
+        # The first non-finite training loss, kept on the device (watch_nonfinite).
+        self.register_buffer("nonfinite_step", torch.tensor(-1), persistent=False)
+        self.register_buffer("nonfinite_loss", torch.tensor(0.0), persistent=False)
+        self.register_buffer("nonfinite_unlabelled", torch.tensor(False), persistent=False)
         self.val_confmat = ConfusionMatrix(len(self.classes), ignore_index)
         self.test_confmat = ConfusionMatrix(len(self.classes), ignore_index)
         self.val_scores: dict | None = None
@@ -73,21 +77,50 @@ class SemanticSegmentation(pl.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = self.loss(self(batch["image"]), batch["mask"], batch.get("weight"))
-        if not torch.isfinite(loss):
-            if not (batch["mask"] != self.ignore_index).any():
-                raise SegtrainError(
-                    f"every pixel of training batch {batch_idx} (epoch {self.current_epoch}) is ignore_index="
-                    f"{self.ignore_index}, so the loss is undefined: the label encoding (data.label_map, "
-                    "data.color_map, data.reduce_zero_label) does not fit the masks. Run segtrain check-data "
-                    "with the same data overrides; it names the values found and the fix"
-                )
-            raise SegtrainError(
-                f"loss is {loss.item()} at global step {self.global_step} (epoch {self.current_epoch}, "
-                f"batch {batch_idx}); training stopped and the last saved checkpoint is kept. Lower "
-                "optimizer.lr, set trainer.gradient_clip_val, or check the data."
-            )
+        self.watch_nonfinite(loss, batch["mask"])
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["image"].shape[0])
         return loss
+
+    def watch_nonfinite(self, loss: torch.Tensor, mask: torch.Tensor) -> None:
+        """Records the first non-finite loss on the device: checking it here would stall the GPU every step
+        (``raise_if_nonfinite`` reads it back on the logging interval, and before anything is saved)."""
+        first = self.nonfinite_step < 0
+        bad = ~torch.isfinite(loss.detach()) & first
+        self.nonfinite_step = torch.where(
+            bad, torch.full_like(self.nonfinite_step, self.global_step), self.nonfinite_step
+        )
+        self.nonfinite_loss = torch.where(bad, loss.detach().float(), self.nonfinite_loss)
+        self.nonfinite_unlabelled = torch.where(
+            bad, (mask == self.ignore_index).all(), self.nonfinite_unlabelled
+        )
+
+    def raise_if_nonfinite(self) -> None:
+        step = int(self.nonfinite_step)
+        if step < 0:
+            return
+        if bool(self.nonfinite_unlabelled):
+            raise SegtrainError(
+                f"every pixel of the training batch at global step {step} is "
+                f"ignore_index={self.ignore_index}, so the loss is undefined: the label encoding "
+                "(data.label_map, data.color_map, data.reduce_zero_label) does not fit the masks. Run "
+                "segtrain check-data with the same data overrides; it names the values found and the fix"
+            )
+        raise SegtrainError(
+            f"loss is {float(self.nonfinite_loss)} at global step {step} (epoch {self.current_epoch}); "
+            "training stopped and the last saved checkpoint is kept. Lower optimizer.lr, set "
+            "trainer.gradient_clip_val, or check the data."
+        )
+
+    def on_train_batch_end(self, outputs, batch: dict, batch_idx: int) -> None:
+        # Checkpoints are written at epoch ends and after validation: both come after a check.
+        if (
+            batch_idx + 1
+        ) % self.trainer.log_every_n_steps == 0 or batch_idx + 1 >= self.trainer.num_training_batches:
+            self.raise_if_nonfinite()
+
+    def on_validation_start(self) -> None:
+        if self.trainer.training:
+            self.raise_if_nonfinite()
 
     def _evaluate_batch(self, batch: dict, confmat: ConfusionMatrix) -> torch.Tensor:
         preds = self.predict_probs(batch["image"]).argmax(1)
