@@ -1,13 +1,17 @@
-"""``segtrain bench``: segtrain's training step against a plain PyTorch loop.
+"""``segtrain bench``: segtrain's training step against the best hand-written PyTorch loop.
 
-Both loops train the same model (same initial weights), on the same batches held in memory, with
-the same loss, optimizer and schedule. A step is timed from one batch start to the next, so
-segtrain's share covers everything Lightning and segtrain's callbacks add per iteration. The
-rounds alternate to spread machine noise over both.
+Both loops train the same model (same initial weights), on the same batches held in pinned host memory,
+with the same loss, optimizer and schedule, on the configured accelerator, precision and memory format
+(``trainer.channels_last``); the hand-written loop is compiled when ``bench.compile_reference`` says so
+(default: when segtrain compiles). Throughput is taken over the steps after warm-up, between two device
+synchronisations, so asynchronous GPU work is counted in full. The rounds alternate to spread machine
+noise over both. FLOPs per step come from ``torch.utils.flop_counter``; MFU divides the achieved rate by
+the device's peak (``bench.peak_tflops``, or the dense bf16 peak of known cards).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import statistics
@@ -17,45 +21,94 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from torch.utils.flop_counter import FlopCounterMode
 
-from segtrain.config import validate
+from segtrain.config import check_accelerator, validate
 from segtrain.engine import build_task, build_trainer, output_dir
+from segtrain.errors import SegtrainError
+from segtrain.tasks.semantic import fused_on_gpu
+
+#: Dense bf16 tensor-core peaks (TFLOP/s) of the cards segtrain is measured on, from their data sheets.
+PEAK_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0, "L40S": 362.1, "RTX 4090": 165.2}
+
+
+def device_of(cfg: DictConfig) -> torch.device:
+    return torch.device("cuda" if cfg.trainer.accelerator in ("gpu", "cuda") else "cpu")
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def autocast(cfg: DictConfig, device: torch.device):
+    """What Lightning's ``trainer.precision`` does to the forward pass."""
+    precision = str(cfg.trainer.precision)
+    if precision.startswith("bf16") and "mixed" in precision:
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    if precision.startswith("16") and "mixed" in precision:
+        return torch.autocast(device.type, dtype=torch.float16)
+    return contextlib.nullcontext()
 
 
 class StepTimer(pl.Callback):
-    def __init__(self):
-        self.starts: list[float] = []
+    """Times segtrain's steps after ``warmup``, synchronising the device at both ends."""
+
+    def __init__(self, device: torch.device, warmup: int):
+        self.device, self.warmup = device, warmup
+        self.start: float | None = None
+        self.seconds = 0.0
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        self.starts.append(time.perf_counter())
+        if batch_idx == self.warmup:
+            synchronize(self.device)
+            self.start = time.perf_counter()
 
     def on_train_end(self, trainer, pl_module):
-        self.starts.append(time.perf_counter())
+        synchronize(self.device)
+        self.seconds = time.perf_counter() - self.start
 
 
-def plain_loop(task, batches: list[dict], total_steps: int) -> list[float]:
-    """The loop a user would write by hand around the same model, loss, optimizer and schedule."""
-    model, loss_fn = task.model.train(), task.loss
-    mean, std = task.pixel_mean, task.pixel_std
-    optimizer = task.optimizer_factory(params=[p for p in model.parameters() if p.requires_grad])
-    scheduler = task.scheduler_factory(optimizer, total_steps=total_steps) if task.scheduler_factory else None
-    starts = []
-    for batch in batches:
-        starts.append(time.perf_counter())
-        logits = model((batch["image"].float() - mean) / std)
-        loss = loss_fn(logits, batch["mask"])
+def plain_loop(cfg: DictConfig, task, batches: list[dict], warmup: int, compile_model: bool) -> float:
+    """The loop a user would write by hand around the same model, loss, optimizer and schedule; returns the
+    seconds of the steps after ``warmup``."""
+    device = device_of(cfg)
+    model, loss_fn = task.model.to(device).train(), task.loss.to(device)
+    memory_format = task.memory_format
+    model.to(memory_format=memory_format)
+    run = (
+        torch.compile(model, **{k: v for k, v in task.compile_options.items() if k != "enable"})
+        if (compile_model)
+        else model
+    )
+    mean, std = task.pixel_mean.to(device), task.pixel_std.to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = task.optimizer_factory(params=params, **fused_on_gpu(task.optimizer_factory, params))
+    scheduler = (
+        task.scheduler_factory(optimizer, total_steps=len(batches)) if task.scheduler_factory else None
+    )
+    start = None
+    for index, batch in enumerate(batches):
+        if index == warmup:
+            synchronize(device)
+            start = time.perf_counter()
+        image = batch["image"].to(device, non_blocking=True)
+        mask = batch["mask"].to(device, non_blocking=True)
+        with autocast(cfg, device):
+            logits = run(((image.float() - mean) / std).contiguous(memory_format=memory_format))
+            loss = loss_fn(logits, mask)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
-    starts.append(time.perf_counter())
-    return starts
+    synchronize(device)
+    return time.perf_counter() - start
 
 
-def segtrain_loop(cfg: DictConfig, task, batches: list[dict]) -> list[float]:
+def segtrain_loop(cfg: DictConfig, task, batches: list[dict], warmup: int) -> float:
     """The configured trainer, loggers and callbacks; only checkpointing is off (nothing to validate)."""
-    timer = StepTimer()
+    timer = StepTimer(device_of(cfg), warmup)
     cfg = OmegaConf.merge(cfg, {"callbacks": {"model_checkpoint": None, "last_checkpoint": None}})
     trainer = build_trainer(
         cfg,
@@ -68,44 +121,99 @@ def segtrain_loop(cfg: DictConfig, task, batches: list[dict]) -> list[float]:
     trainer.callbacks.append(timer)
     loader = torch.utils.data.DataLoader(batches, batch_size=None, shuffle=False)
     trainer.fit(task, train_dataloaders=loader)
-    return timer.starts
+    return timer.seconds
 
 
-def step_times(starts: list[float], warmup: int) -> list[float]:
-    return [b - a for a, b in zip(starts, starts[1:])][warmup:]
+def step_flops(cfg: DictConfig, task, batch: dict) -> int:
+    """FLOPs of one training step (forward and backward) of the model on ``batch``."""
+    device = device_of(cfg)
+    model = copy.deepcopy(task.model).to(device).train()
+    image = (batch["image"].to(device).float() - task.pixel_mean.to(device)) / task.pixel_std.to(device)
+    with FlopCounterMode(display=False) as counter, autocast(cfg, device):
+        logits = model(image)
+        logits = logits["out"] if isinstance(logits, dict) else logits
+        logits.float().sum().backward()
+    return counter.get_total_flops()
+
+
+def peak_tflops(cfg: DictConfig, device: torch.device) -> float | None:
+    if cfg.bench.get("peak_tflops"):
+        return float(cfg.bench.peak_tflops)
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for card, peak in PEAK_BF16_TFLOPS.items() if card in name), None)
 
 
 def bench(cfg: DictConfig) -> dict:
     validate(cfg)
+    check_accelerator(cfg)
     pl.seed_everything(cfg.seed)
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
-    steps = cfg.bench.steps
+    steps, warmup = cfg.bench.steps, cfg.bench.warmup
+    if not 0 <= warmup < steps:
+        raise SegtrainError(f"bench.warmup={warmup} must be >= 0 and below bench.steps={steps}")
     batches = []
     for batch in datamodule.train_dataloader():
-        batches.append({"image": batch["image"], "mask": batch["mask"]})
+        batches.append(
+            {
+                "image": batch["image"].pin_memory() if torch.cuda.is_available() else batch["image"],
+                "mask": batch["mask"].pin_memory() if torch.cuda.is_available() else batch["mask"],
+            }
+        )
         if len(batches) == steps:
             break
     reference = build_task(cfg)
-    times = {"plain": [], "segtrain": []}
+    device = device_of(cfg)
+    compile_reference = cfg.bench.get("compile_reference")
+    if compile_reference is None:
+        compile_reference = bool(reference.compile_options.get("enable"))
+    seconds = {"plain": [], "segtrain": []}
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     for _ in range(cfg.bench.rounds):
-        task = copy.deepcopy(reference)
-        times["plain"] += step_times(plain_loop(task, batches, steps), cfg.bench.warmup)
-        task = copy.deepcopy(reference)
-        times["segtrain"] += step_times(segtrain_loop(cfg, task, batches), cfg.bench.warmup)
-    plain = statistics.median(times["plain"])
-    ours = statistics.median(times["segtrain"])
+        seconds["plain"].append(plain_loop(cfg, copy.deepcopy(reference), batches, warmup, compile_reference))
+        seconds["segtrain"].append(segtrain_loop(cfg, copy.deepcopy(reference), batches, warmup))
+    timed = len(batches) - warmup
+    images = timed * cfg.data.batch_size
+    plain, ours = statistics.median(seconds["plain"]), statistics.median(seconds["segtrain"])
+    flops = step_flops(cfg, reference, batches[0])
+    peak = peak_tflops(cfg, device)
+    achieved = flops * timed / ours / 1e12
     result = {
         "model": cfg.model._target_,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "precision": str(cfg.trainer.precision),
+        "channels_last": bool(reference.channels_last),
+        "compile": bool(reference.compile_options.get("enable")),
+        "compile_reference": bool(compile_reference),
         "batch_size": cfg.data.batch_size,
-        "steps_timed": len(times["plain"]),
-        "plain_step_s": plain,
-        "segtrain_step_s": ours,
-        "ratio": ours / plain,
+        "steps_timed": timed,
+        "rounds": cfg.bench.rounds,
+        "plain_images_per_s": images / plain,
+        "segtrain_images_per_s": images / ours,
+        "plain_step_s": plain / timed,
+        "segtrain_step_s": ours / timed,
+        "ratio": plain / ours,
+        "step_tflop": flops / 1e12,
+        "segtrain_tflops": achieved,
+        "peak_tflops": peak,
+        "mfu": achieved / peak if peak else None,
+        "peak_memory_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
         "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
     }
-    print(f"plain PyTorch step  {plain * 1000:8.2f} ms (median of {len(times['plain'])})")
-    print(f"segtrain step       {ours * 1000:8.2f} ms (median of {len(times['segtrain'])})")
-    print(f"ratio segtrain / plain = {ours / plain:.3f}")
+    print(
+        f"device {result['device']}, {result['precision']}, channels_last={result['channels_last']}, "
+        f"compile={result['compile']} (reference compiled: {result['compile_reference']})"
+    )
+    for name, key in (("hand-written loop", "plain"), ("segtrain", "segtrain")):
+        rate, step = result[f"{key}_images_per_s"], result[f"{key}_step_s"] * 1000
+        print(f"{name:<18} {rate:9.1f} images/s  {step:8.2f} ms/step")
+    print(
+        f"segtrain / hand-written throughput = {result['ratio']:.3f}; {achieved:.1f} TFLOP/s"
+        + (f", MFU {result['mfu'] * 100:.1f}%" if peak else "")
+    )
     (output_dir(cfg) / "bench.json").write_text(json.dumps(result, indent=2))
     return result

@@ -43,7 +43,15 @@ def build_task(cfg: DictConfig) -> SemanticSegmentation:
         lr_base_batch_size=OmegaConf.select(cfg, "auto_scale_lr.base_batch_size")
         if OmegaConf.select(cfg, "auto_scale_lr.enable")
         else None,
+        channels_last=bool(OmegaConf.select(cfg, "trainer.channels_last")),
+        compile=OmegaConf.to_container(cfg.trainer.compile)
+        if OmegaConf.select(cfg, "trainer.compile")
+        else None,
     )
+
+
+#: Keys of ``cfg.trainer`` that segtrain applies to the model itself; the others are Trainer arguments.
+MODEL_RUNTIME_KEYS = ("channels_last", "compile")
 
 
 def build_trainer(cfg: DictConfig, rank_function: str | None = None, **overrides) -> pl.Trainer:
@@ -55,7 +63,10 @@ def build_trainer(cfg: DictConfig, rank_function: str | None = None, **overrides
     kwargs = {"callbacks": callbacks, "logger": loggers or False, **overrides}
     if strategy is not None:
         kwargs["strategy"] = strategy
-    return instantiate(cfg.trainer, **kwargs)
+    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    for key in MODEL_RUNTIME_KEYS:
+        trainer_cfg.pop(key, None)
+    return instantiate(trainer_cfg, **kwargs)
 
 
 def output_dir(cfg: DictConfig) -> Path:

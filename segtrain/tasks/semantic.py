@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable, Sequence
 
 import pytorch_lightning as pl
@@ -37,6 +38,8 @@ class SemanticSegmentation(pl.LightningModule):
         config: dict | None = None,
         resolved_config: dict | None = None,
         lr_base_batch_size: int | None = None,
+        channels_last: bool = False,
+        compile: dict | None = None,
     ):
         super().__init__()
         self.model = model
@@ -52,6 +55,11 @@ class SemanticSegmentation(pl.LightningModule):
         self.config = config or {}
         self.resolved_config = resolved_config or self.config
         self.lr_base_batch_size = lr_base_batch_size
+        self.channels_last = channels_last
+        self.compile_options = dict(compile or {})
+        #: ``torch.compile(self.model)`` once set up; kept off the module tree so that state dicts,
+        #: checkpoints and exports hold the plain model's keys (no ``_orig_mod.``).
+        self.__dict__["run_model"] = self.model
         channels = len(mean)
         self.register_buffer("pixel_mean", torch.tensor(mean).view(1, channels, 1, 1) * 255, persistent=False)
         self.register_buffer("pixel_std", torch.tensor(std).view(1, channels, 1, 1) * 255, persistent=False)
@@ -64,16 +72,31 @@ class SemanticSegmentation(pl.LightningModule):
         self.val_scores: dict | None = None
         self.test_scores: dict | None = None
 
+    @property
+    def memory_format(self) -> torch.memory_format:
+        volumetric = any(isinstance(module, nn.Conv3d) for module in self.model.modules())
+        if not self.channels_last:
+            return torch.contiguous_format
+        return torch.channels_last_3d if volumetric else torch.channels_last
+
+    def setup(self, stage: str) -> None:
+        """``trainer.channels_last`` and ``trainer.compile`` (benchmarks/gpu.md says where they pay)."""
+        if self.channels_last:
+            self.model.to(memory_format=self.memory_format)
+        if self.compile_options.get("enable") and self.run_model is self.model:
+            options = {key: value for key, value in self.compile_options.items() if key != "enable"}
+            self.__dict__["run_model"] = torch.compile(self.model, **options)
+
     def normalize(self, image: torch.Tensor) -> torch.Tensor:
-        if image.dtype != torch.uint8:  # volumes: their reader normalises per modality
-            return image
-        return (image.float() - self.pixel_mean) / self.pixel_std
+        if image.dtype == torch.uint8:  # volumes arrive as float: their reader normalises per modality
+            image = (image.float() - self.pixel_mean) / self.pixel_std
+        return image.contiguous(memory_format=self.memory_format) if self.channels_last else image
 
     def forward(self, image: torch.Tensor):
-        return self.model(self.normalize(image))
+        return self.run_model(self.normalize(image))
 
     def predict_probs(self, image: torch.Tensor) -> torch.Tensor:
-        return predict_probs(self.model, self.normalize(image), image=image, **self.inference)
+        return predict_probs(self.run_model, self.normalize(image), image=image, **self.inference)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = self.loss(self(batch["image"]), batch["mask"], batch.get("weight"))
@@ -151,7 +174,8 @@ class SemanticSegmentation(pl.LightningModule):
         self.test_scores = self._log_scores(self.test_confmat, "test")
 
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(params=[p for p in self.parameters() if p.requires_grad])
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer = self.optimizer_factory(params=params, **fused_on_gpu(self.optimizer_factory, params))
         self.scale_lr(optimizer)
         if self.scheduler_factory is None:
             return optimizer
@@ -206,3 +230,16 @@ class SemanticSegmentation(pl.LightningModule):
         # The metrics logged so far go to disk with the checkpoint, so a run resumed from it keeps them.
         for logger in self.loggers:
             logger.save()
+
+
+def fused_on_gpu(factory: Callable, params: list[torch.Tensor]) -> dict:
+    """``fused=True`` for an optimizer that has a fused CUDA kernel (SGD, Adam, AdamW), when every parameter
+    is on the GPU and the config does not say otherwise: one kernel per step, not one per tensor group."""
+    keywords = getattr(factory, "keywords", {})
+    function = getattr(factory, "func", factory)
+    try:
+        takes_fused = "fused" in inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return {}
+    on_gpu = bool(params) and all(p.is_cuda for p in params)
+    return {"fused": True} if takes_fused and on_gpu and keywords.get("fused") is None else {}

@@ -1,0 +1,38 @@
+"""The speed paths on CPU: channels_last and torch.compile train and evaluate, checkpoints stay plain,
+and ``segtrain bench`` measures on the configured device."""
+
+import json
+
+import torch
+
+from tests.conftest import TINY, checkpoints, run_cli
+
+
+def test_channels_last_and_compile_train_and_a_plain_eval_loads_the_checkpoint(tmp_path):
+    trained = run_cli(*TINY, "trainer.channels_last=true", "trainer.compile.enable=true", cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    (last,) = checkpoints(tmp_path / "outputs")
+    keys = list(torch.load(last, weights_only=True)["state_dict"])
+    assert keys and not any("_orig_mod" in key for key in keys)
+    (tmp_path / "plain").mkdir()
+    plain = run_cli(*TINY, cwd=tmp_path / "plain")
+    assert plain.returncode == 0, plain.stderr[-3000:]
+    (plain_last,) = checkpoints(tmp_path / "plain" / "outputs")
+    ours, theirs = (torch.load(path, weights_only=True)["state_dict"] for path in (last, plain_last))
+    # The same recipe, seed and data: the memory format and compilation change how, not what, it computes.
+    assert all(torch.allclose(ours[key], theirs[key], atol=1e-4) for key in theirs)
+
+    evaluated = run_cli("eval", f"ckpt={last}", "data.dataset.lengths={train:32,val:8,test:8}",
+                        "data.dataset.image_size=32", cwd=tmp_path)
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+
+
+def test_bench_runs_on_the_configured_device_and_writes_its_fields(tmp_path):
+    result = run_cli("bench", *TINY, "bench.steps=4", "bench.warmup=1", "bench.rounds=1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (path,) = (tmp_path / "outputs" / "bench").rglob("bench.json")
+    bench = json.loads(path.read_text())
+    assert bench["device"] == "cpu" and bench["precision"] == "32-true" and bench["steps_timed"] == 3
+    assert bench["plain_images_per_s"] > 0 and bench["segtrain_images_per_s"] > 0 and bench["step_tflop"] > 0
+    assert abs(bench["ratio"] - bench["segtrain_images_per_s"] / bench["plain_images_per_s"]) < 1e-9
+    assert bench["mfu"] is None  # no known peak for a CPU unless bench.peak_tflops is given
