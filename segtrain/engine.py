@@ -13,6 +13,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ProgressBar
 
 from segtrain import distributed
 from segtrain.callbacks import PredictionWriter
@@ -61,6 +62,13 @@ def build_trainer(cfg: DictConfig, rank_function: str | None = None, **overrides
     loggers = [instantiate(node) for node in (cfg.get("logger") or {}).values() if node]
     strategy = distributed.strategy_for(cfg, rank_function)
     kwargs = {"callbacks": callbacks, "logger": loggers or False, **overrides}
+    if (
+        not any(isinstance(callback, ProgressBar) for callback in callbacks)
+        and "enable_progress_bar" not in overrides
+    ):
+        # callbacks.progress_bar=null means no bar: Lightning's fallback bar reads the loss back from the
+        # device every step, which stalls a GPU's queue of work.
+        kwargs["enable_progress_bar"] = False
     if strategy is not None:
         kwargs["strategy"] = strategy
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
