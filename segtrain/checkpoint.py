@@ -76,7 +76,7 @@ def _first_line(err: BaseException) -> str:
 
 #: Interpolations that read the run's environment rather than other keys: resolved when the config is
 #: stored, since outside the run they would name another run's directory, time or host.
-_ENVIRONMENT_INTERPOLATION = re.compile(r"\$\{(hydra|now|oc\.env|sweep_group|slurm_gpus):")
+_ENVIRONMENT_INTERPOLATION = re.compile(r"\$\{(hydra|now|run_stamp|oc\.env|sweep_group|slurm_gpus):")
 
 
 def composed_config(cfg: DictConfig) -> dict:

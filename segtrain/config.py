@@ -66,7 +66,15 @@ def run_stamp() -> str:
     return f"{datetime.now():%Y-%m-%d_%H-%M-%S}_{secrets.token_hex(3)}"
 
 
+def loader_workers(devices=1) -> int:
+    """``${loader_workers:${trainer.devices}}``: DataLoader workers per process, sized from this machine's
+    cores: every core but one for the training processes, shared between them, at most 16 each."""
+    processes = devices if isinstance(devices, int) and devices > 0 else 1
+    return max(1, min(16, ((os.cpu_count() or 2) - 1) // processes))
+
+
 OmegaConf.register_new_resolver("len", lambda items: len(items), replace=True)
+OmegaConf.register_new_resolver("loader_workers", loader_workers, replace=True)
 OmegaConf.register_new_resolver("run_stamp", run_stamp, replace=True)
 OmegaConf.register_new_resolver("palette", distinct_palette, replace=True)
 OmegaConf.register_new_resolver("sweep_group", sweep_group, replace=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -271,9 +272,13 @@ def evaluate(cfg: DictConfig) -> dict:
         f"evaluating ckpt={cfg.ckpt} on data={merged.data.get('name', '')} root={root} split={split}: "
         f"{images} images"
     )
+    started = time.perf_counter()
     trainer.test(task, datamodule=datamodule, verbose=False)
+    seconds = time.perf_counter() - started
     result = {
         **task.test_scores,
+        "seconds": seconds,
+        "images_per_s": images / seconds,
         "data": merged.data.get("name"),
         "root": root,
         "split": split,
@@ -287,6 +292,11 @@ def evaluate(cfg: DictConfig) -> dict:
             title=f"{merged.data.get('name', '')} root={root} split={split} ({images} images, "
             f"{result['pixels']} labelled pixels) ckpt={cfg.ckpt}",
         )
+    )
+    mode = merged.inference.mode
+    print(
+        f"{images} images in {seconds:.1f} s ({images / seconds:.1f} images/s, inference.mode={mode}, "
+        "loading included)"
     )
     print(f"metrics written to {write_metrics(cfg, result, 'metrics.json')}")
     if cfg.get("save_predictions"):

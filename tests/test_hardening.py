@@ -470,3 +470,26 @@ def test_one_pixel_image_is_named(tmp_path):
         cwd=tmp_path,
     )
     assert_clean_error(result, "img_002.png is 1 x 1 (H x W) pixels")
+
+
+def test_the_stored_config_keeps_links_between_keys_and_resolves_the_environment(tmp_path):
+    from omegaconf import open_dict
+
+    from segtrain.checkpoint import composed_config
+    from segtrain.config import compose
+
+    cfg = compose(
+        "config",
+        ["data=voc", f"data.root={tmp_path}", f"paths.output_dir={tmp_path}", "run_name=r"],
+        with_hydra=True,
+    )
+    with open_dict(cfg):
+        cfg.pop("hydra")  # as a run's task sees it
+    stored = composed_config(cfg)
+    assert (
+        stored["data"]["dataset"]["root"] == "${data.root}"
+        and stored["model"]["num_classes"] == "${data.num_classes}"
+    )
+    assert stored["inference"]["crop_size"] == "${data.crop_size}"
+    assert stored["data"]["num_workers"] == "${loader_workers:${trainer.devices}}"  # the eval machine's cores
+    assert stored["paths"]["log_dir"] == "outputs" and "${" not in json.dumps(stored["paths"])

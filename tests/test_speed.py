@@ -22,8 +22,13 @@ def test_channels_last_and_compile_train_and_a_plain_eval_loads_the_checkpoint(t
     # The same recipe, seed and data: the memory format and compilation change how, not what, it computes.
     assert all(torch.allclose(ours[key], theirs[key], atol=1e-4) for key in theirs)
 
-    evaluated = run_cli("eval", f"ckpt={last}", "data.dataset.lengths={train:32,val:8,test:8}",
-                        "data.dataset.image_size=32", cwd=tmp_path)
+    evaluated = run_cli(
+        "eval",
+        f"ckpt={last}",
+        "data.dataset.lengths={train:32,val:8,test:8}",
+        "data.dataset.image_size=32",
+        cwd=tmp_path,
+    )
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
 
 
