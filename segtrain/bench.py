@@ -1,4 +1,5 @@
-"""``segtrain bench``: segtrain's training step against the best hand-written PyTorch loop.
+"""``segtrain bench``: segtrain's training step against the best hand-written PyTorch loop
+(``bench.data=true``: the data pipeline alone).
 
 Both loops train the same model (same initial weights), on the same batches held in pinned host memory,
 with the same loss, optimizer and schedule, on the configured accelerator, precision and memory format
@@ -14,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import os
 import statistics
 import time
 
@@ -145,8 +147,54 @@ def peak_tflops(cfg: DictConfig, device: torch.device) -> float | None:
     return next((peak for card, peak in PEAK_BF16_TFLOPS.items() if card in name), None)
 
 
+def loader_rate(data_cfg: DictConfig, workers: int, batches: int) -> float:
+    """Images/s of the training DataLoader (decode, augmentation, collate, pinning) after its first batch,
+    which pays for the workers' start."""
+    data_cfg = data_cfg.copy()
+    data_cfg.num_workers = workers
+    datamodule = instantiate(data_cfg)
+    datamodule.setup("fit")
+    loader = datamodule.train_dataloader()
+    iterator = iter(loader)
+    next(iterator)
+    start, images = time.perf_counter(), 0
+    for _ in range(batches):
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            iterator = iter(loader)
+            batch = next(iterator)
+        images += batch["image"].shape[0]
+    return images / (time.perf_counter() - start)
+
+
+def bench_data(cfg: DictConfig) -> dict:
+    """``bench.data=true``: the data pipeline alone, at each of ``bench.data_workers`` (default: the
+    configured ``data.num_workers``), so that the loader's ceiling and the model's are two numbers."""
+    workers = list(cfg.bench.get("data_workers") or [cfg.data.num_workers])
+    rates = {n: loader_rate(cfg.data, n, cfg.bench.steps) for n in workers}
+    print(
+        f"data={cfg.data.get('name')} batch={cfg.data.batch_size} crop={cfg.data.get('crop_size')} "
+        f"cpus={os.cpu_count()}"
+    )
+    print("| workers | loader images/s | per worker |\n|---|---|---|")
+    for n, rate in rates.items():
+        print(f"| {n} | {rate:.1f} | {rate / max(n, 1):.1f} |")
+    result = {
+        "data": cfg.data.get("name"),
+        "batch_size": cfg.data.batch_size,
+        "batches": cfg.bench.steps,
+        "cpus": os.cpu_count(),
+        "images_per_s": {str(n): rate for n, rate in rates.items()},
+    }
+    (output_dir(cfg) / "bench_data.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
 def bench(cfg: DictConfig) -> dict:
     validate(cfg)
+    if cfg.bench.get("data"):
+        return bench_data(cfg)
     check_accelerator(cfg)
     pl.seed_everything(cfg.seed)
     datamodule = instantiate(cfg.data)

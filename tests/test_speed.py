@@ -41,3 +41,12 @@ def test_bench_runs_on_the_configured_device_and_writes_its_fields(tmp_path):
     assert bench["plain_images_per_s"] > 0 and bench["segtrain_images_per_s"] > 0 and bench["step_tflop"] > 0
     assert abs(bench["ratio"] - bench["segtrain_images_per_s"] / bench["plain_images_per_s"]) < 1e-9
     assert bench["mfu"] is None  # no known peak for a CPU unless bench.peak_tflops is given
+
+
+def test_bench_data_times_the_loader_alone(tmp_path):
+    result = run_cli("bench", *TINY, "bench.data=true", "bench.data_workers=[0,1]", "bench.steps=3", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (path,) = (tmp_path / "outputs" / "bench").rglob("bench_data.json")
+    rates = json.loads(path.read_text())["images_per_s"]
+    assert set(rates) == {"0", "1"} and all(rate > 0 for rate in rates.values())
+    assert "| workers | loader images/s |" in result.stdout
