@@ -70,7 +70,13 @@ def output_names(inputs: list[Path]) -> dict[Path, str]:
     stems: dict[str, int] = {}
     for path in inputs:
         stems[path.stem] = stems.get(path.stem, 0) + 1
-    return {path: (path.stem if stems[path.stem] == 1 else path.name.replace(".", "_")) for path in inputs}
+    names: dict[Path, str] = {}
+    for path in inputs:
+        name = path.stem if stems[path.stem] == 1 else path.name.replace(".", "_")
+        while name in names.values():  # a.png, a.jpg beside an a_png.png
+            name += "_"
+        names[path] = name
+    return names
 
 
 #: Lists what ``predict`` wrote into an output directory, so that a later run may replace those files
@@ -93,8 +99,10 @@ def check_output(output: Path, inputs: list[Path], source: Path) -> set[str]:
         )
     if any(resolved == path.resolve() for path in inputs):
         raise SegtrainError(f"output={output} is one of the input images; pass a directory for the masks")
-    manifest = resolved / MANIFEST
-    return set(json.loads(manifest.read_text())) if manifest.is_file() else set()
+    try:  # an unreadable manifest owns nothing: every file there is then the user's
+        return set(json.loads((resolved / MANIFEST).read_text()))
+    except (OSError, ValueError, TypeError):
+        return set()
 
 
 def predict(cfg: DictConfig) -> Path:
