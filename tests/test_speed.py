@@ -44,7 +44,9 @@ def test_bench_runs_on_the_configured_device_and_writes_its_fields(tmp_path):
 
 
 def test_bench_data_times_the_loader_alone(tmp_path):
-    result = run_cli("bench", *TINY, "bench.data=true", "bench.data_workers=[0,1]", "bench.steps=3", cwd=tmp_path)
+    result = run_cli(
+        "bench", *TINY, "bench.data=true", "bench.data_workers=[0,1]", "bench.steps=3", cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     (path,) = (tmp_path / "outputs" / "bench").rglob("bench_data.json")
     rates = json.loads(path.read_text())["images_per_s"]
