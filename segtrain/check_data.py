@@ -262,8 +262,7 @@ def format_report(report: Report, classes: list[str], ignore_index: int, name: s
     total = max(int(report.counts.sum()), 1)
     lines = [
         f"data={name} split={report.split}: {report.pairs} image/mask pairs scanned in {report.seconds:.2f} "
-        "s "
-        f"({report.images_per_second:.1f} images/s, {report.workers} workers)",
+        f"s ({report.images_per_second:.1f} images/s, {report.workers} workers)",
         f"{'id':>4}  {'class':<24} {'pixels %':>9} {'images':>7}",
     ]
     for index, label in enumerate(classes):

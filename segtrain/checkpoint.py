@@ -166,8 +166,7 @@ def check_targets(stored: DictConfig, command_cfg: DictConfig, ckpt_path) -> Non
             f"ckpt={ckpt_path} names {key}={target}, which is not a model, loss, optimizer, scheduler, "
             "dataset or transform that segtrain's configs can name; nothing was built from it. A "
             "checkpoint's config is data, not code: if you trust this file, name the target yourself on the "
-            "command line "
-            f"({key.replace('[', '.').replace(']', '')}={target})."
+            f"command line ({key.replace('[', '.').replace(']', '')}={target})."
         )
 
 

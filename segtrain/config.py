@@ -142,8 +142,7 @@ def check_fresh_directory(directory: Path, multirun: bool, may_continue: bool) -
         key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
         raise SegtrainError(
             f"{directory} already holds a run ({earlier.relative_to(directory)}); segtrain does not write "
-            "over it. "
-            f"Choose another {key}, or pass resume=true to continue that run"
+            f"over it. Choose another {key}, or pass resume=true to continue that run"
         )
 
 
@@ -262,8 +261,8 @@ RULES = (
             v in (None, MEDIAN_FREQUENCY)
             or (_list(v) and all(_number(x) and x >= 0 for x in v) and any(x > 0 for x in v))
         ),
-        f"null, {MEDIAN_FREQUENCY} (computed from the train split) or a list of finite numbers >= 0, "
-        "one per class, not all 0",
+        f"null, {MEDIAN_FREQUENCY} (computed from the train split) or a list of finite numbers >= 0, one per "
+        "class, not all 0",
         required=False,
     ),
     Rule("optimizer.lr", lambda v: _number(v) and v > 0, "a finite number > 0"),
@@ -392,10 +391,8 @@ def _check_consistency(cfg: DictConfig) -> None:
     if cfg.data.ignore_index < len(classes):
         raise SegtrainError(
             f"data.ignore_index={cfg.data.ignore_index} is the id of class "
-            f"'{classes[cfg.data.ignore_index]}': "
-            f"that class would never be trained or scored. Use an id >= {len(classes)} (255 is the "
-            "convention), "
-            "or map the value to ignore with data.label_map"
+            f"'{classes[cfg.data.ignore_index]}': that class would never be trained or scored. Use an id >= "
+            f"{len(classes)} (255 is the convention), or map the value to ignore with data.label_map"
         )
     if len(cfg.data.palette) < len(classes):
         raise SegtrainError(f"data.palette has {len(cfg.data.palette)} colours for {len(classes)} classes")

@@ -126,8 +126,8 @@ def readable_metadata(path: str | Path, key: str) -> dict:
     except Exception as err:
         raise SegtrainError(
             f"{key}={path} cannot be read as a checkpoint ({str(err).splitlines()[0][:200]}); it is "
-            "truncated "
-            "or not a segtrain checkpoint. Pass another file, or resume=true for the newest last.ckpt"
+            "truncated or not a segtrain checkpoint. Pass another file, or resume=true for the newest "
+            "last.ckpt"
         ) from None
 
 
@@ -252,9 +252,8 @@ def load_task(cfg: DictConfig, data_root: bool = True) -> tuple[SemanticSegmenta
         )
         raise SegtrainError(
             f"the weights in ckpt={cfg.ckpt} do not fit model={merged.model.get('_target_')} as configured "
-            f"(trained as {trained.get('_target_')}): {str(err).splitlines()[-1].strip()[:300]}. "
-            "Drop the model overrides; eval, predict and export use the model the checkpoint was trained "
-            "with."
+            f"(trained as {trained.get('_target_')}): {str(err).splitlines()[-1].strip()[:300]}. Drop the "
+            "model overrides; eval, predict and export use the model the checkpoint was trained with."
         ) from None
     return task.eval(), merged
 

@@ -104,8 +104,8 @@ def export(cfg: DictConfig) -> Path:
         if worst > cfg.export.atol:
             raise SegtrainError(
                 f"exported {fmt} model differs from PyTorch by {worst:.3e} > export.atol={cfg.export.atol}; "
-                f"nothing was written to {path}. Report the model, or raise export.atol if the difference "
-                "is expected."
+                f"nothing was written to {path}. Report the model, or raise export.atol if the difference is "
+                "expected."
             )
         meta = {
             **task.metadata(),

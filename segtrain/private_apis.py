@@ -32,8 +32,7 @@ PRIVATE_APIS = (
         attributes=("procs", "cluster_environment", "num_processes", "num_nodes"),
     ),
     PrivateAPI(
-        "pytorch_lightning.strategies.launchers.subprocess_script:_SubprocessScriptLauncher."
-        "_call_children_scripts",
+        "pytorch_lightning.strategies.launchers.subprocess_script:_SubprocessScriptLauncher._call_children_scripts",
         ("self",),
         "distributed.ConfigLauncher overrides it",
     ),

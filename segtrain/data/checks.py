@@ -101,8 +101,7 @@ def check_pair(
     if min(mask.shape) < MIN_IMAGE_SIDE:
         raise SegtrainError(
             f"{mask_path} is {format_size(mask.shape)} pixels: images and masks need at least "
-            f"{MIN_IMAGE_SIDE} "
-            "pixels a side. Remove it from the split"
+            f"{MIN_IMAGE_SIDE} pixels a side. Remove it from the split"
         )
     if image.shape[: mask.ndim] != mask.shape:
         raise SegtrainError(

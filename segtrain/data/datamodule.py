@@ -104,9 +104,9 @@ class SegDataModule(pl.LightningDataModule):
             if unpaired:
                 rank_zero_warn(
                     f"data={self.name} split '{self.splits[stage]}': {len(unpaired)} files have no image or "
-                    "mask "
-                    f"to pair with and are left out (e.g. {', '.join(str(path) for path in unpaired[:3])}); "
-                    f"{len(self.datasets[stage])} pairs remain. `segtrain check-data` lists them all."
+                    "mask to pair with and are left out (e.g. "
+                    f"{', '.join(str(path) for path in unpaired[:3])}); {len(self.datasets[stage])} pairs "
+                    "remain. `segtrain check-data` lists them all."
                 )
         return self.datasets[stage]
 

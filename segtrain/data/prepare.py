@@ -87,8 +87,7 @@ def verify(path: Path, checksum: str | None) -> None:
     if actual != expected.lower():
         raise SegtrainError(
             f"{path} has {algorithm} {actual}, expected {expected}: the download is corrupt or the file "
-            "changed. "
-            "Delete it and download again, or pass --checksum with the value you trust"
+            "changed. Delete it and download again, or pass --checksum with the value you trust"
         )
 
 
@@ -189,10 +188,8 @@ def prepare_cityscapes(args) -> Path:
     if not args.archive:
         raise SegtrainError(
             "Cityscapes needs a login: download gtFine_trainvaltest.zip and leftImg8bit_trainvaltest.zip "
-            "from "
-            "https://www.cityscapes-dataset.com/downloads/ (or with cityscapesscripts' csDownload) and "
-            "pass them "
-            "with --archive"
+            "from https://www.cityscapes-dataset.com/downloads/ (or with cityscapesscripts' csDownload) and "
+            "pass them with --archive"
         )
     for archive in args.archive:
         extract(Path(archive), args.root)

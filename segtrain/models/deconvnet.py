@@ -62,8 +62,8 @@ class DeconvNet(nn.Module):
         if height < MIN_SIZE or width < MIN_SIZE:
             raise SegtrainError(
                 f"DeconvNet needs inputs of at least {MIN_SIZE}x{MIN_SIZE} (its 7x7 fc6 runs unpadded over "
-                "pool5, "
-                f"as in the paper's 224x224 proposals); got {height} x {width} (H x W). Use a larger crop."
+                f"pool5, as in the paper's 224x224 proposals); got {height} x {width} (H x W). Use a larger "
+                "crop."
             )
         stages = self.encoder(pad_to_multiple(x, 32))
         out = self.deconv_fc6(self.fc(stages[-1][0]))

@@ -112,8 +112,7 @@ class FileDataset(SegmentationDataset):
             raise SegtrainError(
                 f"split '{split}' under data.root={self.root} names {len(missing)} files that do not exist "
                 f"(e.g. {', '.join(str(path) for path in missing[:3])}). Restore them or remove them from "
-                "the "
-                "split list; `segtrain check-data` lists every problem of a split. Expected layout: "
+                "the split list; `segtrain check-data` lists every problem of a split. Expected layout: "
                 f"{self.layout}"
             )
 
@@ -155,8 +154,7 @@ class FileDataset(SegmentationDataset):
                 return [self.root.joinpath(*Path(entry).parts[skip:]) for entry in listed]
         raise SegtrainError(
             f"split list {list_path}: no tail of its first entry {listed[0]} exists under "
-            f"data.root={self.root}. "
-            f"Expected layout: {self.layout}"
+            f"data.root={self.root}. Expected layout: {self.layout}"
         )
 
     def __len__(self) -> int:
