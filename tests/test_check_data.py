@@ -103,18 +103,25 @@ def test_cli_exit_codes_and_no_run_directory(tmp_path):
     assert not (tmp_path / "outputs").exists()
 
 
-def test_training_stops_on_binary_masks_in_its_first_batches(tmp_path):
-    root = make_folder_tree(tmp_path / "data", count=10)
-    result = run_cli(
+def train_on_folder(root, *overrides: str, cwd):
+    """A tiny training run on a folder tree, as a user starts it."""
+    model_and_trainer = [o for o in TINY if not o.startswith("data.")]
+    return run_cli(
         "train",
         "data=folder",
         f"data.root={root}",
         "data.num_workers=0",
         "data.crop_size=[32,32]",
-        *[o for o in TINY if not o.startswith("data.")],
         "data.batch_size=2",
-        cwd=tmp_path,
+        *overrides,
+        *model_and_trainer,
+        cwd=cwd,
     )
+
+
+def test_training_stops_on_binary_masks_in_its_first_batches(tmp_path):
+    root = make_folder_tree(tmp_path / "data", count=10)
+    result = train_on_folder(root, cwd=tmp_path)
     assert result.returncode == 2
     assert "the first training batches: the masks hold only 0 and 255" in result.stderr
     assert "Fix: data.label_map={255: 1}" in result.stderr and "Traceback" not in result.stderr
@@ -231,17 +238,8 @@ def test_a_missing_mask_is_called_missing(tmp_path):
 
 def test_an_all_ignored_batch_names_the_label_encoding_not_the_lr(tmp_path):
     root = colour_tree(tmp_path / "data", [[10, 20, 30], [200, 0, 0]])
-    result = run_cli(
-        "train",
-        "data=folder",
-        f"data.root={root}",
-        "data.num_workers=0",
-        "data.crop_size=[32,32]",
-        "data.color_map=[[0,0,0],[255,0,0]]",
-        "data.label_check_batches=0",
-        *[o for o in TINY if not o.startswith("data.")],
-        "data.batch_size=2",
-        cwd=tmp_path,
+    result = train_on_folder(
+        root, "data.color_map=[[0,0,0],[255,0,0]]", "data.label_check_batches=0", cwd=tmp_path
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "is ignore_index=255, so the loss is undefined" in result.stderr and "check-data" in result.stderr
