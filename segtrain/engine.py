@@ -229,7 +229,12 @@ def fit(cfg: DictConfig) -> float | None:
         print(f"best val/mIoU {best_value * 100:.2f}: {monitoring.best_model_path}")
     write_metrics(
         cfg,
-        {**task.val_scores, "best_val_mIoU": best_value, "epochs": trainer.current_epoch},
+        {
+            **task.val_scores,
+            "best_val_mIoU": best_value,
+            "epochs": trainer.current_epoch,
+            "launch_to_first_step_s": task.launch_to_first_step_s,
+        },
         "val_metrics.json",
     )
     return best_value

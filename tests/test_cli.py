@@ -68,7 +68,9 @@ def test_train_prints_table_and_writes_checkpoints_with_metadata(trained_run):
         for row in (run_dir / "metrics.csv").read_text().splitlines()[1:]
         if row.split(",")[header.index("val/mIoU")]
     ]
-    best = json.loads((run_dir / "val_metrics.json").read_text())["best_val_mIoU"]
+    val_metrics = json.loads((run_dir / "val_metrics.json").read_text())
+    best = val_metrics["best_val_mIoU"]
+    assert 0 < val_metrics["launch_to_first_step_s"] < 120
     assert len(logged) == 2 and best == pytest.approx(max(logged))
     assert torch.load(trained_run["best"], weights_only=True)["epoch"] == logged.index(max(logged))
 

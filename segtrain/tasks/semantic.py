@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import time
 from typing import Callable, Sequence
 
 import pytorch_lightning as pl
@@ -11,7 +12,7 @@ import torch.nn as nn
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_info
 
-from segtrain import __version__
+from segtrain import LAUNCHED_AT, __version__
 from segtrain.errors import SegtrainError
 from segtrain.inference import predict_probs
 from segtrain.metrics import ConfusionMatrix, scores
@@ -69,6 +70,8 @@ class SemanticSegmentation(pl.LightningModule):
         self.register_buffer("nonfinite_unlabelled", torch.tensor(False), persistent=False)
         self.val_confmat = ConfusionMatrix(len(self.classes), ignore_index)
         self.test_confmat = ConfusionMatrix(len(self.classes), ignore_index)
+        #: Seconds from importing segtrain to the first training batch (imports, data, model, loaders).
+        self.launch_to_first_step_s: float | None = None
         self.val_scores: dict | None = None
         self.test_scores: dict | None = None
 
@@ -133,6 +136,13 @@ class SemanticSegmentation(pl.LightningModule):
             "training stopped and the last saved checkpoint is kept. Lower optimizer.lr, set "
             "trainer.gradient_clip_val, or check the data."
         )
+
+    def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
+        if self.launch_to_first_step_s is None:
+            self.launch_to_first_step_s = time.monotonic() - LAUNCHED_AT
+            traced = self.compile_options.get("enable")
+            compiled = " (torch.compile traces on this step: its time is not included)" if traced else ""
+            rank_zero_info(f"launch to first training step: {self.launch_to_first_step_s:.1f} s{compiled}")
 
     def on_train_batch_end(self, outputs, batch: dict, batch_idx: int) -> None:
         # Checkpoints are written at epoch ends and after validation: both come after a check.
