@@ -56,18 +56,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         """Resume reads tensors and plain containers only: a crafted pickle cannot run code."""
         if "://" in str(path):
             return super().load_checkpoint(path, map_location, weights_only=True)
-        path = Path(path)
-        try:
-            return torch.load(path, map_location=map_location or "cpu", weights_only=True)
-        except FileNotFoundError:
-            raise SegtrainError(
-                f"checkpoint {path} does not exist; pass resume=true or the path of a .ckpt"
-            ) from None
-        except Exception as err:
-            raise SegtrainError(
-                f"checkpoint {path} cannot be read ({_first_line(err)}): it is not a checkpoint segtrain "
-                "wrote, or it is truncated. Pass another file, or resume=true for the newest last.ckpt"
-            ) from None
+        return torch_load(path, "resume", map_location=map_location or "cpu")
 
 
 def _first_line(err: BaseException) -> str:
@@ -170,22 +159,30 @@ def check_targets(stored: DictConfig, command_cfg: DictConfig, ckpt_path) -> Non
         )
 
 
-def read_metadata(path: str | Path) -> dict:
+def torch_load(path: str | Path, key: str, **kwargs) -> Any:
+    """``torch.load(weights_only=True)`` of the checkpoint given as ``key=path`` (tensors and plain
+    containers only: a crafted pickle cannot run code); a missing or unreadable file is one error."""
+    path = Path(path)
+    if not path.is_file():
+        raise SegtrainError(
+            f"{key}={path} does not exist; pass the path of a .ckpt written by segtrain train"
+        )
+    try:
+        return torch.load(path, **{"map_location": "cpu", **kwargs}, weights_only=True)
+    except Exception as err:
+        raise SegtrainError(
+            f"{key}={path} cannot be read as a checkpoint ({_first_line(err)}): it is truncated or was not "
+            "written by segtrain train. Pass another file (resume=true takes the newest last.ckpt)"
+        ) from None
+
+
+def read_metadata(path: str | Path, key: str = "ckpt") -> dict:
     """The ``segtrain`` entry of a checkpoint, without reading its tensors into memory."""
-    return torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("segtrain", {})
+    return torch_load(path, key, mmap=True).get("segtrain", {})
 
 
 def load_checkpoint(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise SegtrainError(f"ckpt={path} does not exist; pass the path of a segtrain .ckpt file")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise SegtrainError(
-            f"ckpt={path} cannot be read as a checkpoint ({_first_line(err)}); is the file complete, "
-            "and was it written by segtrain train?"
-        ) from None
+    checkpoint = torch_load(path, "ckpt")
     if not isinstance(checkpoint, dict) or "segtrain" not in checkpoint:
         raise SegtrainError(f"ckpt={path} was not written by segtrain: it carries no 'segtrain' metadata")
     return checkpoint

@@ -101,10 +101,9 @@ def find_resume_checkpoint(cfg: DictConfig) -> str | None:
     if not resume:
         return None
     if isinstance(resume, str):
-        readable_metadata(resume, "resume")
         return resume
     candidates = [last for last in here.parent.glob("*/checkpoints/last.ckpt") if last.parents[1] != here]
-    debug_runs = [last for last in candidates if readable_metadata(last, "resume").get("debug_run")]
+    debug_runs = [last for last in candidates if read_metadata(last, "resume").get("debug_run")]
     runs = [last for last in candidates if last not in debug_runs]
     if runs:
         checkpoint = max(runs, key=lambda path: path.stat().st_mtime)
@@ -117,23 +116,9 @@ def find_resume_checkpoint(cfg: DictConfig) -> str | None:
     )
 
 
-def readable_metadata(path: str | Path, key: str) -> dict:
-    """The segtrain metadata of a checkpoint named by ``key``, or one error that says what is wrong."""
-    if not Path(path).is_file():
-        raise SegtrainError(f"{key}={path} does not exist; pass resume=true or the path of a .ckpt")
-    try:
-        return read_metadata(path)
-    except Exception as err:
-        raise SegtrainError(
-            f"{key}={path} cannot be read as a checkpoint ({str(err).splitlines()[0][:200]}); it is "
-            "truncated or not a segtrain checkpoint. Pass another file, or resume=true for the newest "
-            "last.ckpt"
-        ) from None
-
-
-def describe_resume(checkpoint: str, cfg: DictConfig) -> None:
-    """Says which settings differ from the run being continued, and which of them a resume cannot change."""
-    stored = read_metadata(checkpoint).get("resolved_config")
+def describe_resume(checkpoint: str, stored: dict | None, cfg: DictConfig) -> None:
+    """Says which settings differ from ``stored``, the resolved config of the run being continued, and
+    which of them a resume cannot change."""
     if not stored:
         return
     changed = config_changes(stored, OmegaConf.to_container(cfg, resolve=True))
@@ -192,9 +177,11 @@ def resolve_resume(cfg: DictConfig) -> None:
     rank continues from the same file, and reattaches a wandb logger to the run it continues."""
     checkpoint = find_resume_checkpoint(cfg)
     cfg.resume = checkpoint
-    if checkpoint:
-        describe_resume(checkpoint, cfg)
-    wandb_id = read_metadata(checkpoint).get("wandb_id") if checkpoint else None
+    if not checkpoint:
+        return
+    metadata = read_metadata(checkpoint, "resume")
+    describe_resume(checkpoint, metadata.get("resolved_config"), cfg)
+    wandb_id = metadata.get("wandb_id")
     if wandb_id and OmegaConf.select(cfg, "logger.wandb"):
         cfg.logger.wandb.id = wandb_id
         cfg.logger.wandb.resume = "allow"
