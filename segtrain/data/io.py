@@ -38,12 +38,14 @@ class MaskModeError(SegtrainError):
 
 def read_image(path: str | Path, channels: int = 3) -> np.ndarray:
     """uint8 HxWxC; raises SegtrainError for unreadable or truncated files."""
-    if not Path(path).is_file():
-        raise UnreadableFileError(f"image {path} is missing; restore it or remove it from the split")
     try:
         with Image.open(path) as img:
             img = img.convert("RGB" if channels == 3 else "L")
             array = np.array(img)
+    except FileNotFoundError:
+        raise UnreadableFileError(
+            f"image {path} is missing; restore it or remove it from the split"
+        ) from None
     except (OSError, UnidentifiedImageError, SyntaxError) as err:
         raise UnreadableFileError(
             f"cannot read image {path}: {err}. The file is unreadable or truncated; "
@@ -59,8 +61,6 @@ def read_mask(path: str | Path, palette_ok: bool = False, colors: bool = False) 
     (``palette_ok``); anywhere else a palette or RGB mask usually means colours were saved
     where ids are expected, which trains silently to a wrong model.
     """
-    if not Path(path).is_file():
-        raise UnreadableFileError(f"mask {path} is missing; restore it or remove its image from the split")
     try:
         with Image.open(path) as img:
             if colors:
@@ -68,6 +68,10 @@ def read_mask(path: str | Path, palette_ok: bool = False, colors: bool = False) 
             if img.mode in ("RGB", "RGBA") or (img.mode == "P" and not palette_ok):
                 raise MaskModeError.for_file(path, img.mode)
             array = np.array(img)
+    except FileNotFoundError:
+        raise UnreadableFileError(
+            f"mask {path} is missing; restore it or remove its image from the split"
+        ) from None
     except (OSError, UnidentifiedImageError, SyntaxError) as err:
         raise UnreadableFileError(
             f"cannot read mask {path}: {err}. The file is unreadable or truncated; re-export it."
