@@ -78,11 +78,7 @@ def plain_loop(cfg: DictConfig, task, batches: list[dict], warmup: int, compile_
     model, loss_fn = task.model.to(device).train(), task.loss.to(device)
     memory_format = task.memory_format
     model.to(memory_format=memory_format)
-    run = (
-        torch.compile(model, **{k: v for k, v in task.compile_options.items() if k != "enable"})
-        if (compile_model)
-        else model
-    )
+    run = torch.compile(model, **task.compile_kwargs) if compile_model else model
     mean, std = task.pixel_mean.to(device), task.pixel_std.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = task.optimizer_factory(params=params, **fused_on_gpu(task.optimizer_factory, params))
@@ -216,7 +212,7 @@ def bench(cfg: DictConfig) -> dict:
     device = device_of(cfg)
     compile_reference = cfg.bench.get("compile_reference")
     if compile_reference is None:
-        compile_reference = bool(reference.compile_options.get("enable"))
+        compile_reference = reference.compile_enabled
     seconds = {"plain": [], "segtrain": []}
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -234,7 +230,7 @@ def bench(cfg: DictConfig) -> dict:
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "precision": str(cfg.trainer.precision),
         "channels_last": bool(reference.channels_last),
-        "compile": bool(reference.compile_options.get("enable")),
+        "compile": reference.compile_enabled,
         "compile_reference": bool(compile_reference),
         "batch_size": cfg.data.batch_size,
         "steps_timed": timed,

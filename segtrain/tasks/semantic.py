@@ -57,7 +57,17 @@ class SemanticSegmentation(pl.LightningModule):
         self.resolved_config = resolved_config or self.config
         self.lr_base_batch_size = lr_base_batch_size
         self.channels_last = channels_last
-        self.compile_options = dict(compile or {})
+        volumetric = any(isinstance(module, nn.Conv3d) for module in model.modules())
+        #: The layout of the model's weights and inputs (``trainer.channels_last``).
+        self.memory_format = (
+            (torch.channels_last_3d if volumetric else torch.channels_last)
+            if channels_last
+            else torch.contiguous_format
+        )
+        compile_options = dict(compile or {})
+        self.compile_enabled = bool(compile_options.pop("enable", False))
+        #: ``torch.compile`` arguments of ``trainer.compile`` (mode, dynamic, ...).
+        self.compile_kwargs = compile_options
         #: ``torch.compile(self.model)`` once set up; kept off the module tree so that state dicts,
         #: checkpoints and exports hold the plain model's keys (no ``_orig_mod.``).
         self.__dict__["run_model"] = self.model
@@ -75,20 +85,12 @@ class SemanticSegmentation(pl.LightningModule):
         self.val_scores: dict | None = None
         self.test_scores: dict | None = None
 
-    @property
-    def memory_format(self) -> torch.memory_format:
-        volumetric = any(isinstance(module, nn.Conv3d) for module in self.model.modules())
-        if not self.channels_last:
-            return torch.contiguous_format
-        return torch.channels_last_3d if volumetric else torch.channels_last
-
     def setup(self, stage: str) -> None:
         """``trainer.channels_last`` and ``trainer.compile`` (benchmarks/gpu.md says where they pay)."""
         if self.channels_last:
             self.model.to(memory_format=self.memory_format)
-        if self.compile_options.get("enable") and self.run_model is self.model:
-            options = {key: value for key, value in self.compile_options.items() if key != "enable"}
-            self.__dict__["run_model"] = torch.compile(self.model, **options)
+        if self.compile_enabled and self.run_model is self.model:
+            self.__dict__["run_model"] = torch.compile(self.model, **self.compile_kwargs)
 
     def normalize(self, image: torch.Tensor) -> torch.Tensor:
         if image.dtype == torch.uint8:  # volumes arrive as float: their reader normalises per modality
@@ -140,8 +142,11 @@ class SemanticSegmentation(pl.LightningModule):
     def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
         if self.launch_to_first_step_s is None:
             self.launch_to_first_step_s = time.monotonic() - LAUNCHED_AT
-            traced = self.compile_options.get("enable")
-            compiled = " (torch.compile traces on this step: its time is not included)" if traced else ""
+            compiled = (
+                " (torch.compile traces on this step: its time is not included)"
+                if self.compile_enabled
+                else ""
+            )
             rank_zero_info(f"launch to first training step: {self.launch_to_first_step_s:.1f} s{compiled}")
 
     def on_train_batch_end(self, outputs, batch: dict, batch_idx: int) -> None:
