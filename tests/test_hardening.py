@@ -99,20 +99,11 @@ def test_a_users_own_target_is_allowed_when_typed_on_the_command_line(trained_ru
     own = crafted_checkpoint(
         trained_run["best"], tmp_path / "own.ckpt", "model._target_", "tests.own_models.OwnUNet"
     )
-    refused = run_cli(
-        "eval",
-        f"ckpt={own}",
-        "trainer.limit_test_batches=1",
-        cwd=tmp_path,
-        env={"PYTHONPATH": str(Path(__file__).parents[1])},
-    )
+    with_tests = {"PYTHONPATH": str(Path(__file__).parents[1])}  # where tests.own_models imports from
+    refused = run_cli("eval", f"ckpt={own}", "trainer.limit_test_batches=1", cwd=tmp_path, env=with_tests)
     assert_clean_error(refused, "model._target_=tests.own_models.OwnUNet", "name the target yourself")
     typed = run_cli(
-        "eval",
-        f"ckpt={own}",
-        "model._target_=tests.own_models.OwnUNet",
-        cwd=tmp_path,
-        env={"PYTHONPATH": str(Path(__file__).parents[1])},
+        "eval", f"ckpt={own}", "model._target_=tests.own_models.OwnUNet", cwd=tmp_path, env=with_tests
     )
     assert typed.returncode == 0, typed.stderr[-2000:]
 
