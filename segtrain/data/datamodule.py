@@ -150,9 +150,8 @@ class SegDataModule(pl.LightningDataModule):
         first epoch's ``batches_in_epoch`` when ``trainer.limit_train_batches`` makes that fewer."""
         counts = torch.bincount(mask.flatten(), minlength=256)
         self.labels_seen = counts if self.labels_seen is None else self.labels_seen + counts
-        self.label_check_batches = int(min(self.label_check_batches, batches_in_epoch)) - 1
-        if self.label_check_batches <= 0:
-            self.label_check_batches = 0
+        self.label_check_batches = max(int(min(self.label_check_batches, batches_in_epoch)) - 1, 0)
+        if self.label_check_batches == 0:
             present = self.labels_seen.nonzero().flatten().tolist()
             finding = diagnose_binary(present, self.num_classes, self.ignore_index, self.encoding.identity)
             if finding:
