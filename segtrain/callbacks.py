@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Sequence
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from PIL import Image
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 
+from segtrain.inference import to_original_size
 from segtrain.visualize import blend
 
 
@@ -33,7 +33,10 @@ class PredictionOverlays(pl.Callback):
         loggers = [lg for lg in trainer.loggers if isinstance(lg, (WandbLogger, TensorBoardLogger))]
         if not loggers:
             return
-        images = batch["image"][: self.num_images].permute(0, 2, 3, 1).cpu().numpy()
+        # Predictions and masks are at each image's own size (inference.score_resolution).
+        shown = batch["image"][: self.num_images].float()
+        images = to_original_size(shown, batch["meta"][: self.num_images]).round().to(torch.uint8)
+        images = images.permute(0, 2, 3, 1).cpu().numpy()
         masks = batch["mask"][: self.num_images].cpu().numpy()
         preds = outputs[: self.num_images].cpu().numpy()
         palette = pl_module.palette
@@ -59,19 +62,18 @@ class PredictionOverlays(pl.Callback):
 
 
 class PredictionWriter(pl.Callback):
-    """Writes each evaluated prediction as a PNG in the dataset's published encoding.
+    """Writes each evaluated prediction, at its image's own size, in the dataset's published encoding
+    (``SegmentationDataset.save_prediction``): Cityscapes labelIds, ADE20K's shifted ids, VOC's palette
+    PNGs, NIfTI volumes on the label's grid, so the official evaluation tools read them as they read
+    ground truth."""
 
-    ``encode`` maps class ids back to what the dataset stores (Cityscapes labelIds, ADE20K's
-    shifted ids), so the official evaluation tools read the files as they read ground truth.
-    Files are named after the image (Cityscapes' tools match them by city_sequence_frame).
-    """
-
-    def __init__(self, directory: str | Path, encode: Callable[[np.ndarray], np.ndarray]):
+    def __init__(self, directory: str | Path, dataset, palette: Sequence[Sequence[int]]):
         self.directory = Path(directory)
-        self.encode = encode
+        self.dataset = dataset
+        self.palette = palette
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
         self.directory.mkdir(parents=True, exist_ok=True)
         for pred, meta in zip(outputs.to(torch.uint8).cpu().numpy(), batch["meta"]):
-            height, width = meta["size"]
-            Image.fromarray(self.encode(pred[:height, :width])).save(self.directory / f"{meta['name']}.png")
+            own_size = tuple(slice(0, n) for n in meta["size"])
+            self.dataset.save_prediction(pred[own_size], meta, self.directory, self.palette)

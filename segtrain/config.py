@@ -330,6 +330,12 @@ RULES = (
         f"a non-empty list of numbers in [{SCALE_RANGE[0]}, {SCALE_RANGE[1]}]",
     ),
     Rule("inference.flip", lambda v: isinstance(v, bool), "true or false"),
+    Rule(
+        "inference.score_resolution",
+        lambda v: v in ("original", "transformed"),
+        "'original' (each image's own size) or 'transformed' (the size data.val_transforms give)",
+        required=False,
+    ),
     Rule("inference.crf", lambda v: isinstance(v, bool), "true or false", required=False),
 )
 

@@ -159,6 +159,24 @@ def write_metrics(cfg: DictConfig, result: dict, name: str) -> Path:
     return path
 
 
+def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
+    """The data config's module, told at which resolution validation and evaluation score."""
+    return instantiate(cfg.data, score_resolution=score_resolution(cfg))
+
+
+def score_resolution(cfg: DictConfig) -> str:
+    # Checkpoints written before inference.score_resolution existed scored at the transformed size;
+    # evaluating them now scores as the official tools do.
+    return cfg.inference.get("score_resolution", "original")
+
+
+def describe_resolution(cfg: DictConfig) -> str:
+    """The resolution predictions are scored and written at, for titles and messages."""
+    if score_resolution(cfg) == "original":
+        return "each image's own resolution"
+    return "the size data.val_transforms give (inference.score_resolution=transformed)"
+
+
 def resolve_class_weights(cfg: DictConfig) -> None:
     """``loss.class_weights=median_frequency``: computed from the train split's masks, and stored as
     numbers in the config (and so in checkpoints)."""
@@ -199,7 +217,7 @@ def train(cfg: DictConfig) -> float | None:
 def fit(cfg: DictConfig) -> float | None:
     """What every rank runs, on the config ``train`` resolved."""
     pl.seed_everything(cfg.seed, workers=True)
-    datamodule = instantiate(cfg.data)
+    datamodule = build_datamodule(cfg)
     task = build_task(cfg)
     trainer = build_trainer(cfg, rank_function="segtrain.engine.fit")
     trainer.callbacks.append(distributed.RankRecord(output_dir(cfg) / "ranks", task.resolved_config))
@@ -211,7 +229,8 @@ def fit(cfg: DictConfig) -> float | None:
     monitoring = next((callback for callback in trainer.checkpoint_callbacks if callback.monitor), None)
     best = monitoring.best_model_score if monitoring else None
     best_value = float(best) if best is not None else task.val_scores["mIoU"]
-    print(format_table(task.val_scores, title=f"validation after epoch {trainer.current_epoch}"))
+    title = f"validation after epoch {trainer.current_epoch}, scored at {describe_resolution(cfg)}"
+    print(format_table(task.val_scores, title=title))
     if monitoring is not None and monitoring.best_model_path:
         print(f"best val/mIoU {best_value * 100:.2f}: {monitoring.best_model_path}")
     write_metrics(
@@ -252,11 +271,11 @@ def load_task(cfg: DictConfig, data_root: bool = True) -> tuple[SemanticSegmenta
 
 def evaluate(cfg: DictConfig) -> dict:
     task, merged = load_task(cfg)
-    datamodule = instantiate(merged.data)
+    datamodule = build_datamodule(merged)
     trainer = build_trainer(merged, logger=False)
     if cfg.get("save_predictions"):
         predictions = output_dir(cfg) / "predictions"
-        trainer.callbacks.append(PredictionWriter(predictions, datamodule.encoding.inverse))
+        trainer.callbacks.append(PredictionWriter(predictions, datamodule.build("eval"), datamodule.palette))
     root, split = merged.data.get("root"), merged.data.split
     images = len(datamodule.build("eval"))
     print(
@@ -275,13 +294,16 @@ def evaluate(cfg: DictConfig) -> dict:
         "split": split,
         "images": images,
         "ckpt": str(cfg.ckpt),
-        "inference": OmegaConf.to_container(merged.inference, resolve=True),
+        "inference": {
+            **OmegaConf.to_container(merged.inference, resolve=True),
+            "score_resolution": score_resolution(merged),
+        },
     }
     print(
         format_table(
             result,
             title=f"{merged.data.get('name', '')} root={root} split={split} ({images} images, "
-            f"{result['pixels']} labelled pixels) ckpt={cfg.ckpt}",
+            f"{result['pixels']} labelled pixels, scored at {describe_resolution(merged)}) ckpt={cfg.ckpt}",
         )
     )
     mode = merged.inference.mode
@@ -291,5 +313,8 @@ def evaluate(cfg: DictConfig) -> dict:
     )
     print(f"metrics written to {write_metrics(cfg, result, 'metrics.json')}")
     if cfg.get("save_predictions"):
-        print(f"predictions written to {predictions} in the dataset's own label encoding")
+        print(
+            f"predictions written to {predictions} in the dataset's own encoding, at "
+            f"{describe_resolution(merged)}"
+        )
     return result

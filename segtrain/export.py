@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from segtrain.config import check_writable
 from segtrain.engine import load_task, output_dir
@@ -112,6 +112,8 @@ def export(cfg: DictConfig) -> Path:
             "format": fmt,
             "input": "float32 [batch, C, H, W], RGB, (x / 255 - mean) / std",
             "output": "logits [batch, num_classes, H, W]",
+            # segtrain predict applies them to ONNX models too, as it does to checkpoints.
+            "val_transforms": OmegaConf.to_container(merged.data.val_transforms, resolve=True),
             "max_abs_diff": worst,
             "atol": cfg.export.atol,
         }

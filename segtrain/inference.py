@@ -1,7 +1,8 @@
 """Whole-image, sliding-window and test-time-augmented inference, batched.
 
 Every mode returns class probabilities ``[B, K, H, W]`` (``[B, K, D, H, W]`` for volumes) at the
-input size. Sliding windows are blended with a Gaussian importance map (as MONAI's
+input size; ``to_original_size`` maps them back onto each image's own grid, undoing the evaluation
+transforms, before the argmax. Sliding windows are blended with a Gaussian importance map (as MONAI's
 ``sliding_window_inference``), so tile borders, where context is poorest, count least.
 """
 
@@ -114,3 +115,30 @@ def predict_probs(
 
         probs = torch.stack([dense_crf(p, rgb, **(crf_params or {})) for p, rgb in zip(probs, image)])
     return probs
+
+
+def to_original_size(maps: torch.Tensor, metas: Sequence[dict]) -> torch.Tensor:
+    """Maps ``[B, C, *S]`` at the transformed, batch-padded size, brought back onto each item's own grid.
+
+    Each item's ``meta["region"]`` (where its original image lies in the transformed one, see
+    ``segtrain.data.transforms.transform_item``) is cut out and resized to its ``meta["size"]``, as
+    mmsegmentation and the official evaluators score. The result is ``[B, C, *largest size]``, zero
+    beyond an item's own size, where the batch's padded masks hold ``ignore_index``.
+    """
+    sizes = [tuple(meta["size"]) for meta in metas]
+    regions = [tuple(tuple(extent) for extent in meta["region"]) for meta in metas]
+    largest = [max(dims) for dims in zip(*sizes)]
+    if all(region == tuple((0, n) for n in size) for region, size in zip(regions, sizes)):
+        return maps[(..., *(slice(0, n) for n in largest))]
+    mode = "trilinear" if len(largest) == 3 else "bilinear"
+
+    def resized(items: slice, region: tuple, size: tuple) -> torch.Tensor:
+        crop = maps[(items, slice(None), *(slice(start, stop) for start, stop in region))]
+        return F.interpolate(crop, size=size, mode=mode, align_corners=False)
+
+    if len(set(regions)) == 1 and len(set(sizes)) == 1:
+        return resized(slice(None), regions[0], sizes[0])
+    out = maps.new_zeros(maps.shape[0], maps.shape[1], *largest)
+    for i, (region, size) in enumerate(zip(regions, sizes)):
+        out[(i, slice(None), *(slice(0, n) for n in size))] = resized(slice(i, i + 1), region, size)[0]
+    return out

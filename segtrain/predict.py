@@ -1,4 +1,8 @@
-"""``segtrain predict``: palette PNG masks and overlays from a checkpoint or an exported ONNX model."""
+"""``segtrain predict``: palette PNG masks and overlays from a checkpoint or an exported ONNX model.
+
+Each image goes through the model's evaluation transforms (``data.val_transforms``, which export
+records in its metadata), and its prediction is mapped back onto the image's own grid.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +12,16 @@ from typing import Callable
 
 import numpy as np
 import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
+from segtrain.checkpoint import check_targets
 from segtrain.config import check_writable
 from segtrain.data.io import IMAGE_SUFFIXES, list_images, read_image
+from segtrain.data.transforms import compose, transform_item
 from segtrain.errors import SegtrainError
-from segtrain.inference import predict_probs
+from segtrain.inference import predict_probs, to_original_size
 from segtrain.visualize import blend, palette_image
 
 
@@ -126,6 +133,9 @@ def predict(cfg: DictConfig) -> Path:
         model, meta = load_onnx(ckpt)
         inference = OmegaConf.to_container(cfg.inference, resolve=True)
         in_channels = len(meta["mean"])
+        transforms = OmegaConf.create({"val_transforms": meta.get("val_transforms", [])})
+        check_targets(transforms, cfg, ckpt)
+        transforms = transforms.val_transforms
     else:
         from segtrain.engine import load_task
 
@@ -133,6 +143,9 @@ def predict(cfg: DictConfig) -> Path:
         model, meta = task.model, task.metadata()
         inference = OmegaConf.to_container(merged.inference, resolve=True)
         in_channels = merged.data.in_channels
+        transforms = merged.data.val_transforms
+    original_size = inference.get("score_resolution", "original") == "original"
+    pipeline = compose(instantiate(transforms), track_extent=original_size)
     overlay_dir = out_dir / "overlays"
     overlay_dir.mkdir(parents=True, exist_ok=True)
     mean = torch.tensor(meta["mean"]).view(1, -1, 1, 1) * 255
@@ -141,12 +154,15 @@ def predict(cfg: DictConfig) -> Path:
     (out_dir / MANIFEST).write_text(json.dumps(sorted(written_before | set(targets))))
     with torch.inference_mode():
         for path in inputs:
-            image = read_image(path, in_channels)
+            original = read_image(path, in_channels)
+            image, _, region = transform_item(pipeline, original, None, original_size)
             rgb = torch.from_numpy(image).permute(2, 0, 1)[None]
-            pred = predict_probs(model, (rgb.float() - mean) / std, image=rgb, **inference).argmax(1)[0]
+            probs = predict_probs(model, (rgb.float() - mean) / std, image=rgb, **inference)
+            shown = original if original_size else image
+            pred = to_original_size(probs, [{"size": shown.shape[:2], "region": region}]).argmax(1)[0]
             pred = pred.numpy().astype(np.uint8)
             palette_image(pred, meta["palette"]).save(out_dir / f"{names[path]}.png")
-            Image.fromarray(blend(image, pred, meta["palette"])).save(
+            Image.fromarray(blend(shown, pred, meta["palette"])).save(
                 overlay_dir / f"{names[path]}.jpg", quality=90
             )
     print(f"wrote {len(inputs)} masks to {out_dir} and {len(inputs)} overlays to {overlay_dir}")

@@ -33,6 +33,10 @@ class SegDataModule(pl.LightningDataModule):
     ``weight_map``: the U-Net paper's per-pixel loss weights (``unet_weight_map`` arguments),
     computed for training samples in the workers; ``loss=unet_weight_map`` sets it.
 
+    ``score_resolution`` (``inference.score_resolution``, which the engine passes): ``original`` keeps
+    validation and evaluation masks as annotated, so predictions are scored at each image's own size
+    whatever ``val_transforms`` do; ``transformed`` transforms them with the image.
+
     The first ``label_check_batches`` training batches are checked for the {0, 255} binary-mask
     slip that per-image checks cannot see, since one image may rightly hold background only.
     """
@@ -66,6 +70,7 @@ class SegDataModule(pl.LightningDataModule):
         label_check_batches: int = 20,
         weight_map: dict | None = None,
         seed: int | None = None,
+        score_resolution: str = "original",
     ):
         super().__init__()
         self.dataset_factory = dataset
@@ -82,7 +87,11 @@ class SegDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.pin_memory = pin_memory and torch.cuda.is_available()
         self.persistent_workers = persistent_workers and num_workers > 0
-        self.transforms = {"train": compose(train_transforms, seed), "val": compose(val_transforms, seed)}
+        self.original_masks = score_resolution == "original"
+        self.transforms = {
+            "train": compose(train_transforms, seed),
+            "val": compose(val_transforms, seed, track_extent=self.original_masks),
+        }
         self.encoding = LabelEncoding(ignore_index, label_map, reduce_zero_label, color_map, self.palette)
         self.label_check_batches = label_check_batches
         self.weight_map = dict(weight_map) if weight_map else None
@@ -99,6 +108,7 @@ class SegDataModule(pl.LightningDataModule):
                 transform=self.transforms["train" if stage == "train" else "val"],
                 encoding=self.encoding,
                 weight_map=self.weight_map if stage == "train" else None,
+                original_mask=self.original_masks and stage != "train",
             )
             unpaired = getattr(self.datasets[stage], "unpaired", [])
             if unpaired:

@@ -123,8 +123,14 @@ class LabelEncoding:
         return np.where(known, self.color_ids[position], self.ignore_index).astype(np.uint8)
 
     def inverse(self, ids: np.ndarray) -> np.ndarray:
-        """Class ids back to the published encoding (e.g. Cityscapes labelIds for its evaluation)."""
-        if self.identity or self.uses_colors:
+        """Class ids back to the published encoding (e.g. Cityscapes labelIds for its evaluation, or the
+        colours of a colour-coded dataset as HxWx3)."""
+        if self.uses_colors:
+            colors = np.zeros((256, 3), np.uint8)
+            for code, index in zip(self.color_codes[::-1], self.color_ids[::-1]):  # the first colour wins
+                colors[index] = [(code >> 16) & 255, (code >> 8) & 255, code & 255]
+            return colors[ids]
+        if self.identity:
             return ids
         inverse = np.full(256, self.ignore_index, np.uint8)
         for raw in range(255, -1, -1):  # the smallest raw value wins where several map to one id

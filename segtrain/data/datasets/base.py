@@ -1,6 +1,9 @@
 """The dataset contract every reader follows.
 
-An item is ``{"image": uint8 CxHxW, "mask": uint8 HxW (ignore_index = 255), "meta": {...}}``.
+An item is ``{"image": uint8 CxHxW, "mask": uint8 HxW (ignore_index = 255), "meta": {...}}``. Evaluation
+items (``original_mask``) keep the mask as annotated whatever the transforms do to the image; their
+meta says where the original image lies in the transformed one (``region``) and its ``size``, so that
+predictions are scored at the annotation's own resolution (``segtrain.inference.to_original_size``).
 Images and masks stay uint8 until they reach the device, where the task normalises them:
 4x (image) and 8x (mask) less to collate, pin and copy than float32 / int64. Volumes (3D
 medical images) are CxDxHxW float32 intensities that their reader has already normalised,
@@ -17,13 +20,16 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 
 from segtrain.data.checks import check_pair
 from segtrain.data.encoding import LabelEncoding
 from segtrain.data.io import read_image, read_mask
+from segtrain.data.transforms import transform_item
 from segtrain.data.weight_map import unet_weight_map
 from segtrain.errors import SegtrainError
+from segtrain.visualize import palette_image
 
 
 class SegmentationDataset(Dataset):
@@ -38,8 +44,10 @@ class SegmentationDataset(Dataset):
         transform: Callable | None = None,
         encoding: LabelEncoding | None = None,
         weight_map: dict | None = None,
+        original_mask: bool = False,
     ):
         self.split = split
+        self.original_mask = original_mask
         self.weight_map = weight_map
         self.num_classes = num_classes
         self.ignore_index = ignore_index
@@ -66,19 +74,25 @@ class SegmentationDataset(Dataset):
         )
         return image, mask, meta
 
+    def save_prediction(
+        self, ids: np.ndarray, meta: dict, directory: Path, palette: Sequence[Sequence[int]]
+    ) -> Path:
+        """Writes class ids (at the image's own size) in the dataset's published encoding, named after
+        the image: the official tools (Cityscapes') match files by name."""
+        path = directory / f"{meta['name']}.png"
+        self.prediction_image(ids, palette).save(path)
+        return path
+
+    def prediction_image(self, ids: np.ndarray, palette: Sequence[Sequence[int]]) -> Image.Image:
+        return Image.fromarray(self.encoding.inverse(ids))
+
     def __getitem__(self, index: int) -> dict:
         image, mask, meta = self.load(index)
-        if self.transform is not None:
-            if mask.ndim == 3:
-                out = self.transform(volume=image, mask3d=mask)
-                image, mask = out["volume"], out["mask3d"]
-            else:
-                out = self.transform(image=image, mask=mask)
-                image, mask = out["image"], out["mask"]
+        image, mask, region = transform_item(self.transform, image, mask, self.original_mask)
         item = {
             "image": torch.from_numpy(np.ascontiguousarray(np.moveaxis(image, -1, 0))),
             "mask": torch.from_numpy(np.ascontiguousarray(mask)),
-            "meta": {**meta, "size": tuple(mask.shape)},
+            "meta": {**meta, "size": tuple(mask.shape), "region": region},
         }
         if self.weight_map is not None:
             item["weight"] = torch.from_numpy(
@@ -160,6 +174,11 @@ class FileDataset(SegmentationDataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def prediction_image(self, ids: np.ndarray, palette: Sequence[Sequence[int]]) -> Image.Image:
+        if self.palette_masks:
+            return palette_image(self.encoding.inverse(ids), palette)
+        return super().prediction_image(ids, palette)
+
     def read_raw(self, index: int) -> tuple[np.ndarray, np.ndarray, dict]:
         image_path, mask_path = self.samples[index]
         image = read_image(image_path, self.in_channels)
@@ -186,16 +205,18 @@ def pad_collate(batch: Sequence[dict], ignore_index: int = 255) -> dict:
     """Stack items, padding images with 0 and masks with ``ignore_index`` to the largest size.
 
     Validation images differ in size (VOC); padding lets them run batched, and the padded
-    pixels are ignored by the metrics. Works for HxW and DxHxW items alike.
+    pixels are ignored by the metrics. Images and masks are padded each to their own largest size,
+    as evaluation masks keep the annotation's size. Works for HxW and DxHxW items alike.
     """
+    image_size = [max(dims) for dims in zip(*(item["image"].shape[1:] for item in batch))]
     size = [max(dims) for dims in zip(*(item["mask"].shape for item in batch))]
     first = batch[0]
-    images = first["image"].new_zeros((len(batch), first["image"].shape[0], *size))
+    images = first["image"].new_zeros((len(batch), first["image"].shape[0], *image_size))
     masks = first["mask"].new_full((len(batch), *size), ignore_index)
     weights = first["mask"].new_zeros((len(batch), *size), dtype=torch.float32) if "weight" in first else None
     for i, item in enumerate(batch):
         region = tuple(slice(0, n) for n in item["mask"].shape)
-        images[(i, slice(None), *region)] = item["image"]
+        images[(i, slice(None), *(slice(0, n) for n in item["image"].shape[1:]))] = item["image"]
         masks[(i, *region)] = item["mask"]
         if weights is not None:
             weights[(i, *region)] = item["weight"]

@@ -79,6 +79,18 @@ class DecathlonDataset(SegmentationDataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def save_prediction(self, ids: np.ndarray, meta: dict, directory: Path, palette) -> Path:
+        """``<case>.nii.gz`` on the label volume's voxel grid, with its affine and header, as the
+        Decathlon's evaluation reads predictions."""
+        import nibabel as nib
+
+        label = nib.load(meta["mask_path"])
+        path = directory / f"{meta['name']}.nii.gz"
+        volume = nib.Nifti1Image(self.encoding.inverse(ids).transpose(2, 1, 0), label.affine, label.header)
+        volume.set_data_dtype(np.uint8)
+        nib.save(volume, str(path))
+        return path
+
     def read_raw(self, index: int) -> tuple[np.ndarray, np.ndarray, dict]:
         image_path, label_path = self.samples[index]
         volume = read_volume(image_path)
