@@ -142,3 +142,10 @@ def to_original_size(maps: torch.Tensor, metas: Sequence[dict]) -> torch.Tensor:
     for i, (region, size) in enumerate(zip(regions, sizes)):
         out[(i, slice(None), *(slice(0, n) for n in size))] = resized(slice(i, i + 1), region, size)[0]
     return out
+
+
+def class_ids(probs: torch.Tensor) -> torch.Tensor:
+    """The argmax over classes (dim 1). ``max().indices`` returns the same first maximum and runs ~6x
+    faster than ``argmax`` on CPU when the class dimension is not innermost (torch 2.14,
+    benchmarks/eval_resolution.md)."""
+    return probs.max(1).indices

@@ -21,7 +21,7 @@ from segtrain.config import check_writable
 from segtrain.data.io import IMAGE_SUFFIXES, list_images, read_image
 from segtrain.data.transforms import compose, transform_item
 from segtrain.errors import SegtrainError
-from segtrain.inference import predict_probs, to_original_size
+from segtrain.inference import class_ids, predict_probs, to_original_size
 from segtrain.visualize import blend, palette_image
 
 
@@ -159,7 +159,7 @@ def predict(cfg: DictConfig) -> Path:
             rgb = torch.from_numpy(image).permute(2, 0, 1)[None]
             probs = predict_probs(model, (rgb.float() - mean) / std, image=rgb, **inference)
             shown = original if original_size else image
-            pred = to_original_size(probs, [{"size": shown.shape[:2], "region": region}]).argmax(1)[0]
+            pred = class_ids(to_original_size(probs, [{"size": shown.shape[:2], "region": region}]))[0]
             pred = pred.numpy().astype(np.uint8)
             palette_image(pred, meta["palette"]).save(out_dir / f"{names[path]}.png")
             Image.fromarray(blend(shown, pred, meta["palette"])).save(

@@ -114,6 +114,7 @@ def test_nonexistent_data_root_names_path_and_layout(tmp_path):
         ("data.batch_size=0", "data.batch_size"),
         ("data.ignore_index=300", "data.ignore_index"),
         ("inference.mode=tiles", "inference.mode"),
+        ("inference.score_resolution=full", "inference.score_resolution"),
         ("loss.class_weights=[a,b]", "loss.class_weights"),
         ("trainer.max_epochs=1.5", "trainer.max_epochs"),
     ],

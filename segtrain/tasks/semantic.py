@@ -14,7 +14,7 @@ from pytorch_lightning.utilities import rank_zero_info
 
 from segtrain import LAUNCHED_AT, __version__
 from segtrain.errors import SegtrainError
-from segtrain.inference import predict_probs, to_original_size
+from segtrain.inference import class_ids, predict_probs, to_original_size
 from segtrain.metrics import ConfusionMatrix, scores
 
 
@@ -161,7 +161,7 @@ class SemanticSegmentation(pl.LightningModule):
             self.raise_if_nonfinite()
 
     def _evaluate_batch(self, batch: dict, confmat: ConfusionMatrix) -> torch.Tensor:
-        preds = to_original_size(self.predict_probs(batch["image"]), batch["meta"]).argmax(1)
+        preds = class_ids(to_original_size(self.predict_probs(batch["image"]), batch["meta"]))
         confmat.update(preds, batch["mask"])
         return preds
 
