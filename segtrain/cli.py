@@ -221,6 +221,9 @@ def list_configs() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from segtrain.noise import quiet
+
+    quiet()
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] in ("-h", "--help", "help"):
         commands = "\n".join(f"  {name:<8} {help_}" for name, (_, _, help_) in COMMANDS.items())

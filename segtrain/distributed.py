@@ -163,7 +163,9 @@ def main(argv: list[str] | None = None) -> None:
     """Entry of ranks 1..N-1: run the job file's function on its config."""
     args = sys.argv[1:] if argv is None else argv
     from segtrain.cli import report_errors
+    from segtrain.noise import quiet
 
+    quiet()
     job = OmegaConf.load(args[0])
     report_errors(get_method(job.function), job.config, prefix=f"error (rank {os.environ.get('LOCAL_RANK')})")
 

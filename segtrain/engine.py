@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -17,11 +18,12 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ProgressBar
 
 from segtrain import distributed
-from segtrain.callbacks import PredictionWriter
+from segtrain.callbacks import PredictionWriter, TrainingLog, duration, percent
 from segtrain.checkpoint import check_classes, composed_config, load_checkpoint, read_metadata, stored_config
 from segtrain.config import MEDIAN_FREQUENCY, check_accelerator, requeued, validate
 from segtrain.errors import SegtrainError
 from segtrain.metrics import format_table
+from segtrain.plots import per_class_iou
 from segtrain.tasks.semantic import SemanticSegmentation
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,8 @@ def build_trainer(cfg: DictConfig, rank_function: str | None = None, **overrides
     """The Trainer of ``cfg.trainer``. ``rank_function`` (e.g. ``segtrain.engine.fit``) is what the extra
     ranks of a ``trainer.strategy=ddp`` run execute on ``cfg`` (see ``segtrain.distributed``)."""
     callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node]
+    if not sys.stdout.isatty():  # a bar redrawn into a file or a pipe is noise: TrainingLog prints lines
+        callbacks = [callback for callback in callbacks if not isinstance(callback, ProgressBar)]
     loggers = [instantiate(node) for node in (cfg.get("logger") or {}).values() if node]
     strategy = distributed.strategy_for(cfg, rank_function)
     kwargs = {"callbacks": callbacks, "logger": loggers or False, **overrides}
@@ -177,6 +181,19 @@ def describe_resolution(cfg: DictConfig) -> str:
     return "the size data.val_transforms give (inference.score_resolution=transformed)"
 
 
+def describe_inference(cfg: DictConfig) -> str:
+    """The inference settings a table was made with: mode, windows, flip, scales, CRF."""
+    inference = cfg.inference
+    parts = [str(inference.mode)]
+    if inference.mode == "slide":
+        stride = list(inference.stride) if inference.get("stride") else "half"
+        parts[0] += f" (windows {list(inference.crop_size)}, stride {stride})"
+    parts.append(f"flip {'on' if inference.flip else 'off'}")
+    parts.append(f"scales {list(inference.scales)}")
+    parts.append(f"CRF {'on' if inference.get('crf') else 'off'}")
+    return "inference " + ", ".join(parts)
+
+
 def resolve_class_weights(cfg: DictConfig) -> None:
     """``loss.class_weights=median_frequency``: computed from the train split's masks, and stored as
     numbers in the config (and so in checkpoints)."""
@@ -230,19 +247,45 @@ def fit(cfg: DictConfig) -> float | None:
     best = monitoring.best_model_score if monitoring else None
     best_value = float(best) if best is not None else task.val_scores["mIoU"]
     title = f"validation after epoch {trainer.current_epoch}, scored at {describe_resolution(cfg)}"
-    print(format_table(task.val_scores, title=title))
-    if monitoring is not None and monitoring.best_model_path:
-        print(f"best val/mIoU {best_value * 100:.2f}: {monitoring.best_model_path}")
-    write_metrics(
+    log.info("%s", format_table(task.val_scores, title=title))
+    metrics_path = write_metrics(
         cfg,
         {
             **task.val_scores,
             "best_val_mIoU": best_value,
             "epochs": trainer.current_epoch,
             "launch_to_first_step_s": task.launch_to_first_step_s,
+            "units": "scores are fractions (0-1); tables and logs show them in percent",
         },
         "val_metrics.json",
     )
+    summarize_training(trainer, monitoring, best_value, metrics_path)
+    return best_value
+
+
+def summarize_training(trainer: pl.Trainer, monitoring, best_value: float, metrics_path: Path) -> None:
+    """Where everything is and how it went, as the last lines of a training run."""
+    training_log = next((c for c in trainer.callbacks if isinstance(c, TrainingLog)), None)
+    best_row = training_log.best() if training_log else None
+    took = f" in {duration(time.monotonic() - training_log.started)}" if training_log else ""
+    best_epoch = f" at epoch {best_row['epoch']}" if best_row else ""
+    epochs = f"{trainer.current_epoch} epochs"
+    lines = [f"training finished{took}: {epochs}, best val mIoU {percent(best_value)}{best_epoch}"]
+    if monitoring is not None and monitoring.best_model_path:
+        lines.append(f"  best checkpoint: {monitoring.best_model_path}")
+    last = next(
+        (c.last_model_path or c.best_model_path for c in trainer.checkpoint_callbacks if not c.monitor), ""
+    )
+    if last:
+        lines.append(f"  last checkpoint: {last}")
+    curves = Path(trainer.default_root_dir) / "curves.png"
+    if curves.is_file():
+        lines.append(f"  curves:          {curves}")
+    overlays = Path(trainer.default_root_dir) / "overlays"
+    if overlays.is_dir():
+        lines.append(f"  val overlays:    {overlays}")
+    lines.append(f"  metrics:         {metrics_path}")
+    log.info("%s", "\n".join(lines))
     return best_value
 
 
@@ -278,15 +321,21 @@ def evaluate(cfg: DictConfig) -> dict:
         trainer.callbacks.append(PredictionWriter(predictions, datamodule.build("eval"), datamodule.palette))
     root, split = merged.data.get("root"), merged.data.split
     images = len(datamodule.build("eval"))
-    print(
-        f"evaluating ckpt={cfg.ckpt} on data={merged.data.get('name', '')} root={root} split={split}: "
-        f"{images} images"
+    log.info(
+        "evaluating ckpt=%s on data=%s root=%s split=%s: %d images, inference: %s",
+        cfg.ckpt,
+        merged.data.get("name", ""),
+        root,
+        split,
+        images,
+        describe_inference(merged),
     )
     started = time.perf_counter()
     trainer.test(task, datamodule=datamodule, verbose=False)
     seconds = time.perf_counter() - started
     result = {
         **task.test_scores,
+        "units": "scores are fractions (0-1); tables and logs show them in percent",
         "seconds": seconds,
         "images_per_s": images / seconds,
         "data": merged.data.get("name"),
@@ -299,22 +348,21 @@ def evaluate(cfg: DictConfig) -> dict:
             "score_resolution": score_resolution(merged),
         },
     }
-    print(
-        format_table(
-            result,
-            title=f"{merged.data.get('name', '')} root={root} split={split} ({images} images, "
-            f"{result['pixels']} labelled pixels, scored at {describe_resolution(merged)}) ckpt={cfg.ckpt}",
-        )
+    title = (
+        f"{merged.data.get('name', '')} root={root} split={split} ({images} images, {result['pixels']} "
+        f"labelled pixels), {describe_inference(merged)}, scored at {describe_resolution(merged)}; "
+        f"ckpt={cfg.ckpt}"
     )
-    mode = merged.inference.mode
-    print(
-        f"{images} images in {seconds:.1f} s ({images / seconds:.1f} images/s, inference.mode={mode}, "
-        "loading included)"
+    log.info("%s", format_table(result, title=title))
+    log.info("%d images in %.1f s (%.1f images/s, loading included)", images, seconds, images / seconds)
+    chart = per_class_iou(result, output_dir(cfg) / "per_class_iou.png", title=f"{result['data']} {split}")
+    log.info(
+        "metrics written to %s, per-class IoU chart to %s", write_metrics(cfg, result, "metrics.json"), chart
     )
-    print(f"metrics written to {write_metrics(cfg, result, 'metrics.json')}")
     if cfg.get("save_predictions"):
-        print(
-            f"predictions written to {predictions} in the dataset's own encoding, at "
-            f"{describe_resolution(merged)}"
+        log.info(
+            "predictions written to %s in the dataset's own encoding, at %s",
+            predictions,
+            describe_resolution(merged),
         )
     return result

@@ -96,7 +96,9 @@ def test_eval_uses_stored_config_with_overrides(trained_run):
     assert data["split"] == "test" and data["images"] == 8 and data["pixels"] == 8 * 32 * 32
     assert data["inference"]["mode"] == "slide" and data["inference"]["crop_size"] == [16, 16]
     assert data["inference"]["flip"] is True
-    assert data["images_per_s"] > 0 and "images/s, inference.mode=slide" in result.stdout
+    assert data["images_per_s"] > 0 and "images/s, loading included" in result.stdout
+    assert "inference slide (windows [16, 16], stride half), flip on, scales [1.0], CRF off" in result.stdout
+    assert Image.open(metrics.parent / "per_class_iou.png").size[0] > 100
 
 
 def test_eval_with_other_classes_explains_the_mismatch(trained_run, tmp_path):

@@ -1,0 +1,69 @@
+"""Third-party messages that are not the user's business, silenced in one place, each with its reason.
+
+Only these exact messages are filtered; every other warning stays visible. ``quiet()`` runs first thing
+in each segtrain process (the CLI, and each extra DDP rank).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import warnings
+
+#: (message pattern, warning category, why it is noise for a segtrain user)
+WARNINGS = [
+    (
+        r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+        Warning,
+        "raised inside Lightning's own _pytree helper on every run; nothing a user can change",
+    ),
+    (
+        r"The `srun` command is available on your system but is not used",
+        Warning,
+        "Lightning says it whenever srun is installed, on every local run; segtrain's cluster jobs go "
+        "through hydra/launcher=slurm, whose submitit jobs run under srun",
+    ),
+    (
+        r"The dirpath has changed from",
+        Warning,
+        "resume=true continues in a new run directory by design; the resumed run's best.ckpt tracks its "
+        "own epochs, which segtrain prints when it resumes",
+    ),
+    (
+        r"`torch\.jit\.\w+` is deprecated",
+        Warning,
+        "export format=torchscript and predict ckpt=model.pt ask for TorchScript, which only torch.jit "
+        "writes and reads",
+    ),
+]
+
+#: Lightning's info lines that advertise rather than inform: (pattern, why).
+LOG_LINES = [
+    (r"Tip: For seamless cloud logging", "an advertisement for a hosted service, printed on every run"),
+    (
+        r"Trainer already configured with model summary callbacks",
+        "callbacks.model_summary replaces Lightning's summary on purpose (it leaves out uncounted FLOPs)",
+    ),
+]
+
+#: The loggers Lightning's rank_zero_info writes through.
+_LIGHTNING_LOGGERS = ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero")
+
+
+class _DropLines(logging.Filter):
+    def __init__(self, patterns: list[str]):
+        super().__init__()
+        self.pattern = re.compile("|".join(f"(?:{p})" for p in patterns))
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not self.pattern.search(record.getMessage())
+
+
+def quiet() -> None:
+    for pattern, category, _ in WARNINGS:
+        warnings.filterwarnings("ignore", message=f".*{pattern}", category=category)
+    line_filter = _DropLines([pattern for pattern, _ in LOG_LINES])
+    for name in _LIGHTNING_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropLines) for f in logger.filters):
+            logger.addFilter(line_filter)
