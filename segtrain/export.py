@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from segtrain.config import check_writable
 from segtrain.engine import load_task, output_dir
 from segtrain.errors import SegtrainError
-from segtrain.predict import onnx_metadata_path
+from segtrain.predict import metadata_path
 
 
 def export_onnx(model: torch.nn.Module, sample: torch.Tensor, path: Path, opset: int) -> None:
@@ -122,9 +122,9 @@ def export(cfg: DictConfig) -> Path:
         os.replace(written, path)
     finally:
         written.unlink(missing_ok=True)
-    onnx_metadata_path(path).write_text(json.dumps(meta, indent=2))
+    metadata_path(path).write_text(json.dumps(meta, indent=2))
     print(
         f"exported {path} (max abs diff {worst:.3e} <= atol {cfg.export.atol}); metadata in "
-        f"{onnx_metadata_path(path)}"
+        f"{metadata_path(path)}"
     )
     return path

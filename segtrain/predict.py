@@ -37,27 +37,45 @@ def list_inputs(path: str) -> list[Path]:
     return files
 
 
-def onnx_metadata_path(model_path: Path) -> Path:
-    """``model.onnx.json`` beside ``model.onnx``: one metadata file per exported file, so exporting
-    ``model.pt`` beside it never replaces the ONNX model's classes and normalisation."""
+def metadata_path(model_path: Path) -> Path:
+    """``model.onnx.json`` beside ``model.onnx``, ``model.pt.json`` beside ``model.pt``: one metadata file
+    per exported file, so exporting one never replaces the other's classes and normalisation."""
     return model_path.with_name(model_path.name + ".json")
 
 
-def load_onnx(path: Path) -> tuple[Callable[[torch.Tensor], torch.Tensor], dict]:
-    import onnxruntime as ort
+#: Files ``segtrain export`` writes, which predict runs without a checkpoint.
+EXPORTED_SUFFIXES = {".onnx": "onnx", ".pt": "torchscript"}
 
-    meta_path = onnx_metadata_path(path)
+
+def load_exported(path: Path) -> tuple[Callable[[torch.Tensor], torch.Tensor], dict]:
+    """A model written by ``segtrain export`` (ONNX or TorchScript) and its metadata file. Like a
+    checkpoint's weights, an exported model is a program: run only files you trust."""
+    if not path.is_file():
+        raise SegtrainError(f"ckpt={path} does not exist")
+    meta_path = metadata_path(path)
     if not meta_path.is_file():
         raise SegtrainError(
-            f"{meta_path} is missing: segtrain export writes it beside {path.name}; re-export"
+            f"{meta_path} is missing: segtrain export writes it beside {path.name}; re-export, or pass the "
+            ".ckpt the model was exported from"
         )
+    meta = json.loads(meta_path.read_text())
+    if EXPORTED_SUFFIXES[path.suffix] == "torchscript":
+        try:
+            module = torch.jit.load(str(path), map_location="cpu").eval()
+        except Exception as err:
+            raise SegtrainError(
+                f"ckpt={path} is not a TorchScript model ({str(err).splitlines()[0][:200]}); pass the .ckpt "
+                "written by segtrain train, or a model.pt written by segtrain export format=torchscript"
+            ) from None
+        return module, meta
+    import onnxruntime as ort
+
     try:
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as err:
         raise SegtrainError(
             f"ckpt={path} is not a readable ONNX model ({str(err).splitlines()[0][:200]})"
         ) from None
-    meta = json.loads(meta_path.read_text())
     channels = session.get_outputs()[0].shape[1]
     if isinstance(channels, int) and channels != len(meta["classes"]):
         raise SegtrainError(
@@ -127,10 +145,8 @@ def predict(cfg: DictConfig) -> Path:
             f"(e.g. {out_dir / foreign[0]}); they would be overwritten. Pass an empty or new output directory"
         )
     ckpt = Path(cfg.ckpt)
-    if ckpt.suffix == ".onnx":
-        if not ckpt.is_file():
-            raise SegtrainError(f"ckpt={ckpt} does not exist")
-        model, meta = load_onnx(ckpt)
+    if ckpt.suffix in EXPORTED_SUFFIXES:
+        model, meta = load_exported(ckpt)
         inference = OmegaConf.to_container(cfg.inference, resolve=True)
         in_channels = len(meta["mean"])
         transforms = OmegaConf.create({"val_transforms": meta.get("val_transforms", [])})

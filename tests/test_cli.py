@@ -149,7 +149,7 @@ def test_export_onnx_and_torchscript_then_predict_with_both(trained_run, tmp_pat
     for name, size in (("a", (40, 52)), ("b", (33, 33))):
         Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).save(images / f"{name}.png")
     masks = {}
-    for source in (trained_run["best"], onnx_path):
+    for source in (trained_run["best"], onnx_path, tmp_path / "model.pt"):
         out = tmp_path / f"pred_{source.suffix[1:]}"
         result = run_cli("predict", f"ckpt={source}", f"input={images}", f"output={out}", cwd=cwd)
         assert result.returncode == 0, result.stderr[-3000:]
@@ -159,6 +159,7 @@ def test_export_onnx_and_torchscript_then_predict_with_both(trained_run, tmp_pat
         assert Image.open(out / "overlays" / "b.jpg").size == (33, 33)
         masks[source.suffix] = np.asarray(mask)
     assert (masks[".ckpt"] == masks[".onnx"]).mean() > 0.99
+    assert (masks[".ckpt"] == masks[".pt"]).mean() > 0.99
 
 
 def test_voc_trains_with_deeplabv3plus(tmp_path):
