@@ -331,6 +331,12 @@ RULES = (
     ),
     Rule("inference.flip", lambda v: isinstance(v, bool), "true or false"),
     Rule(
+        "trainer.threads",
+        lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 1),
+        "null (chosen from the cores) or an integer >= 1",
+        required=False,
+    ),
+    Rule(
         "inference.score_resolution",
         lambda v: v in ("original", "transformed"),
         "'original' (each image's own size) or 'transformed' (the size data.val_transforms give)",
