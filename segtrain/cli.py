@@ -44,7 +44,8 @@ examples:
   segtrain export ckpt=... format=onnx
   segtrain check-data data=camvid data.root=/data/CamVid data.split=train
 
-'segtrain COMMAND --help' shows the config groups and the composed config of that command.
+'segtrain COMMAND --help' explains that command's keys and groups; --help-all adds Hydra's help and the
+command's whole composed config.
 """
 
 # Commands that only read: composed without a Hydra run, so they leave no run directory behind.
@@ -241,6 +242,12 @@ def main(argv: list[str] | None = None) -> None:
         if command == "list":
             list_configs()
             return
+        if {"-h", "--help"} & set(args):
+            from segtrain.help import command_help
+
+            print(command_help(command))
+            return
+        args = ["--help" if arg == "--help-all" else arg for arg in args]
         overrides, flags = _split_args(args)
         if command in _COMPOSE_ONLY and not flags:
             from segtrain.config import compose
