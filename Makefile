@@ -1,6 +1,7 @@
 # make train   create .venv, install segtrain, train the default run (embedded shapes, CPU)
 # make test    the test suite (what .ci/run calls)
-# make test-fast  the edit-test loop: everything but the tests marked slow (end-to-end runs of minutes)
+# make test-fast  the edit-test loop (under 5 minutes on 2 cores): everything but the tests marked slow
+#                 (end-to-end runs of 7 s and more, and the SLURM cluster)
 # make bench   training-step overhead against a plain PyTorch loop
 VENV ?= .venv
 PYTHON ?= python3

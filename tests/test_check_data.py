@@ -84,6 +84,7 @@ def test_unreadable_mismatched_and_unpaired_files_are_all_reported(tmp_path, cap
     assert "3 error(s) found" in out
 
 
+@pytest.mark.slow
 def test_cli_exit_codes_and_no_run_directory(tmp_path):
     root = make_folder_tree(tmp_path / "data", count=6)
     bad = run_cli("check-data", "data=folder", f"data.root={root}", "data.split=all", cwd=tmp_path)
@@ -166,6 +167,7 @@ def test_median_frequency_weights_match_a_direct_computation(tmp_path):
     assert np.allclose(median_frequency_weights(report, 11), expected, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_training_resolves_median_frequency_weights_into_the_checkpoint(tmp_path):
     root = make_camvid_tree(tmp_path / "CamVid", per_split=4)
     result = run_cli(

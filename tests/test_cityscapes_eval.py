@@ -59,6 +59,7 @@ def evaluate(run: dict, *overrides: str) -> tuple[dict, str, object]:
     return json.loads(metrics_path.read_text()), result.stdout, metrics_path.parent
 
 
+@pytest.mark.slow
 def test_eval_predictions_in_official_format_match_cityscapesscripts(cityscapes_run, tmp_path):
     ours, stdout, run_dir = evaluate(cityscapes_run, "save_predictions=true")
     assert "scored at each image's own resolution" in stdout
@@ -96,6 +97,7 @@ def test_eval_predictions_in_official_format_match_cityscapesscripts(cityscapes_
     assert abs(ours["mIoU"] - official["averageScoreClasses"]) <= 1e-6
 
 
+@pytest.mark.slow
 def test_the_reported_score_is_the_original_resolution_one(cityscapes_run):
     """Scoring at the transformed size gives another number; segtrain reports the one that the written
     full-size predictions give against the published annotations."""

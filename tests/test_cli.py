@@ -52,6 +52,7 @@ def test_help_list_and_cfg(tmp_path):
     assert not (tmp_path / "outputs").exists()
 
 
+@pytest.mark.slow
 def test_train_prints_table_and_writes_checkpoints_with_metadata(trained_run):
     out = trained_run["stdout"]
     for name in ("background", "disc", "ring", "IoU", "Dice", "mIoU", "mDice", "aAcc", "mAcc"):
@@ -75,6 +76,7 @@ def test_train_prints_table_and_writes_checkpoints_with_metadata(trained_run):
     assert torch.load(trained_run["best"], weights_only=True)["epoch"] == logged.index(max(logged))
 
 
+@pytest.mark.slow
 def test_eval_uses_stored_config_with_overrides(trained_run):
     cwd = trained_run["cwd"]
     result = run_cli(
@@ -107,6 +109,7 @@ def test_eval_with_other_classes_explains_the_mismatch(trained_run, tmp_path):
     assert_clean_error(result, "trained on 6 classes", "declares 21 classes")
 
 
+@pytest.mark.slow
 def test_export_onnx_and_torchscript_then_predict_with_both(trained_run, tmp_path):
     cwd = trained_run["cwd"]
     onnx_path = tmp_path / "model.onnx"
@@ -162,6 +165,7 @@ def test_export_onnx_and_torchscript_then_predict_with_both(trained_run, tmp_pat
     assert (masks[".ckpt"] == masks[".pt"]).mean() > 0.99
 
 
+@pytest.mark.slow
 def test_voc_trains_with_deeplabv3plus(tmp_path):
     voc = make_voc_tree(tmp_path)
     result = run_cli(
@@ -182,6 +186,7 @@ def test_voc_trains_with_deeplabv3plus(tmp_path):
     assert checkpoints(tmp_path / "outputs")
 
 
+@pytest.mark.slow
 def test_unknown_group_option_and_key_list_choices(tmp_path):
     assert_clean_error(
         run_cli("model=deeplabv9", cwd=tmp_path), "model=deeplabv9", "choose one of: deconvnet, deeplabv1"
@@ -190,6 +195,7 @@ def test_unknown_group_option_and_key_list_choices(tmp_path):
     assert not (tmp_path / "outputs").exists()
 
 
+@pytest.mark.slow
 def test_missing_and_wrong_data_root(tmp_path):
     assert_clean_error(run_cli("data=voc", cwd=tmp_path), "data.root is not set", "JPEGImages")
     assert_clean_error(
@@ -198,6 +204,7 @@ def test_missing_and_wrong_data_root(tmp_path):
     assert not (tmp_path / "outputs").exists(), "a rejected config must not leave a run directory"
 
 
+@pytest.mark.slow
 def test_bad_mask_in_a_worker_names_the_file(tmp_path):
     voc = make_voc_tree(tmp_path, train=2, val=2)
     name = (voc / "ImageSets/Segmentation/train.txt").read_text().split()[0]
@@ -228,6 +235,7 @@ def test_bad_value_names_the_key(tmp_path):
     assert_clean_error(run_cli("optimizer.lr=-1", cwd=tmp_path), "optimizer.lr=-1")
 
 
+@pytest.mark.slow
 def test_resume_then_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     first = run_cli(*TINY, cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -74,6 +75,7 @@ def transitions(mask: np.ndarray) -> int:
     return int((mask[:, 1:] != mask[:, :-1]).sum() + (mask[1:] != mask[:-1]).sum())
 
 
+@pytest.mark.slow
 def test_eval_and_predict_with_crf(trained_run, tmp_path):
     result = run_cli(
         "eval",

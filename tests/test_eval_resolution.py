@@ -286,6 +286,7 @@ def evaluate_and_rescore(cwd, best, common, *overrides: str) -> tuple[dict, dict
     return ours, scores(confmat.compute(), list(ours["per_class"])), metrics.parent / "predictions"
 
 
+@pytest.mark.slow
 def test_voc_scored_on_palette_pngs_at_each_size_with_every_inference_mode(tmp_path):
     from tests.conftest import make_voc_tree
 
@@ -319,6 +320,7 @@ def test_voc_scored_on_palette_pngs_at_each_size_with_every_inference_mode(tmp_p
             assert (by_predict == by_eval).mean() > 0.99
 
 
+@pytest.mark.slow
 def test_ade20k_scored_on_its_shifted_ids(tmp_path):
     root = make_ade20k_tree(tmp_path / "ade", per_split=3, size=(40, 56))
     best, common = train_tiny(tmp_path, "ade20k", root, RESIZE)

@@ -89,6 +89,7 @@ def test_experiment_trains_on_its_layout(experiment, tmp_path):
     assert logits.shape == (2, cfg.data.num_classes, *batch["image"].shape[-2:])
 
 
+@pytest.mark.slow
 def test_vnet_trains_and_evaluates_on_decathlon_volumes(tmp_path):
     root = make_decathlon_tree(tmp_path / "Task09_Tiny", cases=5, shape=(20, 16, 12))
     small = [

@@ -55,6 +55,7 @@ def crafted_checkpoint(source: Path, target: Path, key: str, node: dict) -> Path
     return target
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["eval", "predict", "export"])
 def test_crafted_checkpoints_are_refused_without_side_effects(trained_run, tmp_path, command):
     victim = tmp_path / "victim.txt"
@@ -94,6 +95,7 @@ def test_resume_from_a_pickle_payload_runs_nothing(tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_a_users_own_target_is_allowed_when_typed_on_the_command_line(trained_run, tmp_path):
     """A checkpoint of a model outside conf/ is rebuilt once its user names the target."""
     own = crafted_checkpoint(
@@ -111,6 +113,7 @@ def test_a_users_own_target_is_allowed_when_typed_on_the_command_line(trained_ru
 # --- eval, predict and export follow the command's overrides ---------------------------------------------
 
 
+@pytest.mark.slow
 def test_eval_on_another_tree_scores_that_tree(tmp_path):
     tree_a = make_folder_tree(tmp_path / "a", count=10, size=(32, 32))
     tree_b = make_folder_tree(tmp_path / "b", count=7, size=(40, 48), seed=1)
@@ -155,6 +158,7 @@ def test_eval_on_another_tree_scores_that_tree(tmp_path):
 # --- nothing the user wrote is overwritten -----------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_predict_refuses_outputs_that_would_overwrite_the_users_files(trained_run, tmp_path):
     cwd, ckpt = trained_run["cwd"], trained_run["best"]
     photos = tmp_path / "photos"
@@ -193,6 +197,7 @@ def test_predict_refuses_outputs_that_would_overwrite_the_users_files(trained_ru
     assert sorted(p.name for p in out.glob("*.png")) == ["a_jpg.png", "a_png.png", "b.png"]
 
 
+@pytest.mark.slow
 def test_export_keeps_one_metadata_file_per_model_and_checks_it(trained_run, tmp_path):
     cwd, ckpt = trained_run["cwd"], trained_run["best"]
     sizes = "export.check_sizes=[[32,32],[45,61]]"
@@ -236,6 +241,7 @@ def test_export_keeps_one_metadata_file_per_model_and_checks_it(trained_run, tmp
 # --- lost work and wrong resumes ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_last_checkpoint_follows_every_epoch_when_the_metric_does_not_improve(tmp_path):
     # lr 1e-30 and no BatchNorm: the predictions, and so val/mIoU, never change.
     result = run_cli(
@@ -247,6 +253,7 @@ def test_last_checkpoint_follows_every_epoch_when_the_metric_does_not_improve(tm
     assert torch.load(last.with_name("best.ckpt"), weights_only=True)["global_step"] == 4
 
 
+@pytest.mark.slow
 def test_debug_runs_and_reruns_never_take_over_resume(tmp_path):
     real = run_cli(*TINY, cwd=tmp_path)
     assert real.returncode == 0, real.stderr[-2000:]
@@ -272,6 +279,7 @@ def test_debug_runs_and_reruns_never_take_over_resume(tmp_path):
     assert torch.load(real_last, weights_only=True)["global_step"] == 8
 
 
+@pytest.mark.slow
 def test_a_sweep_into_a_directory_holding_a_sweep_is_refused(tmp_path):
     sweep = [
         "-m",
@@ -289,6 +297,7 @@ def test_a_sweep_into_a_directory_holding_a_sweep_is_refused(tmp_path):
     assert tree_digest(tmp_path / "sweep") == before
 
 
+@pytest.mark.slow
 def test_runs_started_together_get_their_own_directories_and_run_name_stays_inside(tmp_path):
     command = [sys.executable, "-m", "segtrain", *TINY, "debug=fast_dev_run"]
     env = {**os.environ, **OFFLINE_ENV}
@@ -303,6 +312,7 @@ def test_runs_started_together_get_their_own_directories_and_run_name_stays_insi
     assert not (tmp_path.parent / "escaped").exists()
 
 
+@pytest.mark.slow
 def test_sigterm_exits_143_and_keeps_the_checkpoints(tmp_path):
     command = [sys.executable, "-m", "segtrain", *TINY, "trainer.max_epochs=200"]
     proc = subprocess.Popen(
@@ -326,6 +336,7 @@ def test_sigterm_exits_143_and_keeps_the_checkpoints(tmp_path):
 # --- silent wrong numbers ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("overrides", "fragments"),
     [
@@ -365,6 +376,7 @@ def test_bad_values_get_one_error_line(tmp_path, overrides, fragments):
     assert result.returncode == 2
 
 
+@pytest.mark.slow
 def test_unknown_splits_are_refused(trained_run, tmp_path):
     result = run_cli("eval", f"ckpt={trained_run['best']}", "data.split=tset", cwd=tmp_path)
     assert_clean_error(result, "data=shapes has no split 'tset'", "train, val, test")
@@ -377,6 +389,7 @@ def test_a_typo_in_the_command_word_is_named(tmp_path):
     assert_clean_error(run_cli("evall", cwd=tmp_path), "unknown command 'evall'", "segtrain eval")
 
 
+@pytest.mark.slow
 def test_trainer_keys_work_without_plus_and_several_cpu_devices_run_through_segtrains_launcher(tmp_path):
     result = run_cli(
         *TINY,
@@ -397,6 +410,7 @@ def test_trainer_keys_work_without_plus_and_several_cpu_devices_run_through_segt
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 1
 
 
+@pytest.mark.slow
 def test_eval_with_another_model_states_the_mismatch(trained_run, tmp_path):
     result = run_cli("eval", f"ckpt={trained_run['best']}", "model.base_channels=8", cwd=tmp_path)
     assert_clean_error(result, "do not fit model=segtrain.models.unet.UNet", "Drop the model overrides")
@@ -413,6 +427,7 @@ def test_corrupt_resume_file_is_named(tmp_path, trained_run):
 # --- files dropped, check-data guidance ---------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_training_says_what_it_drops_and_stops_on_listed_files_that_do_not_exist(tmp_path):
     root = make_folder_tree(tmp_path / "data", count=10)
     (root / "masks" / "img_004.png").unlink()
@@ -444,6 +459,7 @@ def test_training_says_what_it_drops_and_stops_on_listed_files_that_do_not_exist
     assert_clean_error(result, "names 1 files that do not exist", f"{listed[1]}.jpg")
 
 
+@pytest.mark.slow
 def test_one_pixel_image_is_named(tmp_path):
     root = make_folder_tree(tmp_path / "data", count=6)
     save(np.zeros((1, 1, 3), np.uint8), root / "images" / "img_002.png")

@@ -1,10 +1,12 @@
 """CSV, TensorBoard and offline wandb together, with prediction overlays; debug presets."""
 
+import pytest
 import yaml
 
 from tests.conftest import TINY, run_cli
 
 
+@pytest.mark.slow
 def test_all_loggers_record_config_metrics_and_overlays(tmp_path):
     result = run_cli(*TINY, "logger=many", cwd=tmp_path, env={"WANDB_API_KEY": ""})
     assert result.returncode == 0, result.stderr[-3000:]

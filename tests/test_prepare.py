@@ -158,6 +158,7 @@ def test_folder_converts_colour_masks_once(tmp_path):
     assert np.array_equal(np.asarray(Image.open(root / "masks_ids" / "a.png")), ids)
 
 
+@pytest.mark.slow
 def test_ade20k_isbi_decathlon_and_coco_stuff_unpack_to_a_readable_root(tmp_path, served):
     from segtrain.data.datasets.ade20k import ADE20K
     from segtrain.data.datasets.coco_stuff import COCOStuff

@@ -52,6 +52,7 @@ def kill_9(process: subprocess.Popen) -> None:
     process.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_ddp_multirun_inside_pytest_runs_each_job_on_all_ranks(tmp_path, monkeypatch):
     """In this pytest process, where Lightning would re-run pytest's command line for rank 1."""
     monkeypatch.chdir(tmp_path)
@@ -88,6 +89,7 @@ def test_ddp_multirun_inside_pytest_runs_each_job_on_all_ranks(tmp_path, monkeyp
         assert ddp[key] == pytest.approx(single[key], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_effective_batch_size_and_linear_lr_scaling(tmp_path):
     result = run_cli(
         *SMALL,
@@ -106,6 +108,7 @@ def test_effective_batch_size_and_linear_lr_scaling(tmp_path):
 OPTUNA = ["-m", "hparams_search=optuna", *SMALL, "hydra.sweep.dir=sweep"]
 
 
+@pytest.mark.slow
 def test_optuna_sweep_resumes_after_interruption(tmp_path):
     sweep = tmp_path / "sweep"
     # Trials of a few seconds, so that the kill lands inside one.
@@ -133,6 +136,7 @@ def test_optuna_sweep_resumes_after_interruption(tmp_path):
     assert set(best["params"]) == {"optimizer.lr", "optimizer.weight_decay"}
 
 
+@pytest.mark.slow
 def test_optuna_prunes_hopeless_trials(tmp_path):
     result = run_cli(
         *OPTUNA,
@@ -153,6 +157,7 @@ def test_optuna_prunes_hopeless_trials(tmp_path):
     assert "1 trials (0 complete, 1 pruned, 0 failed)" in result.stdout
 
 
+@pytest.mark.slow
 def test_grid_multirun_prints_the_summary(tmp_path):
     result = run_cli("-m", *SMALL, "optimizer.lr=0.001,0.01", "hydra.sweep.dir=sweep", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -173,6 +178,7 @@ def test_grid_multirun_prints_the_summary(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_kill_9_mid_epoch_then_resume_continues(tmp_path):
     args = [arg for arg in SMALL if not arg.startswith("data.dataset.lengths")]
     args += ["data.dataset.lengths={train:512,val:8,test:8}", "trainer.max_epochs=3"]
@@ -213,6 +219,7 @@ while True:
 """
 
 
+@pytest.mark.slow
 def test_a_checkpoint_killed_mid_write_is_never_torn(tmp_path):
     path = tmp_path / "checkpoints" / "last.ckpt"
     for delay in (0.5, 1.3, 2.1):
@@ -229,6 +236,7 @@ def test_a_checkpoint_killed_mid_write_is_never_torn(tmp_path):
         assert torch.all(checkpoint["weights"] == checkpoint["step"])
 
 
+@pytest.mark.slow
 def test_wandb_offline_logs_config_overlays_groups_and_reattaches_on_resume(tmp_path):
     result = run_cli("-m", "logger=wandb", *SMALL, "hydra.sweep.dir=sweep", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -257,6 +265,7 @@ def test_trainer_presets_compose_and_validate(preset):
     assert cfg.trainer.strategy == "ddp" and cfg.trainer.devices >= 2
 
 
+@pytest.mark.slow
 def test_eval_names_the_training_only_strategy(trained_run):
     result = run_cli("eval", f"ckpt={trained_run['best']}", "trainer=ddp_cpu", cwd=trained_run["cwd"])
     assert result.returncode == 2

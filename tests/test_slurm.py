@@ -33,6 +33,11 @@ SLURM = [
 # The tests of this file run in one pytest-xdist worker (make test uses --dist loadfile).
 @pytest.fixture(scope="module")
 def cluster():
+    if os.environ.get("SEGTRAIN_SLURM_TESTS") != "1":
+        pytest.skip(
+            "the SLURM tests install and start a cluster on this machine (apt-get, /etc/slurm, daemons); "
+            "set SEGTRAIN_SLURM_TESTS=1 to run them, as .ci/run does"
+        )
     if os.geteuid() != 0 or not (shutil.which("apt-get") or shutil.which("slurmctld")):
         pytest.skip("starting a SLURM cluster needs root on Debian (apt-get, /etc/slurm)")
     started = subprocess.run(

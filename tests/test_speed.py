@@ -3,11 +3,13 @@ and ``segtrain bench`` measures on the configured device."""
 
 import json
 
+import pytest
 import torch
 
 from tests.conftest import TINY, checkpoints, run_cli
 
 
+@pytest.mark.slow
 def test_channels_last_and_compile_train_and_a_plain_eval_loads_the_checkpoint(tmp_path):
     trained = run_cli(*TINY, "trainer.channels_last=true", "trainer.compile.enable=true", cwd=tmp_path)
     assert trained.returncode == 0, trained.stderr[-3000:]
@@ -32,6 +34,7 @@ def test_channels_last_and_compile_train_and_a_plain_eval_loads_the_checkpoint(t
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_bench_runs_on_the_configured_device_and_writes_its_fields(tmp_path):
     result = run_cli("bench", *TINY, "bench.steps=4", "bench.warmup=1", "bench.rounds=1", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -42,6 +42,7 @@ def piped_run(tmp_path_factory) -> dict:
     return {"cwd": cwd, "result": result, "run_dir": best.parent.parent, "best": best}
 
 
+@pytest.mark.slow
 def test_progress_lines_and_summary_off_a_terminal(piped_run):
     out = piped_run["result"].stdout
     epoch_lines = re.findall(
@@ -64,6 +65,7 @@ def test_progress_lines_and_summary_off_a_terminal(piped_run):
     assert re.search(r"\] epoch 2/2  loss", log) and "training finished" in log
 
 
+@pytest.mark.slow
 def test_curves_overlays_and_the_eval_chart_are_pictures(piped_run):
     run_dir = piped_run["run_dir"]
     width, height = decoded(run_dir / "curves.png")
@@ -81,6 +83,7 @@ def test_curves_overlays_and_the_eval_chart_are_pictures(piped_run):
     assert "inference whole, flip off, scales [1.0], CRF off" in result.stdout
 
 
+@pytest.mark.slow
 def test_runs_print_none_of_the_filtered_noise(piped_run, tmp_path):
     assert_quiet(piped_run["result"])
     assert (
