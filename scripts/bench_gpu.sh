@@ -9,7 +9,7 @@ python=${2:-.venv/bin/python}
 runs=${RUNS:-$out/runs}
 mkdir -p "$out"
 export HF_HUB_OFFLINE=1 WANDB_MODE=offline NO_ALBUMENTATIONS_UPDATE=1 PYTHONUNBUFFERED=1
-common=(model=deeplabv3plus data=shapes data.dataset.image_size=512 "data.dataset.lengths={train:480,val:16,test:16}"
+common=(model=deeplabv3plus model.backbone.pretrained=false data=shapes data.dataset.image_size=512 "data.dataset.lengths={train:480,val:16,test:16}"
         data.batch_size=16 data.num_workers=0 trainer=gpu callbacks.progress_bar=null bench.steps=30 bench.warmup=10
         "paths.log_dir=$runs")
 run() {

@@ -35,6 +35,8 @@ def build(name: str, device: str = "cpu"):
         ["experiment=vnet_decathlon", "data.root=/tmp"] if volume else ["data=voc", "data.root=/tmp"]
     )
     cfg = compose("config", overrides)
+    if "backbone" in cfg.model:
+        cfg.model.backbone.pretrained = False  # speed does not depend on the weights' values
     with torch.device(device):
         model = instantiate(cfg.model)
     return model, cfg.data.in_channels, volume

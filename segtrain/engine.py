@@ -261,8 +261,9 @@ def fit(cfg: DictConfig) -> float | None:
     """What every rank runs, on the config ``train`` resolved."""
     pl.seed_everything(cfg.seed, workers=True)
     set_threads(cfg)
-    datamodule = build_datamodule(cfg)
+    # The model first: a backbone whose pretrained weights cannot be had stops the run before any data work.
     task = build_task(cfg)
+    datamodule = build_datamodule(cfg)
     trainer = build_trainer(cfg, rank_function="segtrain.engine.fit")
     trainer.callbacks.append(distributed.RankRecord(output_dir(cfg) / "ranks", task.resolved_config))
     for logger in trainer.loggers:

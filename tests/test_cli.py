@@ -174,6 +174,7 @@ def test_voc_trains_with_deeplabv3plus(tmp_path):
         f"data.root={voc}",
         "model.backbone.name=resnet18",
         "model.backbone.multi_grid=null",
+        "model.backbone.pretrained=false",
         "data.crop_size=[48,48]",
         "data.batch_size=2",
         "data.num_workers=0",

@@ -28,9 +28,13 @@ TREES = {
 }
 # Tiny stand-ins for the papers' networks, by model class: the configs stay the papers', the test fast.
 TINY_MODELS = {
-    "DeepLabV3Plus": ["model.backbone.name=resnet18", "model.backbone.multi_grid=null"],
+    "DeepLabV3Plus": [
+        "model.backbone.name=resnet18",
+        "model.backbone.multi_grid=null",
+        "model.backbone.pretrained=false",
+    ],
     "UNet": ["model.base_channels=4", "model.depth=2", "model.padding=same"],
-    "SegNet": ["+model.backbone.width=0.125"],
+    "SegNet": ["+model.backbone.width=0.125", "model.backbone.pretrained=false"],
 }
 
 

@@ -360,7 +360,12 @@ def test_sigterm_exits_143_and_keeps_the_checkpoints(tmp_path):
         (["paths.log_dir=/proc/segtrain"], ["is not writable", "paths.log_dir"]),
         (["loss=dice", "+loss.class_weights=[1,1,1,1,1,1]"], ["takes no argument 'class_weights'"]),
         (
-            ["model=deeplabv3", "model.backbone.name=resnet18", "model.backbone.multi_grid=[1,2,4,8]"],
+            [
+                "model=deeplabv3",
+                "model.backbone.name=resnet18",
+                "model.backbone.pretrained=false",
+                "model.backbone.multi_grid=[1,2,4,8]",
+            ],
             ["model.backbone.multi_grid=[1, 2, 4, 8] needs a ResNet"],
         ),
     ],

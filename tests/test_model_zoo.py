@@ -191,6 +191,8 @@ def test_every_model_config_with_every_2d_data_config(model_name):
     """Shapes only, on the meta device: the paper-size configs wire in_channels and num_classes."""
     for data in [d for d in config_groups()["data"] if d != "decathlon"]:
         cfg = compose("config", [f"model={model_name}", f"data={data}", "data.root=/tmp"])
+        if "backbone" in cfg.model:
+            cfg.model.backbone.pretrained = False  # shapes only: no ImageNet weights
         with torch.device("meta"):
             model = instantiate(cfg.model).eval()
             out = model(torch.empty(1, cfg.data.in_channels, 224, 224))

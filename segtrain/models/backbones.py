@@ -1,18 +1,77 @@
-"""Backbones through timm, with dilated output strides and offline weights.
+"""Backbones through timm, with dilated output strides, and their ImageNet weights.
 
 ``output_stride`` 8 or 16 replaces the strides of the last stages with dilation, as DeepLab
 (Chen et al. 2017) and PSPNet (Zhao et al. 2017) do; timm implements it for its ResNets.
+
+The paper models start from the ImageNet weights their papers used (``model.backbone.pretrained``):
+timm's for ResNets and Xception, torchvision's for VGG16. ``model.backbone.weights`` takes a local file
+or an http(s) URL (downloaded once into torch's hub cache) instead. Each backbone records where its
+weights came from (``weights_source``), which the run prints and the checkpoint keeps.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence, TypeVar
+from urllib.parse import urlparse
 
 import timm
 import torch.nn as nn
 
 from segtrain.errors import SegtrainError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: What a backbone without pretrained weights records.
+RANDOM_INIT = "random initialisation (model.backbone.pretrained=false)"
+
+
+def local_weights(weights: str) -> str:
+    """The local file of ``model.backbone.weights``: the path itself, or an http(s) URL downloaded once into
+    torch's hub cache (``$TORCH_HOME/hub/checkpoints``)."""
+    if urlparse(weights).scheme not in ("http", "https"):
+        if not Path(weights).is_file():
+            raise SegtrainError(
+                f"model.backbone.weights={weights} does not exist; point it at a .pth or .safetensors state "
+                "dict of the backbone (or an http(s) URL of one), or set model.backbone.weights=null"
+            )
+        return weights
+    import torch
+
+    target = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(weights).path).name
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        log.info("downloading backbone weights %s to %s", weights, target)
+        try:
+            torch.hub.download_url_to_file(weights, str(target), progress=False)
+        except Exception as err:
+            raise SegtrainError(
+                f"model.backbone.weights={weights} could not be downloaded ({err}); download it by hand and "
+                "pass model.backbone.weights=/path/file"
+            ) from None
+    return str(target)
+
+
+def fetch_pretrained(name: str, load: Callable[[], T]) -> T:
+    """``load()`` of ImageNet weights that may need the network, with one error that names both ways out."""
+    try:
+        return load()
+    except SegtrainError:
+        raise
+    except Exception as err:
+        raise SegtrainError(
+            f"model.backbone.pretrained=true, but the ImageNet weights of {name} could not be loaded "
+            f"({' '.join(str(err).split())[:200]}). Either pass a local copy with "
+            "model.backbone.weights=/path/file (or an http(s) URL), or train from scratch with "
+            "model.backbone.pretrained=false, which ends far below the paper's numbers."
+        ) from None
+
+
+def record_source(module: nn.Module, name: str, source: str) -> None:
+    module.weights_source = f"{name}: {source}"
+    log.info("backbone %s initialised from %s", name, source)
 
 
 def create_backbone(
@@ -34,15 +93,14 @@ def create_backbone(
         raise SegtrainError(f"model.backbone.output_stride={output_stride} is not supported; use 8, 16 or 32")
     kwargs = {}
     if weights is not None:
-        if not Path(weights).is_file():
-            raise SegtrainError(
-                f"model.backbone.weights={weights} does not exist; point it at a .pth or "
-                ".safetensors state dict of the timm model, or set model.backbone.weights=null"
-            )
+        weights = local_weights(weights)
         pretrained = True
-        kwargs["pretrained_cfg_overlay"] = {"file": str(weights)}
-    try:
-        model = timm.create_model(
+        kwargs["pretrained_cfg_overlay"] = {"file": weights}
+    if not timm.is_model(name):
+        raise SegtrainError(f"model.backbone.name={name} is not a timm model; see timm.list_models()")
+
+    def build():
+        return timm.create_model(
             name,
             features_only=True,
             out_indices=tuple(out_indices),
@@ -51,12 +109,16 @@ def create_backbone(
             pretrained=pretrained,
             **kwargs,
         )
-    except RuntimeError as err:
-        if "Unknown model" in str(err):
-            raise SegtrainError(
-                f"model.backbone.name={name} is not a timm model; see timm.list_models()"
-            ) from err
-        raise
+
+    model = fetch_pretrained(name, build) if pretrained and weights is None else build()
+    if weights is not None:
+        source = f"the file {weights}"
+    elif pretrained:
+        tag = model.pretrained_cfg.get("hf_hub_id") or model.pretrained_cfg.get("url") or "timm"
+        source = f"ImageNet weights ({tag})"
+    else:
+        source = RANDOM_INIT
+    record_source(model, name, source)
     if multi_grid is not None:
         apply_multi_grid(model, multi_grid)
     return model
@@ -125,23 +187,24 @@ class VGG16(nn.Module):
         #: torchvision's fc6/fc7 (``classifier.0`` / ``classifier.3``) when weights were loaded, for
         #: the models that turn them into convolutions (FCN, DeconvNet).
         self.classifier_state: dict | None = None
+        name = "vgg16_bn" if batch_norm else "vgg16"
         if weights is not None or pretrained:
-            self.load_torchvision_weights(weights, batch_norm)
+            self.load_torchvision_weights(weights, name)
+        else:
+            record_source(self, name, RANDOM_INIT)
 
-    def load_torchvision_weights(self, weights: str | None, batch_norm: bool) -> None:
+    def load_torchvision_weights(self, weights: str | None, name: str) -> None:
         import torch
         import torchvision
 
         if weights is not None:
-            if not Path(weights).is_file():
-                raise SegtrainError(
-                    f"model.backbone.weights={weights} does not exist; point it at torchvision's "
-                    f"vgg16{'_bn' if batch_norm else ''} state dict, or set it to null"
-                )
+            weights = local_weights(weights)
             state = torch.load(weights, map_location="cpu", weights_only=True)
+            record_source(self, name, f"the file {weights}")
         else:
-            builder = torchvision.models.vgg16_bn if batch_norm else torchvision.models.vgg16
-            state = builder(weights="DEFAULT").state_dict()
+            enum = torchvision.models.get_model_weights(name).DEFAULT
+            state = fetch_pretrained(name, lambda: enum.get_state_dict(progress=False))
+            record_source(self, name, f"ImageNet weights (torchvision {enum.url})")
         features = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
         self.features.load_state_dict(features)
         self.classifier_state = {k: v for k, v in state.items() if k.startswith("classifier.")}

@@ -228,6 +228,10 @@ class SemanticSegmentation(pl.LightningModule):
             "mean": (self.pixel_mean.flatten() / 255).tolist(),
             "std": (self.pixel_std.flatten() / 255).tolist(),
             "ignore_index": self.ignore_index,
+            # Where the backbone's weights came from before training (ImageNet, a file, or none).
+            "backbone_weights": [
+                m.weights_source for m in self.model.modules() if hasattr(m, "weights_source")
+            ],
             "segtrain_version": __version__,
         }
 
