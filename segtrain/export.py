@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -18,20 +19,39 @@ from segtrain.engine import load_task, output_dir
 from segtrain.errors import SegtrainError
 from segtrain.predict import metadata_path
 
+#: ONNX exporters in the order tried: torch.export's, the current one (opset 18 and up), then the
+#: TorchScript-based one, deprecated since torch 2.9 but able to trace the size-dependent Python branches
+#: that torch.export rejects (U-Net's crop, for one).
+ONNX_EXPORTERS = ("torch.export", "torchscript")
 
-def export_onnx(model: torch.nn.Module, sample: torch.Tensor, path: Path, opset: int) -> None:
+
+def export_onnx(
+    model: torch.nn.Module, sample: torch.Tensor, path: Path, opset: int, exporter: str = "torchscript"
+) -> None:
+    """ONNX with dynamic batch, height and width, by ``exporter`` (one of ``ONNX_EXPORTERS``)."""
+    names = {"input_names": ["image"], "output_names": ["logits"], "opset_version": opset}
+    if exporter == "torch.export":
+        batch, height, width = (torch.export.Dim(name) for name in ("batch", "height", "width"))
+        torch.onnx.export(
+            model,
+            (sample,),
+            str(path),
+            dynamo=True,
+            dynamic_shapes=({0: batch, 2: height, 3: width},),
+            verbose=False,
+            **names,
+        )
+        return
     torch.onnx.export(
         model,
         (sample,),
         str(path),
-        input_names=["image"],
-        output_names=["logits"],
         dynamic_axes={
             "image": {0: "batch", 2: "height", 3: "width"},
             "logits": {0: "batch", 2: "height", 3: "width"},
         },
-        opset_version=opset,
         dynamo=False,
+        **names,
     )
 
 
@@ -62,23 +82,38 @@ def check_output(path: Path) -> None:
         raise SegtrainError(f"output={path} exists and is read-only; pass another path")
 
 
-def write_and_compare(
-    model: torch.nn.Module, samples: list[torch.Tensor], path: Path, fmt: str, opset: int
-) -> float:
-    """Exports ``model`` to ``path`` and returns the largest difference from PyTorch over ``samples``."""
-    with torch.no_grad():
-        if fmt == "onnx":
-            export_onnx(model, samples[0], path, opset)
-            exported = onnx_runner(path)
-        else:
-            torch.jit.trace(model, samples[0], check_trace=False).save(str(path))
-            exported = torch.jit.load(str(path))
-        worst = 0.0
-        for sample in samples:
-            diff = (exported(sample) - model(sample)).abs().max().item()
-            print(f"{fmt} vs PyTorch at {tuple(sample.shape)}: max abs diff {diff:.3e}")
-            worst = max(worst, diff)
+def compare(exported, model: torch.nn.Module, samples: list[torch.Tensor], label: str) -> float:
+    """The largest difference between the exported model and PyTorch over ``samples``."""
+    worst = 0.0
+    for sample in samples:
+        diff = (exported(sample) - model(sample)).abs().max().item()
+        print(f"{label} vs PyTorch at {tuple(sample.shape)}: max abs diff {diff:.3e}")
+        worst = max(worst, diff)
     return worst
+
+
+def write_and_compare(
+    model: torch.nn.Module, samples: list[torch.Tensor], path: Path, fmt: str, opset: int, atol: float
+) -> tuple[float, str]:
+    """Exports ``model`` to ``path``; returns the largest difference from PyTorch over ``samples`` and the
+    exporter that wrote the file (ONNX: the first of ``ONNX_EXPORTERS`` that works within ``atol``)."""
+    with torch.no_grad():
+        if fmt != "onnx":
+            torch.jit.trace(model, samples[0], check_trace=False).save(str(path))
+            return compare(torch.jit.load(str(path)), model, samples, fmt), "torch.jit.trace"
+        exporters = ONNX_EXPORTERS if opset >= 18 else ONNX_EXPORTERS[1:]
+        for exporter in exporters[:-1]:
+            try:
+                export_onnx(model, samples[0], path, opset, exporter)
+                worst = compare(onnx_runner(path), model, samples, f"onnx ({exporter} exporter)")
+                if worst <= atol:
+                    return worst, exporter
+                reason = f"it differs from PyTorch by {worst:.3e}"
+            except Exception as err:
+                reason = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip().splitlines()[0][:160]
+            print(f"the {exporter} ONNX exporter does not fit this model ({reason}); trying the next one")
+        export_onnx(model, samples[0], path, opset, exporters[-1])
+        return compare(onnx_runner(path), model, samples, f"onnx ({exporters[-1]} exporter)"), exporters[-1]
 
 
 def export(cfg: DictConfig) -> Path:
@@ -100,7 +135,7 @@ def export(cfg: DictConfig) -> Path:
     # Written beside the target and renamed into place once checked: a failed export keeps the old file.
     written = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        worst = write_and_compare(model, samples, written, fmt, cfg.export.opset)
+        worst, exporter = write_and_compare(model, samples, written, fmt, cfg.export.opset, cfg.export.atol)
         if worst > cfg.export.atol:
             raise SegtrainError(
                 f"exported {fmt} model differs from PyTorch by {worst:.3e} > export.atol={cfg.export.atol}; "
@@ -110,6 +145,7 @@ def export(cfg: DictConfig) -> Path:
         meta = {
             **task.metadata(),
             "format": fmt,
+            "exporter": exporter,
             "input": "float32 [batch, C, H, W], RGB, (x / 255 - mean) / std",
             "output": "logits [batch, num_classes, H, W]",
             # segtrain predict applies them to ONNX models too, as it does to checkpoints.

@@ -46,6 +46,17 @@ LOG_LINES = [
     ),
 ]
 
+#: Loggers whose messages below a level are internal progress: (name, level kept, why).
+LOGGERS = [
+    ("onnxscript", logging.WARNING, "the ONNX optimizer's progress (nodes removed, initialisers merged)"),
+    ("onnx_ir", logging.WARNING, "the same optimizer's passes"),
+    (
+        "torch.export",
+        logging.CRITICAL,
+        "logs its tracing failures at ERROR; export says in one line why it falls back to the other exporter",
+    ),
+]
+
 #: The loggers Lightning's rank_zero_info writes through.
 _LIGHTNING_LOGGERS = ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero")
 
@@ -62,6 +73,8 @@ class _DropLines(logging.Filter):
 def quiet() -> None:
     for pattern, category, _ in WARNINGS:
         warnings.filterwarnings("ignore", message=f".*{pattern}", category=category)
+    for name, level, _ in LOGGERS:
+        logging.getLogger(name).setLevel(level)
     line_filter = _DropLines([pattern for pattern, _ in LOG_LINES])
     for name in _LIGHTNING_LOGGERS:
         logger = logging.getLogger(name)

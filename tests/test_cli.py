@@ -132,6 +132,7 @@ def test_export_onnx_and_torchscript_then_predict_with_both(trained_run, tmp_pat
     assert dims == ["batch", 3, "height", "width"]
     meta = json.loads(onnx_path.with_name("model.onnx.json").read_text())
     assert meta["classes"][1] == "disc" and meta["mean"] and meta["std"] and meta["palette"]
+    assert meta["exporter"] == "torch.export"  # the current exporter, not the deprecated one
     embedded = {entry.key: json.loads(entry.value) for entry in onnx.load(str(onnx_path)).metadata_props}
     assert embedded["classes"] == meta["classes"] and embedded["mean"] == meta["mean"]
 

@@ -9,7 +9,7 @@ from hydra.utils import instantiate
 
 from segtrain.config import compose, config_groups
 from segtrain.errors import SegtrainError
-from segtrain.export import export_onnx, onnx_runner
+from segtrain.export import export_onnx, onnx_runner, write_and_compare
 from segtrain.models.blocks import adaptive_avg_pool2d, max_unpool2d
 from segtrain.models.deconvnet import DeconvNet
 from segtrain.models.deeplab import DeepLabV1, DeepLabV2, DeepLabV3, DeepLabV3Plus
@@ -88,6 +88,32 @@ def test_onnx_with_dynamic_size_and_torchscript(name, tmp_path):
             scale = expected.abs().max().item() + 1e-6
             assert (run(sample) - expected).abs().max().item() / scale < 1e-4
             assert (traced(sample) - expected).abs().max().item() / scale < 1e-4
+
+
+class ValueDependent(torch.nn.Module):
+    """A branch on a tensor's value: the TorchScript-based exporter traces the branch taken, torch.export
+    refuses it."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 2, 1)
+
+    def forward(self, x):
+        if x.abs().sum() >= 0:
+            return self.conv(x)
+        return -self.conv(x)
+
+
+@pytest.mark.parametrize(
+    "model, exporter",
+    [(lambda: torch.nn.Conv2d(3, 2, 3, padding=1), "torch.export"), (ValueDependent, "torchscript")],
+)
+def test_onnx_export_prefers_torch_export_and_falls_back(model, exporter, tmp_path, capsys):
+    samples = [torch.randn(1, 3, 32, 32), torch.randn(2, 3, 45, 61)]
+    worst, used = write_and_compare(model().eval(), samples, tmp_path / "m.onnx", "onnx", 18, 1e-4)
+    assert used == exporter and worst < 1e-4
+    fell_back = "the torch.export ONNX exporter does not fit this model" in capsys.readouterr().out
+    assert fell_back == (exporter == "torchscript")
 
 
 # Parameter counts of the papers' configurations, built on the meta device (no memory, no time).
