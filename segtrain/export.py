@@ -38,6 +38,7 @@ def export_onnx(
             str(path),
             dynamo=True,
             dynamic_shapes=({0: batch, 2: height, 3: width},),
+            external_data=False,  # one file, renamed into place whole: no weights left in a side file
             verbose=False,
             **names,
         )
