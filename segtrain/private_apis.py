@@ -26,6 +26,11 @@ class PrivateAPI:
 
 PRIVATE_APIS = (
     PrivateAPI(
+        "pytorch_lightning.callbacks.progress.rich_progress:RichProgressBar._get_train_description",
+        ("self", "current_epoch"),
+        "callbacks.ProgressBar overrides it to count epochs from 1, as the tables and log lines do",
+    ),
+    PrivateAPI(
         "pytorch_lightning.strategies.launchers.subprocess_script:_SubprocessScriptLauncher.__init__",
         ("self", "cluster_environment", "num_processes", "num_nodes"),
         "distributed.ConfigLauncher subclasses it to start ranks on the job's config, not sys.argv",
