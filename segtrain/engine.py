@@ -224,7 +224,7 @@ def resolve_class_weights(cfg: DictConfig) -> None:
     numbers in the config (and so in checkpoints)."""
     if OmegaConf.select(cfg, "loss.class_weights") != MEDIAN_FREQUENCY:
         return
-    from segtrain.check_data import median_frequency_weights, scan_split
+    from segtrain.data.statistics import median_frequency_weights, scan_split
 
     datamodule, report = scan_split(cfg.data, cfg.data.train_split)
     weights = median_frequency_weights(report, datamodule.num_classes)
