@@ -24,6 +24,7 @@ from segtrain.callbacks import PredictionWriter, TrainingLog, duration, percent
 from segtrain.checkpoint import check_classes, composed_config, load_checkpoint, read_metadata, stored_config
 from segtrain.config import MEDIAN_FREQUENCY, check_accelerator, requeued, validate
 from segtrain.errors import SegtrainError
+from segtrain.inference import score_resolution
 from segtrain.metrics import format_table
 from segtrain.plots import per_class_iou
 from segtrain.tasks.semantic import SemanticSegmentation
@@ -190,18 +191,12 @@ def write_metrics(cfg: DictConfig, result: dict, name: str) -> Path:
 
 def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
     """The data config's module, told at which resolution validation and evaluation score."""
-    return instantiate(cfg.data, score_resolution=score_resolution(cfg))
-
-
-def score_resolution(cfg: DictConfig) -> str:
-    # Checkpoints written before inference.score_resolution existed scored at the transformed size;
-    # evaluating them now scores as the official tools do.
-    return cfg.inference.get("score_resolution", "original")
+    return instantiate(cfg.data, score_resolution=score_resolution(cfg.inference))
 
 
 def describe_resolution(cfg: DictConfig) -> str:
     """The resolution predictions are scored and written at, for titles and messages."""
-    if score_resolution(cfg) == "original":
+    if score_resolution(cfg.inference) == "original":
         return "each image's own resolution"
     return "the size data.val_transforms give (inference.score_resolution=transformed)"
 
@@ -373,7 +368,7 @@ def evaluate(cfg: DictConfig) -> dict:
         "ckpt": str(cfg.ckpt),
         "inference": {
             **OmegaConf.to_container(merged.inference, resolve=True),
-            "score_resolution": score_resolution(merged),
+            "score_resolution": score_resolution(merged.inference),
         },
     }
     title = (

@@ -21,7 +21,7 @@ from segtrain.config import check_writable
 from segtrain.data.io import IMAGE_SUFFIXES, list_images, read_image
 from segtrain.data.transforms import compose, transform_item
 from segtrain.errors import SegtrainError
-from segtrain.inference import class_ids, predict_probs, to_original_size
+from segtrain.inference import class_ids, predict_probs, score_resolution, to_original_size
 from segtrain.visualize import blend, palette_image
 
 
@@ -160,7 +160,7 @@ def predict(cfg: DictConfig) -> Path:
         inference = OmegaConf.to_container(merged.inference, resolve=True)
         in_channels = merged.data.in_channels
         transforms = merged.data.val_transforms
-    original_size = inference.get("score_resolution", "original") == "original"
+    original_size = score_resolution(inference) == "original"
     pipeline = compose(instantiate(transforms), track_extent=original_size)
     overlay_dir = out_dir / "overlays"
     overlay_dir.mkdir(parents=True, exist_ok=True)
