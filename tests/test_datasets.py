@@ -30,14 +30,7 @@ def datamodule(data: str, root, *overrides: str):
 
 def read_pairs(dm, split: str):
     """(stored mask, item mask) for every sample of a split, read without augmentation."""
-    dataset = dm.dataset_factory(
-        split=split,
-        num_classes=dm.num_classes,
-        ignore_index=dm.ignore_index,
-        in_channels=dm.in_channels,
-        transform=None,
-        encoding=dm.encoding,
-    )
+    dataset = dm.reader(split)
     return dataset, [
         (np.asarray(Image.open(mask)), dataset[i]["mask"].numpy())
         for i, (_, mask) in enumerate(dataset.samples)
@@ -201,10 +194,8 @@ needs_shared = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"real data n
 def test_real_camvid_reads_through_its_reader():
     dm = datamodule("camvid", SHARED_DATA / "camvid")
     for split, count in (("train", 367), ("val", 101)):
-        dataset = dm.dataset_factory(
-            split=split, num_classes=11, ignore_index=255, in_channels=3, transform=None, encoding=dm.encoding
-        )
-        assert len(dataset) == count
+        dataset = dm.reader(split)
+        assert dm.num_classes == 11 and len(dataset) == count
         for index in (0, count - 1):
             item = dataset[index]
             assert item["image"].shape == (3, 360, 480) and item["mask"].shape == (360, 480)

@@ -98,15 +98,23 @@ class SegDataModule(pl.LightningDataModule):
         self.labels_seen: torch.Tensor | None = None
         self.datasets: dict[str, SegmentationDataset] = {}
 
+    def reader(self, split: str, **options) -> SegmentationDataset:
+        """The dataset reader of ``split``, its masks encoded as training encodes them; without ``options``
+        (``transform``, ``weight_map``, ``original_mask``) it reads the pairs as published, unaugmented."""
+        return self.dataset_factory(
+            split=split,
+            num_classes=self.num_classes,
+            ignore_index=self.ignore_index,
+            in_channels=self.in_channels,
+            encoding=self.encoding,
+            **options,
+        )
+
     def build(self, stage: str) -> SegmentationDataset:
         if stage not in self.datasets:
-            self.datasets[stage] = self.dataset_factory(
-                split=self.splits[stage],
-                num_classes=self.num_classes,
-                ignore_index=self.ignore_index,
-                in_channels=self.in_channels,
+            self.datasets[stage] = self.reader(
+                self.splits[stage],
                 transform=self.transforms["train" if stage == "train" else "val"],
-                encoding=self.encoding,
                 weight_map=self.weight_map if stage == "train" else None,
                 original_mask=self.original_masks and stage != "train",
             )

@@ -260,12 +260,5 @@ def median_frequency_weights(report: Report, num_classes: int) -> list[float]:
 def scan_split(data_cfg: DictConfig, split: str, workers: int | None = None):
     """(datamodule, report) for one split, read as training reads it but without augmentation."""
     datamodule = instantiate(data_cfg)
-    dataset = datamodule.dataset_factory(
-        split=split,
-        num_classes=datamodule.num_classes,
-        ignore_index=datamodule.ignore_index,
-        in_channels=datamodule.in_channels,
-        transform=None,
-        encoding=datamodule.encoding,
-    )
+    dataset = datamodule.reader(split)
     return datamodule, scan(dataset, datamodule.classes, datamodule.palette, workers or os.cpu_count() or 1)
