@@ -200,22 +200,11 @@ def fail(message: str, prefix: str = "error") -> NoReturn:
 
 def list_configs() -> None:
     from segtrain.config import config_dir, config_groups
+    from segtrain.help import GROUPS
 
     groups = config_groups()
     print(f"configs in {config_dir()}")
-    order = [
-        "model",
-        "data",
-        "loss",
-        "optimizer",
-        "scheduler",
-        "trainer",
-        "logger",
-        "callbacks",
-        "experiment",
-        "debug",
-        "paths",
-    ]
+    order = [*GROUPS, "paths"]
     for group in order + sorted(set(groups) - set(order)):
         if group in groups:
             print(f"  {group + ':':<12} {', '.join(groups[group])}")

@@ -16,6 +16,20 @@ INFERENCE_KEYS = [
     ("inference.score_resolution", "original (each image's own size, the default) | transformed"),
 ]
 
+#: The config groups in the order a user meets them, one concern each (``segtrain list`` and train's help).
+GROUPS = (
+    "model",
+    "data",
+    "loss",
+    "optimizer",
+    "scheduler",
+    "trainer",
+    "logger",
+    "callbacks",
+    "experiment",
+    "debug",
+)
+
 #: command -> (what it does, [(key, one line)], [config groups], [examples])
 COMMAND_HELP = {
     "train": (
@@ -35,19 +49,7 @@ COMMAND_HELP = {
             ("seed", "seeds torch, numpy and the augmentations"),
             *INFERENCE_KEYS,
         ],
-        [
-            "model",
-            "data",
-            "loss",
-            "optimizer",
-            "scheduler",
-            "trainer",
-            "logger",
-            "callbacks",
-            "experiment",
-            "debug",
-            "hparams_search",
-        ],
+        [*GROUPS, "hparams_search"],
         [
             "segtrain model=deeplabv3plus data=voc data.root=/data/VOCdevkit/VOC2012 trainer=gpu",
             "segtrain -m optimizer.lr=0.01,0.001 debug=limit      a two-run sweep, a few batches each",
