@@ -19,15 +19,11 @@ from pytorch_lightning.utilities import rank_zero_info
 from pytorch_lightning.utilities.model_summary import get_formatted_model_size, get_human_readable_count
 
 from segtrain.inference import to_original_size
+from segtrain.metrics import percent
 from segtrain.plots import training_curves
 from segtrain.visualize import blend
 
 log = logging.getLogger("segtrain")
-
-
-def percent(value: float) -> str:
-    """How segtrain shows every score: percent with 2 decimals (json files keep fractions)."""
-    return "-" if value is None or value != value else f"{value * 100:.2f}"
 
 
 def duration(seconds: float) -> str:

@@ -20,12 +20,12 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ProgressBar
 
 from segtrain import distributed
-from segtrain.callbacks import PredictionWriter, TrainingLog, duration, percent
+from segtrain.callbacks import PredictionWriter, TrainingLog, duration
 from segtrain.checkpoint import check_classes, composed_config, load_checkpoint, read_metadata, stored_config
 from segtrain.config import MEDIAN_FREQUENCY, check_accelerator, requeued, validate
 from segtrain.errors import SegtrainError
 from segtrain.inference import score_resolution
-from segtrain.metrics import format_table
+from segtrain.metrics import format_table, percent
 from segtrain.plots import per_class_iou
 from segtrain.tasks.semantic import SemanticSegmentation
 

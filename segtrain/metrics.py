@@ -70,16 +70,19 @@ def scores(confmat: torch.Tensor, class_names: Sequence[str]) -> dict:
     }
 
 
+def percent(value: float | None) -> str:
+    """How segtrain shows every score: percent with 2 decimals, "-" where undefined (json files keep
+    fractions)."""
+    return "-" if value is None or value != value else f"{value * 100:.2f}"
+
+
 def format_table(result: dict, title: str = "") -> str:
     """Per-class IoU / Dice table and the summary scores, as plain text."""
     width = max([len(name) for name in result["per_class"]] + [5])
     lines = [title] if title else []
     lines.append(f"{'class':<{width}}  {'IoU':>7}  {'Dice':>7}  {'Acc':>7}  {'pixels':>11}")
     for name, row in result["per_class"].items():
-        cells = "  ".join(
-            f"{row[key] * 100:7.2f}" if row[key] == row[key] else f"{'-':>7}"
-            for key in ("IoU", "Dice", "Acc")
-        )
+        cells = "  ".join(f"{percent(row[key]):>7}" for key in ("IoU", "Dice", "Acc"))
         lines.append(f"{name:<{width}}  {cells}  {row['pixels']:>11}")
     lines.append(
         "  ".join(f"{key} {result[key] * 100:.2f}" for key in ("mIoU", "mDice", "aAcc", "mAcc", "fwIoU"))
