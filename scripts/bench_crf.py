@@ -19,9 +19,9 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from segtrain.checkpoint import load_checkpoint
-from segtrain.engine import build_task
 from segtrain.metrics import ConfusionMatrix, scores
+from segtrain.runtime.checkpoint import load_checkpoint
+from segtrain.tasks import build_task
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -17,14 +17,30 @@ from segtrain.errors import SegtrainError
 
 # command -> (primary config, "module:function", one-line help)
 COMMANDS = {
-    "train": ("config", "segtrain.engine:train", "train a model (the default command)"),
-    "eval": ("eval", "segtrain.engine:evaluate", "evaluate ckpt=PATH on data.split (mIoU, Dice, ...)"),
-    "predict": ("predict", "segtrain.predict:predict", "ckpt=PATH|model.onnx input=DIR_OR_FILE output=DIR"),
-    "export": ("export", "segtrain.export:export", "ckpt=PATH format=onnx|torchscript, checked at two sizes"),
-    "bench": ("bench", "segtrain.bench:bench", "time segtrain's training step against a plain PyTorch loop"),
+    "train": ("config", "segtrain.commands.train:train", "train a model (the default command)"),
+    "eval": (
+        "eval",
+        "segtrain.commands.evaluate:evaluate",
+        "evaluate ckpt=PATH on data.split (mIoU, Dice, ...)",
+    ),
+    "predict": (
+        "predict",
+        "segtrain.commands.predict:predict",
+        "ckpt=PATH|model.onnx input=DIR_OR_FILE output=DIR",
+    ),
+    "export": (
+        "export",
+        "segtrain.commands.export:export",
+        "ckpt=PATH format=onnx|torchscript, checked at two sizes",
+    ),
+    "bench": (
+        "bench",
+        "segtrain.commands.bench:bench",
+        "time segtrain's training step against a plain PyTorch loop",
+    ),
     "check-data": (
         "check_data",
-        "segtrain.check_data:check_data",
+        "segtrain.commands.check_data:check_data",
         "scan data.split for unreadable files, size mismatches and label-encoding slips",
     ),
     "list": (None, None, "list the models, datasets, losses, ... available in conf/"),

@@ -73,7 +73,29 @@ def loader_workers(devices=1) -> int:
     return max(1, min(16, ((os.cpu_count() or 2) - 1) // processes))
 
 
+@functools.lru_cache(maxsize=8)
+def _coco_categories(path: str, modified: float) -> tuple[tuple[int, str], ...]:
+    from segtrain.data.datasets.coco_instances import load_coco_json
+
+    categories = load_coco_json(Path(path))["categories"]
+    return tuple(sorted((int(category["id"]), str(category["name"])) for category in categories))
+
+
+def coco_categories(root: str, annotation_file: str, split: str, field: str) -> ListConfig:
+    """``${coco_categories:root,file,split,name|id}``: the categories of a COCO-format json, by id."""
+    path = Path(str(root)) / str(annotation_file).format(split=split)
+    if not path.is_file():
+        raise SegtrainError(
+            f"data.annotation_file: {path} does not exist; data=instances_folder reads the classes from it. "
+            "Point data.root and data.annotation_file ({{split}} is filled in) at your COCO-format json"
+        )
+    categories = _coco_categories(str(path), path.stat().st_mtime)
+    return ListConfig([category_id if field == "id" else name for category_id, name in categories])
+
+
 OmegaConf.register_new_resolver("len", lambda items: len(items), replace=True)
+OmegaConf.register_new_resolver("add", lambda *numbers: sum(numbers), replace=True)
+OmegaConf.register_new_resolver("coco_categories", coco_categories, replace=True)
 OmegaConf.register_new_resolver("loader_workers", loader_workers, replace=True)
 OmegaConf.register_new_resolver("run_stamp", run_stamp, replace=True)
 OmegaConf.register_new_resolver("palette", distinct_palette, replace=True)
@@ -393,25 +415,57 @@ def _dataset_layout(data: DictConfig) -> str:
         return "see the dataset's docs"
 
 
+def config_task(target: str) -> str | None:
+    """The task a model or data module class is for (its ``task`` attribute; semantic by default), or None
+    when the target cannot be imported (instantiation reports that)."""
+    try:
+        return getattr(get_class(target), "task", "semantic")
+    except Exception:
+        return None
+
+
+def _check_task(cfg: DictConfig) -> None:
+    from segtrain.tasks import TASK_CONFIGS
+
+    task = OmegaConf.select(cfg, "task.name", default="semantic")
+    if task not in TASK_CONFIGS:
+        raise SegtrainError(f"task={task} is not a task segtrain trains; choose {', '.join(TASK_CONFIGS)}")
+    for key in ("model", "data"):
+        target = OmegaConf.select(cfg, f"{key}._target_")
+        found = config_task(target) if target else None
+        if found is not None and found != task:
+            raise SegtrainError(
+                f"{key}._target_={target} is for task={found}, but this run's task is {task}. Pass "
+                f"task={found} with {TASK_CONFIGS[found]}; task={task} takes {TASK_CONFIGS[task]}"
+            )
+
+
 def _check_consistency(cfg: DictConfig) -> None:
+    _check_task(cfg)
     classes = list(cfg.data.classes)
-    if cfg.data.num_classes != len(classes):
+    # Instance labels are 1..K: torchvision's detectors count the background as class 0.
+    instance = OmegaConf.select(cfg, "task.name") == "instance"
+    counted = len(classes) + instance
+    if cfg.data.num_classes != counted:
+        background = " and the background" if instance else ""
         raise SegtrainError(
-            f"data.num_classes={cfg.data.num_classes} but data.classes lists {len(classes)} classes; "
-            "remove data.num_classes (it defaults to the length of data.classes) or fix the list"
+            f"data.num_classes={cfg.data.num_classes} but data.classes lists {len(classes)} "
+            f"classes{background}"
+            f" ({counted}); remove data.num_classes (it follows data.classes) or fix the list"
         )
-    if cfg.data.ignore_index < len(classes):
+    if not instance and cfg.data.ignore_index < len(classes):
         raise SegtrainError(
             f"data.ignore_index={cfg.data.ignore_index} is the id of class "
             f"'{classes[cfg.data.ignore_index]}': that class would never be trained or scored. Use an id >= "
             f"{len(classes)} (255 is the convention), or map the value to ignore with data.label_map"
         )
-    if len(cfg.data.palette) < len(classes):
-        raise SegtrainError(f"data.palette has {len(cfg.data.palette)} colours for {len(classes)} classes")
+    if len(cfg.data.palette) < counted:
+        raise SegtrainError(f"data.palette has {len(cfg.data.palette)} colours for {counted} classes")
     model_classes = OmegaConf.select(cfg, "model.num_classes")
-    if model_classes is not None and model_classes != len(classes):
+    if model_classes is not None and model_classes != counted:
+        background = " (the background included)" if instance else ""
         raise SegtrainError(
-            f"model.num_classes={model_classes} does not match the {len(classes)} classes of "
+            f"model.num_classes={model_classes} does not match the {counted} classes{background} of "
             f"data={cfg.data.get('name', '?')}; drop the override (it follows data.num_classes)"
         )
     weights = OmegaConf.select(cfg, "loss.class_weights")

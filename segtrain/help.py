@@ -18,6 +18,7 @@ INFERENCE_KEYS = [
 
 #: The config groups in the order a user meets them, one concern each (``segtrain list`` and train's help).
 GROUPS = (
+    "task",
     "model",
     "data",
     "loss",

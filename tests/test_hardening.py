@@ -487,8 +487,8 @@ def test_one_pixel_image_is_named(tmp_path):
 def test_the_stored_config_keeps_links_between_keys_and_resolves_the_environment(tmp_path):
     from omegaconf import open_dict
 
-    from segtrain.checkpoint import composed_config
     from segtrain.config import compose
+    from segtrain.runtime.checkpoint import composed_config
 
     cfg = compose(
         "config",

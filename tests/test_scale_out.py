@@ -18,7 +18,7 @@ from conftest import OFFLINE_ENV, TINY, run_cli
 from omegaconf import OmegaConf
 
 from segtrain import cli
-from segtrain.checkpoint import read_metadata
+from segtrain.runtime.checkpoint import read_metadata
 
 #: TINY with 7 validation images: an odd count that 2 ranks cannot split evenly.
 SMALL = [arg for arg in TINY if not arg.startswith("data.dataset.lengths")] + [
@@ -209,7 +209,7 @@ def test_kill_9_mid_epoch_then_resume_continues(tmp_path):
 
 ATOMIC_WRITER = """
 import sys, torch
-from segtrain.checkpoint import AtomicCheckpointIO
+from segtrain.runtime.checkpoint import AtomicCheckpointIO
 io = AtomicCheckpointIO()
 step = 0
 while True:

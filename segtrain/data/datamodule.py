@@ -41,6 +41,8 @@ class SegDataModule(pl.LightningDataModule):
     slip that per-image checks cannot see, since one image may rightly hold background only.
     """
 
+    task = "semantic"
+
     def __init__(
         self,
         dataset: Callable[..., SegmentationDataset],
@@ -154,9 +156,12 @@ class SegDataModule(pl.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
-            collate_fn=partial(pad_collate, ignore_index=self.ignore_index),
+            collate_fn=self.collate(),
             worker_init_fn=seed_worker if self.num_workers else None,
         )
+
+    def collate(self):
+        return partial(pad_collate, ignore_index=self.ignore_index)
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         if self.label_check_batches and self.trainer is not None and self.trainer.training:

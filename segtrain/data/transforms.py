@@ -34,15 +34,24 @@ def _flatten(transforms: Sequence) -> Iterator[A.BasicTransform]:
 
 
 def compose(
-    transforms: Sequence[A.BasicTransform] | None, seed: int | None = None, track_extent: bool = False
+    transforms: Sequence[A.BasicTransform] | None,
+    seed: int | None = None,
+    track_extent: bool = False,
+    boxes: bool = False,
 ) -> A.Compose | None:
     """One albumentations pipeline over ``image`` and ``mask``; None when the list is empty.
 
     ``track_extent``: the pipeline also carries the image corners as keypoints (see ``transform_item``);
-    only pipelines that move pixels need them.
+    only pipelines that move pixels need them. ``boxes``: it also moves xyxy boxes (with ``labels`` and
+    their ``indices``) and drops those that leave the image or keep less than a pixel of area.
     """
     if not transforms:
         return None
+    if boxes:
+        box_params = A.BboxParams(
+            format="pascal_voc", label_fields=["labels", "indices"], min_area=1.0, clip=True
+        )
+        return A.Compose(list(transforms), seed=seed, bbox_params=box_params)
     geometric = [t for t in _flatten(transforms) if isinstance(t, A.DualTransform)]
     keypoints = None
     if track_extent and geometric:

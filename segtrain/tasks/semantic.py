@@ -1,101 +1,71 @@
-"""The LightningModule for semantic segmentation: steps, metrics, optimisation, checkpoint metadata."""
+"""Semantic segmentation: one class per pixel, scored by a confusion matrix (mIoU, Dice, ...).
+
+Items: ``{"image": uint8 CHW, "mask": uint8 HW (ignore_index 255), "meta": {...}}``; predictions are
+mapped back onto each image's own grid before they are scored or written (``inference.score_resolution``).
+"""
 
 from __future__ import annotations
 
-import inspect
-import time
-from typing import Callable, Sequence
+import logging
+from pathlib import Path
+from typing import Sequence
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn as nn
-from pytorch_lightning.loggers import WandbLogger
-from pytorch_lightning.utilities import rank_zero_info
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
 
-from segtrain import LAUNCHED_AT, __version__
-from segtrain.errors import SegtrainError
-from segtrain.inference import class_ids, predict_probs, to_original_size
-from segtrain.metrics import ConfusionMatrix, scores
+from segtrain.config import MEDIAN_FREQUENCY
+from segtrain.inference import class_ids, predict_probs, score_resolution, to_original_size
+from segtrain.metrics import ConfusionMatrix, format_table, scores
+from segtrain.tasks.base import SegmentationTask
+from segtrain.visualize import blend
+
+log = logging.getLogger(__name__)
 
 
-class SemanticSegmentation(pl.LightningModule):
-    """Owns the step logic; ``model`` is a plain nn.Module taking normalised images.
+class SemanticSegmentation(SegmentationTask):
+    name = "semantic"
+    primary_metric = "mIoU"
+    epoch_metrics = ("mIoU", "mDice")
 
-    Images arrive as uint8 and are normalised here, on the device.
-    """
-
-    def __init__(
-        self,
-        model: nn.Module,
-        loss: nn.Module,
-        optimizer: Callable,
-        scheduler: Callable | None,
-        classes: Sequence[str],
-        palette: Sequence[Sequence[int]],
-        mean: Sequence[float],
-        std: Sequence[float],
-        ignore_index: int = 255,
-        inference: dict | None = None,
-        config: dict | None = None,
-        resolved_config: dict | None = None,
-        lr_base_batch_size: int | None = None,
-        channels_last: bool = False,
-        compile: dict | None = None,
-    ):
-        super().__init__()
-        self.model = model
+    def __init__(self, model: nn.Module, loss: nn.Module, **task_arguments):
+        super().__init__(model, **task_arguments)
         self.loss = loss
-        self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler
-        self.classes = list(classes)
-        self.palette = [list(color) for color in palette]
-        self.ignore_index = ignore_index
-        self.inference = dict(inference or {})
-        #: The config as composed (interpolations kept, see ``segtrain.checkpoint.composed_config``) and as
-        #: resolved for this run; checkpoints store both.
-        self.config = config or {}
-        self.resolved_config = resolved_config or self.config
-        self.lr_base_batch_size = lr_base_batch_size
-        self.channels_last = channels_last
-        volumetric = any(isinstance(module, nn.Conv3d) for module in model.modules())
-        #: The layout of the model's weights and inputs (``trainer.channels_last``).
-        self.memory_format = (
-            (torch.channels_last_3d if volumetric else torch.channels_last)
-            if channels_last
-            else torch.contiguous_format
+        self.val_confmat = ConfusionMatrix(len(self.classes), self.ignore_index)
+        self.test_confmat = ConfusionMatrix(len(self.classes), self.ignore_index)
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig, **task_arguments) -> SemanticSegmentation:
+        return super().from_config(cfg, loss=instantiate(cfg.loss), **task_arguments)
+
+    @classmethod
+    def prepare_config(cls, cfg: DictConfig) -> None:
+        """``loss.class_weights=median_frequency``: computed from the train split's masks, and stored as
+        numbers in the config (and so in checkpoints)."""
+        if OmegaConf.select(cfg, "loss.class_weights") != MEDIAN_FREQUENCY:
+            return
+        from segtrain.data.statistics import median_frequency_weights, scan_split
+
+        datamodule, report = scan_split(cfg.data, cfg.data.train_split)
+        weights = median_frequency_weights(report, datamodule.num_classes)
+        log.info("median-frequency class weights from %d train masks: %s", report.pairs, weights)
+        cfg.loss.class_weights = weights
+
+    @classmethod
+    def build_datamodule(cls, cfg: DictConfig):
+        """The data config's module, told at which resolution validation and evaluation score."""
+        return instantiate(cfg.data, score_resolution=score_resolution(cfg.inference))
+
+    @property
+    def unlabelled_batch_hint(self) -> str:
+        return (
+            f"every pixel is ignore_index={self.ignore_index}, so the loss is undefined: the label encoding "
+            "(data.label_map, data.color_map, data.reduce_zero_label) does not fit the masks. Run "
+            "segtrain check-data with the same data overrides; it names the values found and the fix"
         )
-        compile_options = dict(compile or {})
-        self.compile_enabled = bool(compile_options.pop("enable", False))
-        #: ``torch.compile`` arguments of ``trainer.compile`` (mode, dynamic, ...).
-        self.compile_kwargs = compile_options
-        #: ``torch.compile(self.model)`` once set up; kept off the module tree so that state dicts,
-        #: checkpoints and exports hold the plain model's keys (no ``_orig_mod.``).
-        self.__dict__["run_model"] = self.model
-        channels = len(mean)
-        self.register_buffer("pixel_mean", torch.tensor(mean).view(1, channels, 1, 1) * 255, persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(std).view(1, channels, 1, 1) * 255, persistent=False)
-        # The first non-finite training loss, kept on the device (watch_nonfinite).
-        self.register_buffer("nonfinite_step", torch.tensor(-1), persistent=False)
-        self.register_buffer("nonfinite_loss", torch.tensor(0.0), persistent=False)
-        self.register_buffer("nonfinite_unlabelled", torch.tensor(False), persistent=False)
-        self.val_confmat = ConfusionMatrix(len(self.classes), ignore_index)
-        self.test_confmat = ConfusionMatrix(len(self.classes), ignore_index)
-        #: Seconds from importing segtrain to the first training batch (imports, data, model, loaders).
-        self.launch_to_first_step_s: float | None = None
-        self.val_scores: dict | None = None
-        self.test_scores: dict | None = None
-
-    def setup(self, stage: str) -> None:
-        """``trainer.channels_last`` and ``trainer.compile`` (benchmarks/gpu.md says where they pay)."""
-        if self.channels_last:
-            self.model.to(memory_format=self.memory_format)
-        if self.compile_enabled and self.run_model is self.model:
-            self.__dict__["run_model"] = torch.compile(self.model, **self.compile_kwargs)
-
-    def normalize(self, image: torch.Tensor) -> torch.Tensor:
-        if image.dtype == torch.uint8:  # volumes arrive as float: their reader normalises per modality
-            image = (image.float() - self.pixel_mean) / self.pixel_std
-        return image.contiguous(memory_format=self.memory_format) if self.channels_last else image
 
     def forward(self, image: torch.Tensor):
         return self.run_model(self.normalize(image))
@@ -105,60 +75,9 @@ class SemanticSegmentation(pl.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = self.loss(self(batch["image"]), batch["mask"], batch.get("weight"))
-        self.watch_nonfinite(loss, batch["mask"])
+        self.watch_nonfinite(loss, (batch["mask"] == self.ignore_index).all())
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["image"].shape[0])
         return loss
-
-    def watch_nonfinite(self, loss: torch.Tensor, mask: torch.Tensor) -> None:
-        """Records the first non-finite loss on the device: checking it here would stall the GPU every step
-        (``raise_if_nonfinite`` reads it back on the logging interval, and before anything is saved)."""
-        first = self.nonfinite_step < 0
-        bad = ~torch.isfinite(loss.detach()) & first
-        self.nonfinite_step = torch.where(
-            bad, torch.full_like(self.nonfinite_step, self.global_step), self.nonfinite_step
-        )
-        self.nonfinite_loss = torch.where(bad, loss.detach().float(), self.nonfinite_loss)
-        self.nonfinite_unlabelled = torch.where(
-            bad, (mask == self.ignore_index).all(), self.nonfinite_unlabelled
-        )
-
-    def raise_if_nonfinite(self) -> None:
-        step = int(self.nonfinite_step)
-        if step < 0:
-            return
-        if bool(self.nonfinite_unlabelled):
-            raise SegtrainError(
-                f"every pixel of the training batch at global step {step} is "
-                f"ignore_index={self.ignore_index}, so the loss is undefined: the label encoding "
-                "(data.label_map, data.color_map, data.reduce_zero_label) does not fit the masks. Run "
-                "segtrain check-data with the same data overrides; it names the values found and the fix"
-            )
-        raise SegtrainError(
-            f"loss is {float(self.nonfinite_loss)} at global step {step} (epoch {self.current_epoch}); "
-            "training stopped and the last saved checkpoint is kept. Lower optimizer.lr, set "
-            "trainer.gradient_clip_val, or check the data."
-        )
-
-    def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
-        if self.launch_to_first_step_s is None:
-            self.launch_to_first_step_s = time.monotonic() - LAUNCHED_AT
-            compiled = (
-                " (torch.compile traces on this step: its time is not included)"
-                if self.compile_enabled
-                else ""
-            )
-            rank_zero_info(f"launch to first training step: {self.launch_to_first_step_s:.1f} s{compiled}")
-
-    def on_train_batch_end(self, outputs, batch: dict, batch_idx: int) -> None:
-        # Checkpoints are written at epoch ends and after validation: both come after a check.
-        if (
-            batch_idx + 1
-        ) % self.trainer.log_every_n_steps == 0 or batch_idx + 1 >= self.trainer.num_training_batches:
-            self.raise_if_nonfinite()
-
-    def on_validation_start(self) -> None:
-        if self.trainer.training:
-            self.raise_if_nonfinite()
 
     def _evaluate_batch(self, batch: dict, confmat: ConfusionMatrix) -> torch.Tensor:
         preds = class_ids(to_original_size(self.predict_probs(batch["image"]), batch["meta"]))
@@ -188,77 +107,95 @@ class SemanticSegmentation(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         self.test_scores = self._log_scores(self.test_confmat, "test")
 
-    def configure_optimizers(self):
-        params = [p for p in self.parameters() if p.requires_grad]
-        optimizer = self.optimizer_factory(params=params, **fused_on_gpu(self.optimizer_factory, params))
-        self.scale_lr(optimizer)
-        if self.scheduler_factory is None:
-            return optimizer
-        total_steps = int(self.trainer.estimated_stepping_batches)
-        scheduler = self.scheduler_factory(optimizer, total_steps=total_steps)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+    # What the commands ask of a task.
 
-    def scale_lr(self, optimizer: torch.optim.Optimizer) -> None:
-        """Reports the effective batch size and, with ``lr_base_batch_size`` set, scales the lr linearly
-        to it (Goyal et al., 2017, "Accurate, Large Minibatch SGD")."""
-        per_device = getattr(self.trainer.datamodule, "batch_size", None)
-        if per_device is None:
-            return
-        processes, accumulated = self.trainer.world_size, self.trainer.accumulate_grad_batches
-        effective = per_device * processes * accumulated
-        message = (
-            f"effective batch size {effective} = {per_device} per process x {processes} processes "
-            f"x {accumulated} accumulated"
-        )
-        if self.lr_base_batch_size:
-            factor = effective / self.lr_base_batch_size
-            for group in optimizer.param_groups:
-                group["lr"] *= factor
-            message += (
-                f"; lr scaled by {effective}/{self.lr_base_batch_size} = {factor:g} "
-                f"to {optimizer.param_groups[0]['lr']:g}"
+    @staticmethod
+    def score_table(result: dict, title: str) -> str:
+        return format_table(result, title=title)
+
+    @staticmethod
+    def describe_scoring(cfg: DictConfig) -> str:
+        """The inference settings and resolution a table was made with, for titles and messages."""
+        return f"{describe_inference(cfg)}, scored at {describe_resolution(cfg)}"
+
+    @staticmethod
+    def inference_settings(cfg: DictConfig) -> dict:
+        settings = OmegaConf.to_container(cfg.inference, resolve=True)
+        return {**settings, "score_resolution": score_resolution(cfg.inference)}
+
+    @staticmethod
+    def describe_predictions(cfg: DictConfig) -> str:
+        return f"in the dataset's own encoding, at {describe_resolution(cfg)}"
+
+    @staticmethod
+    def count_scored(result: dict) -> str:
+        return f"{result['pixels']} labelled pixels"
+
+    @staticmethod
+    def write_report(result: dict, directory, title: str):
+        """The per-class IoU chart beside metrics.json."""
+        from segtrain.plots import per_class_chart
+
+        return per_class_chart(result, directory / "per_class_iou.png", title=title)
+
+    def prediction_writer(self, directory, dataset) -> pl.Callback:
+        """``save_predictions=true``: each prediction in the dataset's published encoding, at its size."""
+        return PredictionWriter(directory, dataset, self.palette)
+
+    def overlay_panels(self, batch: dict, preds: torch.Tensor, count: int, alpha: float) -> list[np.ndarray]:
+        """Image | ground truth | prediction, at each image's own size (2D images; volumes draw none)."""
+        if batch["image"].ndim != 4:
+            return []
+        shown = batch["image"][:count].float()
+        images = to_original_size(shown, batch["meta"][:count]).round().to(torch.uint8)
+        images = images.permute(0, 2, 3, 1).cpu().numpy()
+        masks = batch["mask"][:count].cpu().numpy()
+        return [
+            np.concatenate(
+                [
+                    np.repeat(img, 3, -1) if img.shape[-1] == 1 else img,
+                    blend(img, np.where(gt == self.ignore_index, 0, gt), self.palette, alpha),
+                    blend(img, pred, self.palette, alpha),
+                ],
+                axis=1,
             )
-        rank_zero_info(message)
-
-    def metadata(self) -> dict:
-        """What eval, predict and export need besides the weights."""
-        return {
-            "classes": self.classes,
-            "palette": self.palette,
-            "mean": (self.pixel_mean.flatten() / 255).tolist(),
-            "std": (self.pixel_std.flatten() / 255).tolist(),
-            "ignore_index": self.ignore_index,
-            # Where the backbone's weights came from before training (ImageNet, a file, or none).
-            "backbone_weights": [
-                m.weights_source for m in self.model.modules() if hasattr(m, "weights_source")
-            ],
-            "segtrain_version": __version__,
-        }
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        # A resumed run's wandb logger reattaches to this id (engine.resolve_resume).
-        wandb_id = next((logger.version for logger in self.loggers if isinstance(logger, WandbLogger)), None)
-        checkpoint["segtrain"] = {
-            **self.metadata(),
-            "config": self.config,
-            "resolved_config": self.resolved_config,
-            "wandb_id": wandb_id,
-            # resume=true passes over debug runs' checkpoints (engine.find_resume_checkpoint).
-            "debug_run": bool(self.resolved_config.get("debug_run")),
-        }
-        # The metrics logged so far go to disk with the checkpoint, so a run resumed from it keeps them.
-        for logger in self.loggers:
-            logger.save()
+            for img, gt, pred in zip(images, masks, preds[:count].cpu().numpy())
+        ]
 
 
-def fused_on_gpu(factory: Callable, params: list[torch.Tensor]) -> dict:
-    """``fused=True`` for an optimizer that has a fused CUDA kernel (SGD, Adam, AdamW), when every parameter
-    is on the GPU and the config does not say otherwise: one kernel per step, not one per tensor group."""
-    keywords = getattr(factory, "keywords", {})
-    function = getattr(factory, "func", factory)
-    try:
-        takes_fused = "fused" in inspect.signature(function).parameters
-    except (TypeError, ValueError):
-        return {}
-    on_gpu = bool(params) and all(p.is_cuda for p in params)
-    return {"fused": True} if takes_fused and on_gpu and keywords.get("fused") is None else {}
+def describe_resolution(cfg: DictConfig) -> str:
+    """The resolution predictions are scored and written at, for titles and messages."""
+    if score_resolution(cfg.inference) == "original":
+        return "each image's own resolution"
+    return "the size data.val_transforms give (inference.score_resolution=transformed)"
+
+
+def describe_inference(cfg: DictConfig) -> str:
+    """The inference settings a table was made with: mode, windows, flip, scales, CRF."""
+    inference = cfg.inference
+    parts = [str(inference.mode)]
+    if inference.mode == "slide":
+        stride = list(inference.stride) if inference.get("stride") else "half"
+        parts[0] += f" (windows {list(inference.crop_size)}, stride {stride})"
+    parts.append(f"flip {'on' if inference.flip else 'off'}")
+    parts.append(f"scales {list(inference.scales)}")
+    parts.append(f"CRF {'on' if inference.get('crf') else 'off'}")
+    return "inference " + ", ".join(parts)
+
+
+class PredictionWriter(pl.Callback):
+    """Writes each evaluated prediction, at its image's own size, in the dataset's published encoding
+    (``SegmentationDataset.save_prediction``): Cityscapes labelIds, ADE20K's shifted ids, VOC's palette
+    PNGs, NIfTI volumes on the label's grid, so the official evaluation tools read them as they read
+    ground truth."""
+
+    def __init__(self, directory: str | Path, dataset, palette: Sequence[Sequence[int]]):
+        self.directory = Path(directory)
+        self.dataset = dataset
+        self.palette = palette
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for pred, meta in zip(outputs.to(torch.uint8).cpu().numpy(), batch["meta"]):
+            own_size = tuple(slice(0, n) for n in meta["size"])
+            self.dataset.save_prediction(pred[own_size], meta, self.directory, self.palette)

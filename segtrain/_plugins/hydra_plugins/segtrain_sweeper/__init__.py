@@ -1,8 +1,8 @@
 """segtrain's Optuna sweeper, registered with Hydra, which loads sweepers only from the
 ``hydra_plugins`` namespace: the wheel ships this file as ``hydra_plugins/segtrain_sweeper`` (see
-pyproject.toml). The logic lives in ``segtrain.sweeps``."""
+pyproject.toml). The logic lives in ``segtrain.runtime.sweeps``."""
 
-from segtrain.sweeps import ResumableOptunaSweeperBase
+from segtrain.runtime.sweeps import ResumableOptunaSweeperBase
 
 
 class ResumableOptunaSweeper(ResumableOptunaSweeperBase):

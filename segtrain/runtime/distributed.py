@@ -4,7 +4,7 @@ Lightning's ``ddp`` launcher starts ranks 1..N-1 by re-running the command line.
 multirun that command line is the whole sweep, and under pytest it is pytest, so the extra ranks
 silently train another job (lightning-hydra-template #393, #226, #194). Here rank 0 writes the job,
 its resolved config and the function to run on it, to ``ranks/job.yaml`` and starts the other
-ranks as ``python -m segtrain.distributed ranks/job.yaml``. Where a cluster starts the ranks itself
+ranks as ``python -m segtrain.runtime.distributed ranks/job.yaml``. Where a cluster starts the ranks itself
 (SLURM's srun, torchrun) nothing is launched: Lightning reads the rank from the environment.
 
 After the job the process group is destroyed and the environment variables the launcher set are
@@ -66,7 +66,7 @@ class ConfigLauncher(_SubprocessScriptLauncher):
             LOCAL_RANK=str(environment.local_rank()),
             WORLD_SIZE=str(self.num_processes * self.num_nodes),
         )
-        command = [sys.executable, "-m", "segtrain.distributed", str(job_file)]
+        command = [sys.executable, "-m", "segtrain.runtime.distributed", str(job_file)]
         for local_rank in range(1, self.num_processes):
             self.procs.append(subprocess.Popen(command, env={**os.environ, "LOCAL_RANK": str(local_rank)}))
 

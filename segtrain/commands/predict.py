@@ -16,12 +16,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
-from segtrain.checkpoint import check_targets
 from segtrain.config import check_writable
 from segtrain.data.io import IMAGE_SUFFIXES, list_images, read_image
 from segtrain.data.transforms import compose, transform_item
 from segtrain.errors import SegtrainError
 from segtrain.inference import class_ids, predict_probs, score_resolution, to_original_size
+from segtrain.runtime.checkpoint import check_targets
 from segtrain.visualize import blend, palette_image
 
 
@@ -153,7 +153,7 @@ def predict(cfg: DictConfig) -> Path:
         check_targets(transforms, cfg, ckpt)
         transforms = transforms.val_transforms
     else:
-        from segtrain.engine import load_task
+        from segtrain.tasks import load_task
 
         task, merged = load_task(cfg, data_root=False)
         model, meta = task.model, task.metadata()

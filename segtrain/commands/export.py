@@ -14,10 +14,11 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from segtrain.commands.predict import metadata_path
 from segtrain.config import check_writable
-from segtrain.engine import load_task, output_dir
 from segtrain.errors import SegtrainError
-from segtrain.predict import metadata_path
+from segtrain.runtime.trainer import output_dir
+from segtrain.tasks import load_task
 
 #: ONNX exporters in the order tried: torch.export's, the current one (opset 18 and up), then the
 #: TorchScript-based one, deprecated since torch 2.9 but able to trace the size-dependent Python branches

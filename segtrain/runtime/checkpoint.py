@@ -201,7 +201,9 @@ def stored_config(checkpoint: dict, cfg: DictConfig) -> DictConfig:
     for key in RUNTIME_KEYS:
         if key in cfg:
             stored[key] = cfg[key]
-    for override in OverridesParser.create().parse_overrides(list(HydraConfig.get().overrides.task)):
+    if "task" not in stored:  # written before checkpoints named their task: check_task found it semantic
+        stored["task"] = cfg.task
+    for override in _typed_overrides():
         key = override.key_or_group
         top = key.split(".")[0]
         if top in COMMAND_KEYS or top in RUNTIME_KEYS:
@@ -224,6 +226,26 @@ def stored_config(checkpoint: dict, cfg: DictConfig) -> DictConfig:
             f"ckpt={cfg.ckpt}: its stored config cannot be resolved ({_first_line(err)})"
         ) from None
     return stored
+
+
+def _typed_overrides() -> list:
+    return OverridesParser.create().parse_overrides(list(HydraConfig.get().overrides.task))
+
+
+def check_task(checkpoint: dict, cfg: DictConfig, ckpt_path) -> None:
+    """A ``task=`` typed on the command line must be the checkpoint's own (those written before tasks were
+    named are semantic)."""
+    from segtrain.data.description import DEFAULT_TASK
+
+    trained = checkpoint["segtrain"].get("task", DEFAULT_TASK)
+    typed = any(override.key_or_group.split(".")[0] == "task" for override in _typed_overrides())
+    wanted = OmegaConf.select(cfg, "task.name", default=DEFAULT_TASK)
+    if typed and wanted != trained:
+        raise SegtrainError(
+            f"ckpt={ckpt_path} is a {trained} segmentation checkpoint, but the command says task={wanted}. "
+            f"Drop task={wanted} (the checkpoint's task is used), or pass a checkpoint trained with "
+            f"task={wanted}"
+        )
 
 
 def check_classes(checkpoint: dict, cfg: DictConfig, ckpt_path) -> None:

@@ -23,13 +23,19 @@ from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 from omegaconf import DictConfig, OmegaConf
 
 from segtrain.errors import SegtrainError
+from segtrain.runtime.trainer import METRICS_FILE
 
 log = logging.getLogger(__name__)
 
 #: Written by ``OptunaPruning`` into the directory of a pruned trial.
 PRUNED_FILE = "pruned.json"
-#: Written by ``segtrain.engine.fit`` into the directory of a finished job.
-METRICS_FILE = "val_metrics.json"
+
+
+def best_value(metrics: dict) -> tuple[str, float]:
+    """The score a finished job monitored and the best value it reached (jobs written before tasks were
+    named monitored val/mIoU)."""
+    monitor = metrics.get("monitor", "val/mIoU")
+    return monitor, metrics[f"best_val_{monitor.partition('/')[2]}"]
 
 
 def job_results(sweep_dir: Path) -> list[dict]:
@@ -41,9 +47,8 @@ def job_results(sweep_dir: Path) -> list[dict]:
             continue
         job = {"job": int(job_dir.name), "overrides": list(OmegaConf.load(overrides_file)), "value": None}
         if (job_dir / METRICS_FILE).is_file():
-            job.update(
-                status="complete", value=json.loads((job_dir / METRICS_FILE).read_text())["best_val_mIoU"]
-            )
+            monitor, value = best_value(json.loads((job_dir / METRICS_FILE).read_text()))
+            job.update(status="complete", value=value, monitor=monitor)
         elif (job_dir / PRUNED_FILE).is_file():
             job.update(status="pruned", value=json.loads((job_dir / PRUNED_FILE).read_text())["value"])
         else:
@@ -72,7 +77,7 @@ def summarize(sweep_dir: Path) -> tuple[str, dict]:
         f"sweep {sweep_dir}: {len(jobs)} trials ("
         + ", ".join(f"{count} {status}" for status, count in counts.items())
         + ")",
-        f"{'trial':>5}  {'best val/mIoU':>13}  {'status':<8}  parameters",
+        f"{'trial':>5}  {'best val':>13}  {'status':<8}  parameters",
     ]
     for job in jobs:
         value = f"{job['value'] * 100:13.2f}" if job["value"] is not None else f"{'-':>13}"
@@ -87,7 +92,7 @@ def summarize(sweep_dir: Path) -> tuple[str, dict]:
         }
         summary["best"] = {"trial": best["job"], "value": best["value"], "params": best_params}
         lines.append(
-            f"best: trial {best['job']}, val/mIoU {best['value'] * 100:.2f}, "
+            f"best: trial {best['job']}, {best['monitor']} {best['value'] * 100:.2f}, "
             + " ".join(f"{key}={value}" for key, value in best_params.items())
         )
     else:

@@ -7,21 +7,17 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pytorch_lightning as pl
-import torch
 from PIL import Image
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_info
 from pytorch_lightning.utilities.model_summary import get_formatted_model_size, get_human_readable_count
 
-from segtrain.inference import to_original_size
 from segtrain.metrics import percent
 from segtrain.plots import training_curves
-from segtrain.visualize import blend
 
 log = logging.getLogger("segtrain")
 
@@ -51,7 +47,7 @@ class ProgressBar(pl.callbacks.RichProgressBar):
 
 class TrainingLog(pl.Callback):
     """What a run reports as it goes, on a terminal or not: one line per epoch (loss, lr, throughput, val
-    mIoU and mDice, ETA), and where stdout is not a terminal (CI, nohup, SLURM) one line every
+    the task's val scores, ETA), and where stdout is not a terminal (CI, nohup, SLURM) one line every
     ``every_n_steps`` steps, through the ``segtrain`` logger, which also writes the run's log file. At the
     end of training it draws ``curves.png`` in the run directory. The history travels in checkpoints, so a
     resumed run's curves start at epoch 1.
@@ -77,7 +73,7 @@ class TrainingLog(pl.Callback):
         loss = (outputs["loss"] if isinstance(outputs, dict) else outputs).detach()
         self.loss_sum = loss if self.loss_sum is None else self.loss_sum + loss
         self.batches += 1
-        self.images += batch["image"].shape[0]
+        self.images += len(batch["image"])
         self.train_seconds = time.monotonic() - self.epoch_started
         step = trainer.global_step
         if (
@@ -111,11 +107,11 @@ class TrainingLog(pl.Callback):
             "seconds": time.monotonic() - self.epoch_started,
         }
         if self.scores is not None:
-            row.update(mIoU=self.scores["mIoU"], mDice=self.scores["mDice"])
+            row.update({key: self.scores[key] for key in pl_module.epoch_metrics})
         self.history.append(row)
         if trainer.is_global_zero:
-            validation = (
-                f"  val mIoU {percent(row['mIoU'])} mDice {percent(row['mDice'])}" if "mIoU" in row else ""
+            validation = "".join(
+                f"  val {key} {percent(row[key])}" for key in pl_module.epoch_metrics if key in row
             )
             log.info(
                 "%s  loss %.4f  lr %.2e  %.1f images/s%s  (%s this epoch, ETA %s)",
@@ -130,12 +126,13 @@ class TrainingLog(pl.Callback):
 
     def on_train_end(self, trainer, pl_module) -> None:
         if trainer.is_global_zero and self.history:
-            training_curves(self.history, Path(trainer.default_root_dir) / "curves.png")
+            curves = Path(trainer.default_root_dir) / "curves.png"
+            training_curves(self.history, curves, pl_module.epoch_metrics)
 
-    def best(self) -> dict | None:
-        """The epoch with the best val mIoU."""
-        scored = [row for row in self.history if not math.isnan(row.get("mIoU", math.nan))]
-        return max(scored, key=lambda row: row["mIoU"]) if scored else None
+    def best(self, metric: str) -> dict | None:
+        """The epoch with the best val ``metric``."""
+        scored = [row for row in self.history if not math.isnan(row.get(metric, math.nan))]
+        return max(scored, key=lambda row: row[metric]) if scored else None
 
     def state_dict(self) -> dict:
         return {"history": self.history}
@@ -193,7 +190,7 @@ class ModelSummary(pl.callbacks.ModelSummary):
 
 
 class PredictionOverlays(pl.Callback):
-    """Image | ground truth | prediction overlays of the first validation batch, at each image's own size:
+    """Image | ground truth | prediction panels of the first validation batch (the task draws them):
     saved as ``overlays/epoch_NNN.png`` in the run directory whatever the logger, and also logged to wandb
     and TensorBoard when they are on (2D images; volumes are skipped)."""
 
@@ -202,31 +199,11 @@ class PredictionOverlays(pl.Callback):
         self.alpha = alpha
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
-        if (
-            batch_idx != 0
-            or trainer.sanity_checking
-            or not trainer.is_global_zero
-            or batch["image"].ndim != 4
-        ):
+        if batch_idx != 0 or trainer.sanity_checking or not trainer.is_global_zero:
             return
-        # Predictions and masks are at each image's own size (inference.score_resolution).
-        shown = batch["image"][: self.num_images].float()
-        images = to_original_size(shown, batch["meta"][: self.num_images]).round().to(torch.uint8)
-        images = images.permute(0, 2, 3, 1).cpu().numpy()
-        masks = batch["mask"][: self.num_images].cpu().numpy()
-        preds = outputs[: self.num_images].cpu().numpy()
-        palette = pl_module.palette
-        panels = [
-            np.concatenate(
-                [
-                    np.repeat(img, 3, -1) if img.shape[-1] == 1 else img,
-                    blend(img, np.where(gt == pl_module.ignore_index, 0, gt), palette, self.alpha),
-                    blend(img, pred, palette, self.alpha),
-                ],
-                axis=1,
-            )
-            for img, gt, pred in zip(images, masks, preds)
-        ]
+        panels = pl_module.overlay_panels(batch, outputs, self.num_images, self.alpha)
+        if not panels:
+            return
         directory = Path(trainer.default_root_dir) / "overlays"
         directory.mkdir(parents=True, exist_ok=True)
         Image.fromarray(np.concatenate(panels, axis=0)).save(
@@ -241,21 +218,3 @@ class PredictionOverlays(pl.Callback):
                 logger.experiment.add_images(
                     "val/overlays", np.stack(panels), trainer.global_step, dataformats="NHWC"
                 )
-
-
-class PredictionWriter(pl.Callback):
-    """Writes each evaluated prediction, at its image's own size, in the dataset's published encoding
-    (``SegmentationDataset.save_prediction``): Cityscapes labelIds, ADE20K's shifted ids, VOC's palette
-    PNGs, NIfTI volumes on the label's grid, so the official evaluation tools read them as they read
-    ground truth."""
-
-    def __init__(self, directory: str | Path, dataset, palette: Sequence[Sequence[int]]):
-        self.directory = Path(directory)
-        self.dataset = dataset
-        self.palette = palette
-
-    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
-        self.directory.mkdir(parents=True, exist_ok=True)
-        for pred, meta in zip(outputs.to(torch.uint8).cpu().numpy(), batch["meta"]):
-            own_size = tuple(slice(0, n) for n in meta["size"])
-            self.dataset.save_prediction(pred[own_size], meta, self.directory, self.palette)

@@ -1,0 +1,92 @@
+"""``segtrain train``: validate the config, let the task resolve what derives from the data (class
+weights), find the checkpoint to continue from, then fit the task ``cfg.task`` names on every rank."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import pytorch_lightning as pl
+from omegaconf import DictConfig
+
+from segtrain.config import check_accelerator, validate
+from segtrain.metrics import percent
+from segtrain.runtime import distributed
+from segtrain.runtime.callbacks import TrainingLog, duration
+from segtrain.runtime.resume import resolve_resume
+from segtrain.runtime.trainer import METRICS_FILE, build_trainer, output_dir, set_threads, write_metrics
+from segtrain.tasks import build_datamodule, build_task, task_class, task_name
+
+log = logging.getLogger(__name__)
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Fit, print the validation table and return the best val score of the task's ``primary_metric``
+    (what sweeps optimise)."""
+    validate(cfg)
+    check_accelerator(cfg)
+    task_class(task_name(cfg)).prepare_config(cfg)
+    resolve_resume(cfg)
+    return fit(cfg)
+
+
+def fit(cfg: DictConfig) -> float | None:
+    """What every rank runs, on the config ``train`` resolved."""
+    pl.seed_everything(cfg.seed, workers=True)
+    set_threads(cfg)
+    # The model first: a backbone whose pretrained weights cannot be had stops the run before any data work.
+    task = build_task(cfg)
+    datamodule = build_datamodule(cfg)
+    trainer = build_trainer(cfg, rank_function="segtrain.commands.train.fit")
+    trainer.callbacks.append(distributed.RankRecord(output_dir(cfg) / "ranks", task.resolved_config))
+    for logger in trainer.loggers:
+        logger.log_hyperparams(task.resolved_config)
+    trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("resume") or None, weights_only=True)
+    if task.val_scores is None or not trainer.is_global_zero:
+        return None
+    metric = task.primary_metric
+    monitoring = next((callback for callback in trainer.checkpoint_callbacks if callback.monitor), None)
+    best = monitoring.best_model_score if monitoring else None
+    best_value = float(best) if best is not None else task.val_scores[metric]
+    title = f"validation after epoch {trainer.current_epoch}, {task.describe_scoring(cfg)}"
+    log.info("%s", task.score_table(task.val_scores, title))
+    metrics_path = write_metrics(
+        cfg,
+        {
+            **task.val_scores,
+            f"best_val_{metric}": best_value,
+            "monitor": f"val/{metric}",
+            "epochs": trainer.current_epoch,
+            "launch_to_first_step_s": task.launch_to_first_step_s,
+            "units": "scores are fractions (0-1); tables and logs show them in percent",
+        },
+        METRICS_FILE,
+    )
+    summarize_training(trainer, monitoring, metric, best_value, metrics_path)
+    return best_value
+
+
+def summarize_training(trainer: pl.Trainer, monitoring, metric: str, best_value: float, metrics_path: Path):
+    """Where everything is and how it went, as the last lines of a training run."""
+    training_log = next((c for c in trainer.callbacks if isinstance(c, TrainingLog)), None)
+    best_row = training_log.best(metric) if training_log else None
+    took = f" in {duration(time.monotonic() - training_log.started)}" if training_log else ""
+    best_epoch = f" at epoch {best_row['epoch']}" if best_row else ""
+    epochs = f"{trainer.current_epoch} epochs"
+    lines = [f"training finished{took}: {epochs}, best val {metric} {percent(best_value)}{best_epoch}"]
+    if monitoring is not None and monitoring.best_model_path:
+        lines.append(f"  best checkpoint: {monitoring.best_model_path}")
+    last = next(
+        (c.last_model_path or c.best_model_path for c in trainer.checkpoint_callbacks if not c.monitor), ""
+    )
+    if last:
+        lines.append(f"  last checkpoint: {last}")
+    curves = Path(trainer.default_root_dir) / "curves.png"
+    if curves.is_file():
+        lines.append(f"  curves:          {curves}")
+    overlays = Path(trainer.default_root_dir) / "overlays"
+    if overlays.is_dir():
+        lines.append(f"  val overlays:    {overlays}")
+    lines.append(f"  metrics:         {metrics_path}")
+    log.info("%s", "\n".join(lines))

@@ -1,0 +1,2 @@
+"""What runs a job, whatever the task: trainer and threads, DDP ranks, sweeps, checkpoints, loggers and
+callbacks."""

@@ -1,0 +1,71 @@
+"""The task-generic core: the task config group, the layout, and checkpoints written before it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from segtrain.data.description import DatasetDescription
+from tests.conftest import run_cli
+
+FIXTURES = Path(__file__).parent / "fixtures"
+#: Written by segtrain 0.1.0 (before the task group, commands/ and runtime/): a 1-epoch tiny U-Net on shapes.
+OLD_CHECKPOINT = FIXTURES / "semantic_unet_small_v0.1.0.ckpt"
+#: Its test-split mIoU as segtrain 0.1.0 evaluated it.
+OLD_CHECKPOINT_MIOU = 0.011491302390479468
+
+
+def test_training_imports_no_command_module():
+    """Tasks and the run-time plumbing never load a command: the commands sit on top of them."""
+    probe = (
+        "import sys, segtrain.tasks.semantic, segtrain.tasks.instance, segtrain.runtime.trainer, "
+        "segtrain.runtime.resume, segtrain.runtime.callbacks, segtrain.runtime.distributed, "
+        "segtrain.data.statistics; "
+        "print(sorted(m for m in sys.modules if m.startswith('segtrain.commands')))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_old_checkpoint_metadata_reads_as_a_semantic_description():
+    meta = torch.load(OLD_CHECKPOINT, weights_only=True, map_location="cpu")["segtrain"]
+    assert "task" not in meta
+    description = DatasetDescription.from_metadata(meta)
+    assert description.task == "semantic" and description.classes[1] == "disc"
+    assert description.in_channels == 3
+
+
+def test_old_checkpoint_evaluates_predicts_and_exports(tmp_path: Path):
+    result = run_cli("eval", f"ckpt={OLD_CHECKPOINT}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads(next(tmp_path.rglob("metrics.json")).read_text())
+    assert metrics["mIoU"] == pytest.approx(OLD_CHECKPOINT_MIOU, abs=1e-12)
+
+    exported = tmp_path / "model.onnx"
+    result = run_cli("export", f"ckpt={OLD_CHECKPOINT}", f"output={exported}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    meta = json.loads((tmp_path / "model.onnx.json").read_text())
+    assert meta["task"] == "semantic" and meta["classes"][0] == "background"
+
+    images = tmp_path / "images"
+    images.mkdir()
+    from PIL import Image
+
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(images / "red.png")
+    for model in (OLD_CHECKPOINT, exported):
+        out = tmp_path / f"pred_{model.suffix[1:]}"
+        result = run_cli("predict", f"ckpt={model}", f"input={images}", f"output={out}", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert Image.open(out / "red.png").size == (40, 30)
+
+
+def test_a_semantic_checkpoint_given_to_task_instance_is_refused(tmp_path: Path):
+    result = run_cli("eval", f"ckpt={OLD_CHECKPOINT}", "task=instance", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "is a semantic segmentation checkpoint, but the command says task=instance" in result.stderr
+    assert "Traceback" not in result.stderr
