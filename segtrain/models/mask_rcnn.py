@@ -1,0 +1,234 @@
+"""Mask R-CNN on a ResNet-FPN trunk, from torchvision's detection components.
+
+He, Gkioxari, Dollar, Girshick. "Mask R-CNN", ICCV 2017. Faster R-CNN's region proposal network and
+box head, plus a mask branch: RoIAlign to 7x7 for the box head (two 1024-d fc layers) and to 14x14 for the
+mask head (four 3x3 convs of 256 channels and a 2x deconvolution to 28x28), a sigmoid mask per class
+trained only on the ground-truth class. 512 RoIs per image are sampled at 1:3 positive:negative; the
+shorter image side is resized to 800 (at most 1333 on the longer); BatchNorm of the ImageNet trunk is
+frozen, and its stem and first stage are not trained. With torchvision's trunk and 91 classes (COCO's
+category ids) this is exactly torchvision's ``maskrcnn_resnet50_fpn``: 44,401,393 parameters.
+
+``variant="v2"`` is torchvision's improved recipe (Li et al., "Benchmarking Detection Transfer Learning
+with Vision Transformers", 2021): trainable BatchNorm everywhere, a two-conv RPN head, a 4-conv + fc box
+head and a normalised mask head (46,359,409 parameters at 91 classes).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torchvision
+from torchvision.models.detection import mask_rcnn
+from torchvision.models.detection.backbone_utils import BackboneWithFPN
+from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead, FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.rpn import AnchorGenerator, RPNHead
+from torchvision.ops import FeaturePyramidNetwork, FrozenBatchNorm2d
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+
+from segtrain.errors import SegtrainError
+from segtrain.models.backbones import (
+    RANDOM_INIT,
+    create_backbone,
+    fetch_pretrained,
+    local_weights,
+    record_source,
+)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class TimmFPN(nn.Module):
+    """A timm trunk's four stages (strides 4-32) under a feature pyramid, as torchvision's detectors take
+    it: an ordered dict of maps named "0".."3" and "pool", and ``out_channels``."""
+
+    def __init__(self, trunk: nn.Module, out_channels: int, norm_layer=None):
+        super().__init__()
+        self.body = trunk
+        self.fpn = FeaturePyramidNetwork(
+            trunk.feature_info.channels(),
+            out_channels,
+            extra_blocks=LastLevelMaxPool(),
+            norm_layer=norm_layer,
+        )
+        self.out_channels = out_channels
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        features = self.body(x)
+        return self.fpn(OrderedDict((str(index), feature) for index, feature in enumerate(features)))
+
+
+def _torchvision_trunk(name: str, pretrained: bool, weights: str | None, norm_layer) -> nn.Module:
+    trunk = torchvision.models.get_model(name, weights=None, norm_layer=norm_layer)
+    if weights is not None:
+        path = local_weights(weights)
+        trunk.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=False)
+        record_source(trunk, name, f"the file {path}")
+    elif pretrained:
+        default = torchvision.models.get_model_weights(name).DEFAULT
+        state = fetch_pretrained(name, lambda: default.get_state_dict(progress=False))
+        trunk.load_state_dict(state)
+        record_source(trunk, name, f"ImageNet weights ({default.url})")
+    else:
+        record_source(trunk, name, RANDOM_INIT)
+    return trunk
+
+
+def resnet_fpn(
+    name: str = "resnet50",
+    source: str = "torchvision",
+    pretrained: bool = False,
+    weights: str | None = None,
+    trainable_layers: int = 3,
+    fpn_channels: int = 256,
+    frozen_norm: bool = True,
+    fpn_norm: bool = False,
+) -> nn.Module:
+    """A ResNet's stages 2-5 under an FPN (P2-P6), from torchvision's or timm's trunk.
+
+    ``trainable_layers``: how many of the last stages train (3: the paper's frozen stem and first stage;
+    5: all). ``frozen_norm``: the trunk's BatchNorm statistics and affine stay as pretrained (the paper's
+    detectors train with few images per GPU, too few for batch statistics).
+    """
+    if not 0 <= trainable_layers <= 5:
+        raise SegtrainError(f"model.backbone.trainable_layers={trainable_layers} must be between 0 and 5")
+    norm_layer = FrozenBatchNorm2d if frozen_norm else nn.BatchNorm2d
+    pyramid_norm = nn.BatchNorm2d if fpn_norm else None
+    if source == "torchvision":
+        if name not in torchvision.models.list_models(torchvision.models):
+            raise SegtrainError(f"model.backbone.name={name} is not a torchvision classification model")
+        trunk = _torchvision_trunk(name, pretrained, weights, norm_layer)
+        stages = ["layer4", "layer3", "layer2", "layer1", "conv1"][:trainable_layers]
+        for parameter_name, parameter in trunk.named_parameters():
+            if not any(parameter_name.startswith(stage) for stage in stages):
+                parameter.requires_grad_(False)
+        widths = [trunk.inplanes // 8, trunk.inplanes // 4, trunk.inplanes // 2, trunk.inplanes]
+        return_layers = {f"layer{index + 1}": str(index) for index in range(4)}
+        backbone = BackboneWithFPN(
+            trunk,
+            return_layers,
+            widths,
+            fpn_channels,
+            extra_blocks=LastLevelMaxPool(),
+            norm_layer=pyramid_norm,
+        )
+        backbone.weights_source = trunk.weights_source
+        return backbone
+    if source != "timm":
+        raise SegtrainError(f"model.backbone.source={source} must be torchvision or timm")
+    trunk = create_backbone(name, out_indices=(1, 2, 3, 4), pretrained=pretrained, weights=weights)
+    if frozen_norm:
+        from timm.layers import freeze_batch_norm_2d
+
+        trunk = freeze_batch_norm_2d(trunk)
+    stages = list(trunk.children())
+    for stage in stages[: max(len(stages) - trainable_layers, 0)]:
+        stage.requires_grad_(False)
+    return TimmFPN(trunk, fpn_channels, norm_layer=pyramid_norm)
+
+
+def detector_options(
+    num_classes: int,
+    backbone: nn.Module,
+    variant: str,
+    min_size: int,
+    max_size: int,
+    image_mean: Sequence[float],
+    image_std: Sequence[float],
+    representation_size: int,
+    box_batch_size_per_image: int,
+    box_positive_fraction: float,
+    box_score_thresh: float,
+    box_detections_per_img: int,
+    anchor_sizes: Sequence[int],
+) -> dict:
+    """The arguments torchvision's two-stage detectors share: transform, anchors, RPN and box head."""
+    channels = backbone.out_channels
+    anchors = AnchorGenerator(tuple((size,) for size in anchor_sizes), ((0.5, 1.0, 2.0),) * len(anchor_sizes))
+    if variant == "v2":
+        box_head = FastRCNNConvFCHead(
+            (channels, 7, 7), [channels] * 4, [representation_size], norm_layer=nn.BatchNorm2d
+        )
+        rpn_head = RPNHead(channels, anchors.num_anchors_per_location()[0], conv_depth=2)
+    else:
+        box_head = TwoMLPHead(channels * 7 * 7, representation_size)
+        rpn_head = RPNHead(channels, anchors.num_anchors_per_location()[0])
+    return {
+        "min_size": min_size,
+        "max_size": max_size,
+        "image_mean": list(image_mean),
+        "image_std": list(image_std),
+        "rpn_anchor_generator": anchors,
+        "rpn_head": rpn_head,
+        "box_head": box_head,
+        "box_predictor": FastRCNNPredictor(representation_size, num_classes),
+        "box_batch_size_per_image": box_batch_size_per_image,
+        "box_positive_fraction": box_positive_fraction,
+        "box_score_thresh": box_score_thresh,
+        "box_detections_per_img": box_detections_per_img,
+    }
+
+
+def check_variant(variant: str) -> None:
+    if variant not in ("v1", "v2"):
+        raise SegtrainError(f"model.variant={variant} must be v1 (the paper's) or v2 (torchvision's recipe)")
+
+
+class MaskRCNN(mask_rcnn.MaskRCNN):
+    """``forward(images: list of float [3,H,W] in 0-1, targets=None)``: the losses while training, else one
+    dict per image (boxes xyxy, labels, scores, masks [N,1,H,W] probabilities) at the image's size.
+
+    ``num_classes`` counts the background (label 0). ``backbone``: ``resnet_fpn`` arguments.
+    """
+
+    task = "instance"
+
+    def __init__(
+        self,
+        num_classes: int = 91,
+        backbone: dict | None = None,
+        variant: str = "v1",
+        fpn_channels: int = 256,
+        min_size: int = 800,
+        max_size: int = 1333,
+        image_mean: Sequence[float] = IMAGENET_MEAN,
+        image_std: Sequence[float] = IMAGENET_STD,
+        representation_size: int = 1024,
+        mask_channels: int = 256,
+        mask_convs: int = 4,
+        box_batch_size_per_image: int = 512,
+        box_positive_fraction: float = 0.25,
+        box_score_thresh: float = 0.05,
+        box_detections_per_img: int = 100,
+        anchor_sizes: Sequence[int] = (32, 64, 128, 256, 512),
+    ):
+        check_variant(variant)
+        v2 = variant == "v2"
+        trunk = resnet_fpn(
+            fpn_channels=fpn_channels,
+            **{"frozen_norm": not v2, "fpn_norm": v2, **(backbone or {})},
+        )
+        norm = nn.BatchNorm2d if v2 else None
+        super().__init__(
+            trunk,
+            mask_head=mask_rcnn.MaskRCNNHeads(fpn_channels, [mask_channels] * mask_convs, 1, norm_layer=norm),
+            mask_predictor=mask_rcnn.MaskRCNNPredictor(mask_channels, mask_channels, num_classes),
+            **detector_options(
+                num_classes,
+                trunk,
+                variant,
+                min_size,
+                max_size,
+                image_mean,
+                image_std,
+                representation_size,
+                box_batch_size_per_image,
+                box_positive_fraction,
+                box_score_thresh,
+                box_detections_per_img,
+                anchor_sizes,
+            ),
+        )

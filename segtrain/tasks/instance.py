@@ -1,0 +1,246 @@
+"""Instance segmentation: a box, a class, a score and a mask per object, scored by COCO's box and mask AP.
+
+Items: ``{"image": uint8 [C,H,W], "boxes": float [N,4] xyxy, "labels": int64 [N] (1..K), "masks": uint8
+[N,H,W], "meta": {"image_id", "name", "size"}}``, batched as lists. The model is a torchvision-style
+detector (``segtrain.models.mask_rcnn``): it takes images in 0-1, normalises and resizes them itself,
+returns its losses while training and per-image detections at each image's own size otherwise.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.distributed
+import torch.nn as nn
+from omegaconf import DictConfig, OmegaConf
+
+from segtrain.errors import SegtrainError
+from segtrain.metrics import coco_results, coco_scores, format_coco_table
+from segtrain.tasks.base import SegmentationTask
+
+
+class InstanceSegmentation(SegmentationTask):
+    name = "instance"
+    primary_metric = "mask_AP"
+    epoch_metrics = ("box_AP", "mask_AP")
+
+    def __init__(self, model: nn.Module, **task_arguments):
+        super().__init__(model, **task_arguments)
+        self.mask_threshold = float(self.inference.get("mask_threshold", 0.5))
+        self.score_threshold = float(self.inference.get("score_threshold", 0.5))
+        #: This rank's COCO results and scored image ids, for the epoch's COCOeval.
+        self.results: list[dict] = []
+        self.scored_images: list[int] = []
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig, **task_arguments) -> InstanceSegmentation:
+        if cfg.get("loss"):
+            raise SegtrainError(
+                f"task=instance takes no loss group (loss={OmegaConf.select(cfg, 'loss._target_')}): the "
+                "detectors compute their own RPN, box and mask losses. Drop the loss override"
+            )
+        return super().from_config(cfg, **task_arguments)
+
+    @staticmethod
+    def to_unit_range(images: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [image.float() / 255 for image in images]
+
+    def forward(self, images: list[torch.Tensor]) -> list[dict]:
+        return self.run_model(self.to_unit_range(images))
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        targets = [
+            {"boxes": boxes, "labels": labels, "masks": masks}
+            for boxes, labels, masks in zip(batch["boxes"], batch["labels"], batch["masks"])
+        ]
+        losses = self.run_model(self.to_unit_range(batch["image"]), targets)
+        loss = sum(losses.values())
+        # Images without objects train the detector's background: only a non-finite loss is a fault.
+        self.watch_nonfinite(loss, torch.zeros((), dtype=torch.bool, device=loss.device))
+        size = len(batch["image"])
+        self.log("train/loss", loss, prog_bar=True, batch_size=size)
+        self.log_dict({f"train/{name}": value for name, value in losses.items()}, batch_size=size)
+        return loss
+
+    def _evaluate_batch(self, batch: dict) -> list[dict]:
+        for image, meta in zip(batch["image"], batch["meta"]):
+            if tuple(image.shape[-2:]) != tuple(meta["size"]):
+                raise SegtrainError(
+                    f"data.val_transforms change the size of image {meta['name']} ({tuple(meta['size'])} -> "
+                    f"{tuple(image.shape[-2:])}); COCO's evaluation scores each image at its own size. Leave "
+                    "resizing to the detector (model.min_size, model.max_size) and data.val_transforms empty"
+                )
+        outputs = self(batch["image"])
+        for output, meta in zip(outputs, batch["meta"]):
+            self.results += coco_results(
+                output, meta["image_id"], self.description.category_ids, self.mask_threshold
+            )
+            self.scored_images.append(meta["image_id"])
+        return outputs
+
+    def validation_step(self, batch: dict, batch_idx: int) -> list[dict]:
+        return self._evaluate_batch(batch)
+
+    def test_step(self, batch: dict, batch_idx: int) -> list[dict]:
+        return self._evaluate_batch(batch)
+
+    def _score(self, stage: str, prefix: str) -> dict:
+        results, images = self.results, self.scored_images
+        self.results, self.scored_images = [], []
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            gathered = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(gathered, (results, images))
+            results, images, seen = [], [], set()
+            # An image scored by two ranks (a sampler that pads) counts once.
+            for rank_results, rank_images in gathered:
+                fresh = set(rank_images) - seen
+                results += [result for result in rank_results if result["image_id"] in fresh]
+                images += sorted(fresh)
+                seen |= fresh
+        dataset = self.trainer.datamodule.build(stage)
+        result = coco_scores(
+            dataset.ground_truth(), results, sorted(set(images)), self.classes, self.description.category_ids
+        )
+        self.log_dict(
+            {f"{prefix}/{key}": result[key] for key in self.epoch_metrics if key in result},
+            prog_bar=True,
+            sync_dist=True,
+        )
+        return result
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            self.results, self.scored_images = [], []
+            return
+        self.val_scores = self._score("val", "val")
+
+    def on_test_epoch_end(self) -> None:
+        self.test_scores = self._score("eval", "test")
+
+    # What the commands ask of a task.
+
+    @staticmethod
+    def score_table(result: dict, title: str) -> str:
+        return format_coco_table(result, title=title)
+
+    @staticmethod
+    def describe_scoring(cfg: DictConfig) -> str:
+        return (
+            "COCO box and mask AP (pycocotools COCOeval, up to model.box_detections_per_img detections per "
+            "image above model.box_score_thresh, masks cut at "
+            f"inference.mask_threshold={cfg.inference.mask_threshold})"
+        )
+
+    @staticmethod
+    def inference_settings(cfg: DictConfig) -> dict:
+        return OmegaConf.to_container(cfg.inference, resolve=True)
+
+    @staticmethod
+    def describe_predictions(cfg: DictConfig) -> str:
+        return "as COCO results json and instance overlays"
+
+    @staticmethod
+    def count_scored(result: dict) -> str:
+        return f"{result['instances']} annotated instances"
+
+    @staticmethod
+    def write_report(result: dict, directory: Path, title: str) -> Path:
+        from segtrain.plots import per_class_chart
+
+        return per_class_chart(
+            result, directory / "per_class_ap.png", title=title, score="mask_AP", mean="mask_AP"
+        )
+
+    def prediction_writer(self, directory: Path, dataset) -> pl.Callback:
+        return InstancePredictionWriter(
+            directory, self.classes, self.description.category_ids, self.inference
+        )
+
+    def overlay_panels(self, batch: dict, outputs: list[dict], count: int, alpha: float) -> list[np.ndarray]:
+        """Image | ground truth | detections above ``inference.score_threshold``, one row per image."""
+        panels = []
+        for image, boxes, labels, masks, output in list(
+            zip(batch["image"], batch["boxes"], batch["labels"], batch["masks"], outputs)
+        )[:count]:
+            truth = draw_instances(
+                image, boxes, labels, masks.bool(), None, self.classes, self.palette, alpha
+            )
+            keep = output["scores"] > self.score_threshold
+            predicted = draw_instances(
+                image,
+                output["boxes"][keep],
+                output["labels"][keep],
+                output["masks"][keep, 0] > self.mask_threshold,
+                output["scores"][keep],
+                self.classes,
+                self.palette,
+                alpha,
+            )
+            original = image.expand(3, -1, -1).permute(1, 2, 0).cpu().numpy()
+            panels.append(np.concatenate([original, truth, predicted], axis=1))
+        return panels
+
+
+def draw_instances(
+    image: torch.Tensor,
+    boxes: torch.Tensor,
+    labels: torch.Tensor,
+    masks: torch.Tensor,
+    scores: torch.Tensor | None,
+    classes: list[str],
+    palette: list[list[int]],
+    alpha: float = 0.5,
+) -> np.ndarray:
+    """HxWx3 uint8: masks filled in their class colours, boxes, and "class score" captions."""
+    from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
+
+    canvas = image.detach().cpu().expand(3, -1, -1).to(torch.uint8)
+    labels = labels.detach().cpu().tolist()
+    colors = [tuple(palette[label % len(palette)]) for label in labels]
+    if len(labels):
+        canvas = draw_segmentation_masks(canvas, masks.detach().cpu().bool(), alpha=alpha, colors=colors)
+        names = [classes[label - 1] for label in labels]
+        if scores is not None:
+            names = [f"{name} {score:.2f}" for name, score in zip(names, scores.detach().cpu().tolist())]
+        canvas = draw_bounding_boxes(canvas, boxes.detach().cpu(), labels=names, colors=colors, width=2)
+    return canvas.permute(1, 2, 0).numpy()
+
+
+class InstancePredictionWriter(pl.Callback):
+    """``eval save_predictions=true``: every detection as COCO results json (``detections.json``, what
+    COCOeval and the COCO server read) and an overlay per image of those above the score threshold."""
+
+    def __init__(self, directory: Path, classes: list[str], category_ids: list[int], inference: dict):
+        self.directory = Path(directory)
+        self.classes, self.category_ids = classes, category_ids
+        self.inference = inference
+        self.results: list[dict] = []
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        from PIL import Image
+
+        overlays = self.directory / "overlays"
+        overlays.mkdir(parents=True, exist_ok=True)
+        for image, output, meta in zip(batch["image"], outputs, batch["meta"]):
+            self.results += coco_results(
+                output, meta["image_id"], self.category_ids, self.inference["mask_threshold"]
+            )
+            keep = output["scores"] > self.inference["score_threshold"]
+            drawn = draw_instances(
+                image,
+                output["boxes"][keep],
+                output["labels"][keep],
+                output["masks"][keep, 0] > self.inference["mask_threshold"],
+                output["scores"][keep],
+                self.classes,
+                pl_module.palette,
+            )
+            Image.fromarray(drawn).save(overlays / f"{meta['name']}.jpg", quality=90)
+
+    def on_test_end(self, trainer, pl_module) -> None:
+        import json
+
+        (self.directory / "detections.json").write_text(json.dumps(self.results))
