@@ -20,6 +20,7 @@ from segtrain.models.pspnet import PSPNet
 from segtrain.models.segnet import SegNet
 from segtrain.models.unet import UNet
 from segtrain.models.vnet import VNet
+from segtrain.tasks.base import ExportSpec
 
 # Tiny widths: a VGG16 at 1/8 of its channels, ResNet-18 for the ResNet models.
 VGG = {"width": 0.125}
@@ -110,7 +111,8 @@ class ValueDependent(torch.nn.Module):
 )
 def test_onnx_export_prefers_torch_export_and_falls_back(model, exporter, tmp_path, capsys):
     samples = [torch.randn(1, 3, 32, 32), torch.randn(2, 3, 45, 61)]
-    worst, used = write_and_compare(model().eval(), samples, tmp_path / "m.onnx", "onnx", 18, 1e-4)
+    spec = ExportSpec(model().eval(), samples)
+    worst, used = write_and_compare(spec, tmp_path / "m.onnx", "onnx", 18, 1e-4)
     assert used == exporter and worst < 1e-4
     fell_back = "the torch.export ONNX exporter does not fit this model" in capsys.readouterr().out
     assert fell_back == (exporter == "torchscript")

@@ -1,60 +1,66 @@
-"""``segtrain export``: ONNX (dynamic batch, H, W) or TorchScript, checked against PyTorch.
+"""``segtrain export``: ONNX (dynamic H, W and, where the task allows, batch) or TorchScript, checked
+against PyTorch.
 
-The export runs the exported model at two input sizes, compares it with the PyTorch model and
-fails when the maximum absolute difference exceeds ``export.atol``.
+The task says what is exported (``ExportSpec``: a semantic model's logits, a detector's boxes, labels,
+scores and masks). The export runs the exported model at two input sizes, compares every output with
+the PyTorch model and fails when the maximum absolute difference exceeds ``export.atol``.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from pathlib import Path
+from typing import Callable
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from segtrain.commands.predict import metadata_path
+from segtrain.commands.predict import metadata_path, session_runner
 from segtrain.config import check_writable
 from segtrain.errors import SegtrainError
 from segtrain.runtime.trainer import output_dir
 from segtrain.tasks import load_task
-
-#: ONNX exporters in the order tried: torch.export's, the current one (opset 18 and up), then the
-#: TorchScript-based one, deprecated since torch 2.9 but able to trace the size-dependent Python branches
-#: that torch.export rejects (U-Net's crop, for one).
-ONNX_EXPORTERS = ("torch.export", "torchscript")
+from segtrain.tasks.base import ExportSpec
 
 
 def export_onnx(
-    model: torch.nn.Module, sample: torch.Tensor, path: Path, opset: int, exporter: str = "torchscript"
+    model: torch.nn.Module,
+    sample: torch.Tensor,
+    path: Path,
+    opset: int,
+    exporter: str = "torchscript",
+    spec: ExportSpec | None = None,
 ) -> None:
-    """ONNX with dynamic batch, height and width, by ``exporter`` (one of ``ONNX_EXPORTERS``)."""
-    names = {"input_names": ["image"], "output_names": ["logits"], "opset_version": opset}
+    """ONNX with the dynamic axes of ``spec`` (by default a semantic model's batch, height and width), by
+    ``exporter``: torch.export's (opset 18 and up), or the TorchScript-based one, deprecated since torch 2.9
+    but able to trace the size-dependent Python branches that torch.export rejects (U-Net's crop, for one)
+    and the detectors' data-dependent number of detections."""
+    spec = spec or ExportSpec(model, [sample])
+    names = {"input_names": spec.input_names, "output_names": spec.output_names, "opset_version": opset}
     if exporter == "torch.export":
-        batch, height, width = (torch.export.Dim(name) for name in ("batch", "height", "width"))
+        dims = {}
+        shapes = tuple(
+            {
+                axis: dims.setdefault(name, torch.export.Dim(name))
+                for axis, name in spec.dynamic_axes[key].items()
+            }
+            for key in spec.input_names
+        )
         torch.onnx.export(
             model,
             (sample,),
             str(path),
             dynamo=True,
-            dynamic_shapes=({0: batch, 2: height, 3: width},),
+            dynamic_shapes=shapes,
             external_data=False,  # one file, renamed into place whole: no weights left in a side file
             verbose=False,
             **names,
         )
         return
-    torch.onnx.export(
-        model,
-        (sample,),
-        str(path),
-        dynamic_axes={
-            "image": {0: "batch", 2: "height", 3: "width"},
-            "logits": {0: "batch", 2: "height", 3: "width"},
-        },
-        dynamo=False,
-        **names,
-    )
+    torch.onnx.export(model, (sample,), str(path), dynamic_axes=spec.dynamic_axes, dynamo=False, **names)
 
 
 def embed_metadata(path: Path, meta: dict) -> None:
@@ -68,11 +74,10 @@ def embed_metadata(path: Path, meta: dict) -> None:
     onnx.save(model, str(path))
 
 
-def onnx_runner(path: Path):
+def onnx_runner(path: Path) -> Callable:
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return lambda x: torch.from_numpy(session.run(None, {"image": x.numpy()})[0])
+    return session_runner(ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]))
 
 
 def check_output(path: Path) -> None:
@@ -84,38 +89,62 @@ def check_output(path: Path) -> None:
         raise SegtrainError(f"output={path} exists and is read-only; pass another path")
 
 
-def compare(exported, model: torch.nn.Module, samples: list[torch.Tensor], label: str) -> float:
-    """The largest difference between the exported model and PyTorch over ``samples``."""
+def compare(
+    exported, model: torch.nn.Module, samples: list[torch.Tensor], label: str, align: Callable | None = None
+) -> float:
+    """The largest difference between the exported model and PyTorch over ``samples`` and every output
+    (infinite where an output's shape differs, e.g. another number of detections); ``align`` puts the
+    export's outputs in PyTorch's order first."""
     worst = 0.0
     for sample in samples:
-        diff = (exported(sample) - model(sample)).abs().max().item()
-        print(f"{label} vs PyTorch at {tuple(sample.shape)}: max abs diff {diff:.3e}")
+        ours, theirs = as_tuple(exported(sample)), as_tuple(model(sample))
+        if align is not None:
+            ours = align(theirs, ours)
+        diff = 0.0
+        for mine, reference in zip(ours, theirs):
+            if mine.shape != reference.shape:
+                diff = math.inf
+            elif mine.numel():
+                diff = max(diff, (mine.float() - reference.float()).abs().max().item())
+        shapes = ", ".join(str(tuple(output.shape)) for output in theirs)
+        print(f"{label} vs PyTorch at {tuple(sample.shape)}: max abs diff {diff:.3e} (outputs {shapes})")
         worst = max(worst, diff)
     return worst
 
 
-def write_and_compare(
-    model: torch.nn.Module, samples: list[torch.Tensor], path: Path, fmt: str, opset: int, atol: float
-) -> tuple[float, str]:
-    """Exports ``model`` to ``path``; returns the largest difference from PyTorch over ``samples`` and the
-    exporter that wrote the file (ONNX: the first of ``ONNX_EXPORTERS`` that works within ``atol``)."""
+def as_tuple(outputs) -> tuple[torch.Tensor, ...]:
+    return tuple(outputs) if isinstance(outputs, (tuple, list)) else (outputs,)
+
+
+def write_and_compare(spec: ExportSpec, path: Path, fmt: str, opset: int, atol: float) -> tuple[float, str]:
+    """Exports ``spec.module`` to ``path``; returns the largest difference from PyTorch over the samples and
+    the exporter that wrote the file (ONNX: the first of ``spec.onnx_exporters`` that works within
+    ``atol``)."""
+    model, samples = spec.module, spec.samples
     with torch.no_grad():
         if fmt != "onnx":
-            torch.jit.trace(model, samples[0], check_trace=False).save(str(path))
-            return compare(torch.jit.load(str(path)), model, samples, fmt), "torch.jit.trace"
-        exporters = ONNX_EXPORTERS if opset >= 18 else ONNX_EXPORTERS[1:]
+            if spec.torchscript == "script":
+                torch.jit.script(model).save(str(path))
+            else:
+                torch.jit.trace(model, samples[0], check_trace=False).save(str(path))
+            scripted = torch.jit.load(str(path))
+            return compare(scripted, model, samples, fmt, spec.align), f"torch.jit.{spec.torchscript}"
+        exporters = (
+            spec.onnx_exporters if opset >= 18 else [e for e in spec.onnx_exporters if e != "torch.export"]
+        )
         for exporter in exporters[:-1]:
             try:
-                export_onnx(model, samples[0], path, opset, exporter)
-                worst = compare(onnx_runner(path), model, samples, f"onnx ({exporter} exporter)")
+                export_onnx(model, samples[0], path, opset, exporter, spec)
+                worst = compare(onnx_runner(path), model, samples, f"onnx ({exporter} exporter)", spec.align)
                 if worst <= atol:
                     return worst, exporter
                 reason = f"it differs from PyTorch by {worst:.3e}"
             except Exception as err:
                 reason = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip().splitlines()[0][:160]
             print(f"the {exporter} ONNX exporter does not fit this model ({reason}); trying the next one")
-        export_onnx(model, samples[0], path, opset, exporters[-1])
-        return compare(onnx_runner(path), model, samples, f"onnx ({exporters[-1]} exporter)"), exporters[-1]
+        export_onnx(model, samples[0], path, opset, exporters[-1], spec)
+        label = f"onnx ({exporters[-1]} exporter)"
+        return compare(onnx_runner(path), model, samples, label, spec.align), exporters[-1]
 
 
 def export(cfg: DictConfig) -> Path:
@@ -129,15 +158,12 @@ def export(cfg: DictConfig) -> Path:
     )
     check_output(path)
     task, merged = load_task(cfg, data_root=False)
-    model = task.model.eval()
-    sizes = [tuple(size) for size in cfg.export.check_sizes]
-    channels = merged.data.in_channels
-    samples = [torch.randn(batch, channels, *size) for batch, size in zip((1, 2), sizes)]
+    spec = task.export_spec([tuple(size) for size in cfg.export.check_sizes])
     path.parent.mkdir(parents=True, exist_ok=True)
     # Written beside the target and renamed into place once checked: a failed export keeps the old file.
     written = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        worst, exporter = write_and_compare(model, samples, written, fmt, cfg.export.opset, cfg.export.atol)
+        worst, exporter = write_and_compare(spec, written, fmt, cfg.export.opset, cfg.export.atol)
         if worst > cfg.export.atol:
             raise SegtrainError(
                 f"exported {fmt} model differs from PyTorch by {worst:.3e} > export.atol={cfg.export.atol}; "
@@ -148,9 +174,10 @@ def export(cfg: DictConfig) -> Path:
             **task.metadata(),
             "format": fmt,
             "exporter": exporter,
-            "input": "float32 [batch, C, H, W], RGB, (x / 255 - mean) / std",
-            "output": "logits [batch, num_classes, H, W]",
-            # segtrain predict applies them to ONNX models too, as it does to checkpoints.
+            "input": spec.input,
+            "output": spec.output,
+            # segtrain predict applies them to exported models too, as it does to checkpoints.
+            "inference": task.inference_settings(merged),
             "val_transforms": OmegaConf.to_container(merged.data.val_transforms, resolve=True),
             "max_abs_diff": worst,
             "atol": cfg.export.atol,

@@ -1,7 +1,9 @@
-"""``segtrain predict``: palette PNG masks and overlays from a checkpoint or an exported ONNX model.
+"""``segtrain predict``: predictions for a directory of images from a checkpoint or an exported model.
 
-Each image goes through the model's evaluation transforms (``data.val_transforms``, which export
-records in its metadata), and its prediction is mapped back onto the image's own grid.
+The checkpoint's (or the export's) task writes them: palette PNG masks and overlays (semantic), COCO
+results json and instance overlays (instance). Each image goes through the model's evaluation transforms
+(``data.val_transforms``, which export records in its metadata), and its prediction is mapped back onto
+the image's own grid. Files of the user's in the output directory are never overwritten.
 """
 
 from __future__ import annotations
@@ -10,19 +12,16 @@ import json
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from PIL import Image
 
 from segtrain.config import check_writable
-from segtrain.data.io import IMAGE_SUFFIXES, list_images, read_image
-from segtrain.data.transforms import compose, transform_item
+from segtrain.data.description import DEFAULT_TASK
+from segtrain.data.io import IMAGE_SUFFIXES, list_images
 from segtrain.errors import SegtrainError
-from segtrain.inference import class_ids, predict_probs, score_resolution, to_original_size
-from segtrain.runtime.checkpoint import check_targets
-from segtrain.visualize import blend, palette_image
+from segtrain.runtime.checkpoint import check_targets, typed_values
+from segtrain.tasks import task_class
 
 
 def list_inputs(path: str) -> list[Path]:
@@ -76,18 +75,25 @@ def load_exported(path: Path) -> tuple[Callable[[torch.Tensor], torch.Tensor], d
         raise SegtrainError(
             f"ckpt={path} is not a readable ONNX model ({str(err).splitlines()[0][:200]})"
         ) from None
-    channels = session.get_outputs()[0].shape[1]
+    first = session.get_outputs()[0]
+    channels = first.shape[1] if first.name == "logits" else None
     if isinstance(channels, int) and channels != len(meta["classes"]):
         raise SegtrainError(
             f"{path} outputs {channels} classes but its metadata {meta_path} lists {len(meta['classes'])}: "
             "the two files come from different exports; export the model again"
         )
+    return session_runner(session), meta
+
+
+def session_runner(session) -> Callable:
+    """An onnxruntime session as a function: one tensor in; a tensor out, or a tuple of them."""
     input_name = session.get_inputs()[0].name
 
-    def run(x: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(session.run(None, {input_name: x.numpy()})[0])
+    def run(x: torch.Tensor):
+        outputs = tuple(torch.from_numpy(output) for output in session.run(None, {input_name: x.numpy()}))
+        return outputs[0] if len(outputs) == 1 else outputs
 
-    return run, meta
+    return run
 
 
 def output_names(inputs: list[Path]) -> dict[Path, str]:
@@ -137,18 +143,12 @@ def predict(cfg: DictConfig) -> Path:
     out_dir = Path(cfg.output)
     written_before = check_output(out_dir, inputs, Path(cfg.input))
     names = output_names(inputs)
-    targets = [f"{names[path]}.png" for path in inputs] + [f"overlays/{names[path]}.jpg" for path in inputs]
-    foreign = [name for name in targets if (out_dir / name).exists() and name not in written_before]
-    if foreign:
-        raise SegtrainError(
-            f"output={out_dir} already holds {len(foreign)} files that segtrain did not write "
-            f"(e.g. {out_dir / foreign[0]}); they would be overwritten. Pass an empty or new output directory"
-        )
     ckpt = Path(cfg.ckpt)
     if ckpt.suffix in EXPORTED_SUFFIXES:
-        model, meta = load_exported(ckpt)
-        inference = OmegaConf.to_container(cfg.inference, resolve=True)
-        in_channels = len(meta["mean"])
+        run, meta = load_exported(ckpt)
+        # An export records its inference settings; inference.* typed on this command line replace them.
+        inference = {**(meta.get("inference") or OmegaConf.to_container(cfg.inference, resolve=True))}
+        inference.update(typed_values(cfg, "inference"))
         transforms = OmegaConf.create({"val_transforms": meta.get("val_transforms", [])})
         check_targets(transforms, cfg, ckpt)
         transforms = transforms.val_transforms
@@ -156,30 +156,22 @@ def predict(cfg: DictConfig) -> Path:
         from segtrain.tasks import load_task
 
         task, merged = load_task(cfg, data_root=False)
-        model, meta = task.model, task.metadata()
-        inference = OmegaConf.to_container(merged.inference, resolve=True)
-        in_channels = merged.data.in_channels
+        run, meta = task.exported_module(), task.metadata()
+        inference = task.inference_settings(merged)
         transforms = merged.data.val_transforms
-    original_size = score_resolution(inference) == "original"
-    pipeline = compose(instantiate(transforms), track_extent=original_size)
-    overlay_dir = out_dir / "overlays"
-    overlay_dir.mkdir(parents=True, exist_ok=True)
-    mean = torch.tensor(meta["mean"]).view(1, -1, 1, 1) * 255
-    std = torch.tensor(meta["std"]).view(1, -1, 1, 1) * 255
+    writer = task_class(meta.get("task", DEFAULT_TASK))
+    targets = [name for path in inputs for name in writer.prediction_files(names[path])]
+    targets += writer.prediction_summary_files
+    foreign = [name for name in targets if (out_dir / name).exists() and name not in written_before]
+    if foreign:
+        raise SegtrainError(
+            f"output={out_dir} already holds {len(foreign)} files that segtrain did not write "
+            f"(e.g. {out_dir / foreign[0]}); they would be overwritten. Pass an empty or new output directory"
+        )
+    (out_dir / "overlays").mkdir(parents=True, exist_ok=True)
     # Recorded before writing, so that a run killed midway still owns the files it wrote.
     (out_dir / MANIFEST).write_text(json.dumps(sorted(written_before | set(targets))))
     with torch.inference_mode():
-        for path in inputs:
-            original = read_image(path, in_channels)
-            image, _, region = transform_item(pipeline, original, None, original_size)
-            rgb = torch.from_numpy(image).permute(2, 0, 1)[None]
-            probs = predict_probs(model, (rgb.float() - mean) / std, image=rgb, **inference)
-            shown = original if original_size else image
-            pred = class_ids(to_original_size(probs, [{"size": shown.shape[:2], "region": region}]))[0]
-            pred = pred.numpy().astype(np.uint8)
-            palette_image(pred, meta["palette"]).save(out_dir / f"{names[path]}.png")
-            Image.fromarray(blend(shown, pred, meta["palette"])).save(
-                overlay_dir / f"{names[path]}.jpg", quality=90
-            )
-    print(f"wrote {len(inputs)} masks to {out_dir} and {len(inputs)} overlays to {overlay_dir}")
+        message = writer.predict_images(run, meta, inference, instantiate(transforms), inputs, names, out_dir)
+    print(message)
     return out_dir

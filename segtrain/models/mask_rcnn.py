@@ -16,15 +16,20 @@ head and a normalised mask head (46,359,409 parameters at 91 classes).
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 import torchvision
 from torchvision.models.detection import mask_rcnn
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead, FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.rpn import AnchorGenerator, RPNHead
+from torchvision.models.detection.transform import (
+    GeneralizedRCNNTransform,
+    resize_boxes,
+)
 from torchvision.ops import FeaturePyramidNetwork, FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
@@ -177,6 +182,46 @@ def check_variant(variant: str) -> None:
         raise SegtrainError(f"model.variant={variant} must be v1 (the paper's) or v2 (torchvision's recipe)")
 
 
+def resize_within(image: torch.Tensor, min_size: float, max_size: float) -> torch.Tensor:
+    """Bilinear resize of [N,C,H,W] so that the shorter side is ``min_size`` and the longer at most
+    ``max_size``: the size computed as floor(side x scale) in float32 tensor ops, the same eagerly, in
+    TorchScript and in the ONNX graph (a traced size stays dynamic)."""
+    if torch.jit.is_scripting():
+        shape = torch.tensor(image.shape[-2:], dtype=torch.float32)
+    else:
+        shape = torch._shape_as_tensor(image)[-2:].to(torch.float32)
+    scale = torch.min(min_size / shape.min(), max_size / shape.max())
+    size = torch.floor(shape * scale).to(torch.int64)
+    if torch.jit.is_scripting():
+        return F.interpolate(image, size=[int(size[0]), int(size[1])], mode="bilinear", align_corners=False)
+    return F.interpolate(image, size=(size[0], size[1]), mode="bilinear", align_corners=False)
+
+
+class StableSizeTransform(GeneralizedRCNNTransform):
+    """torchvision's resize to ``min_size`` / ``max_size`` with one size computation for PyTorch,
+    TorchScript and ONNX (``resize_within``). torchvision computes the scale in double eagerly, in float32
+    when scripted and lets onnxruntime round it when traced, so at some image sizes the exported model
+    resized a pixel apart from PyTorch and returned other detections."""
+
+    def resize(
+        self, image: torch.Tensor, target: Optional[dict[str, torch.Tensor]] = None
+    ) -> tuple[torch.Tensor, Optional[dict[str, torch.Tensor]]]:
+        height, width = image.shape[-2:]
+        if self.training:
+            if self._skip_resize:
+                return image, target
+            size = self.torch_choice(self.min_size)
+        else:
+            size = self.min_size[-1]
+        image = resize_within(image[None], float(size), float(self.max_size))[0]
+        if target is not None:
+            target["boxes"] = resize_boxes(target["boxes"], (height, width), image.shape[-2:])
+            if "masks" in target:
+                masks = target["masks"][:, None].float()
+                target["masks"] = F.interpolate(masks, size=image.shape[-2:])[:, 0].byte()
+        return image, target
+
+
 class MaskRCNN(mask_rcnn.MaskRCNN):
     """``forward(images: list of float [3,H,W] in 0-1, targets=None)``: the losses while training, else one
     dict per image (boxes xyxy, labels, scores, masks [N,1,H,W] probabilities) at the image's size.
@@ -232,3 +277,4 @@ class MaskRCNN(mask_rcnn.MaskRCNN):
                 anchor_sizes,
             ),
         )
+        self.transform = StableSizeTransform(min_size, max_size, list(image_mean), list(image_std))

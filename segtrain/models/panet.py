@@ -13,7 +13,6 @@ Mask R-CNN, each switchable so that its gain can be measured:
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 
 import torch
@@ -29,6 +28,22 @@ def conv_relu(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequen
     return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, stride, 1), nn.ReLU(inplace=True))
 
 
+class PathStep(nn.Module):
+    """One step up the bottom-up path: N(i+1) = conv3x3(P(i+1) + conv3x3/stride 2(N(i)))."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.downsample = conv_relu(channels, channels, stride=2)
+        self.fuse = conv_relu(channels, channels)
+
+    def forward(self, previous: torch.Tensor, lateral: torch.Tensor) -> torch.Tensor:
+        down = self.downsample(previous)
+        # Odd sizes halve with flooring on one path and ceiling on the other: align to the lateral map.
+        down = down[..., : lateral.shape[-2], : lateral.shape[-1]]
+        down = F.pad(down, [0, lateral.shape[-1] - down.shape[-1], 0, lateral.shape[-2] - down.shape[-2]])
+        return self.fuse(lateral + down)
+
+
 class BottomUpPath(nn.Module):
     """FPN levels "0".."3" (P2-P5) in, N2-N5 out under the same names, and "pool" (N6, a stride-2
     subsample of N5, for the largest anchors as FPN's P6)."""
@@ -36,23 +51,17 @@ class BottomUpPath(nn.Module):
     def __init__(self, fpn: nn.Module, levels: int = 4):
         super().__init__()
         self.fpn = fpn
-        self.out_channels = channels = fpn.out_channels
-        self.downsample = nn.ModuleList(conv_relu(channels, channels, stride=2) for _ in range(levels - 1))
-        self.fuse = nn.ModuleList(conv_relu(channels, channels) for _ in range(levels - 1))
+        self.out_channels = fpn.out_channels
+        self.names = [str(level) for level in range(levels)]
+        self.steps = nn.ModuleList(PathStep(self.out_channels) for _ in range(levels - 1))
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         pyramid = self.fpn(x)
-        names = [name for name in pyramid if name != "pool"]
-        outputs = OrderedDict([(names[0], pyramid[names[0]])])
-        previous = pyramid[names[0]]
-        for index, (downsample, fuse) in enumerate(zip(self.downsample, self.fuse)):
-            lateral = pyramid[names[index + 1]]
-            down = downsample(previous)
-            # Odd sizes halve with flooring on one path and ceiling on the other: align to the lateral map.
-            down = down[..., : lateral.shape[-2], : lateral.shape[-1]]
-            down = F.pad(down, (0, lateral.shape[-1] - down.shape[-1], 0, lateral.shape[-2] - down.shape[-2]))
-            previous = fuse(lateral + down)
-            outputs[names[index + 1]] = previous
+        previous = pyramid[self.names[0]]
+        outputs = OrderedDict([(self.names[0], previous)])
+        for index, step in enumerate(self.steps):
+            previous = step(previous, pyramid[self.names[index + 1]])
+            outputs[self.names[index + 1]] = previous
         outputs["pool"] = F.max_pool2d(previous, 1, 2)
         return outputs
 
@@ -73,12 +82,15 @@ class AllLevelsRoIAlign(nn.Module):
         boxes: list[torch.Tensor],
         image_shapes: list[tuple[int, int]],
     ) -> torch.Tensor:
-        largest = max(max(shape[0], shape[1]) for shape in image_shapes)
+        largest = 1
+        for height, width in image_shapes:
+            largest = max(largest, height, width)
         pooled = []
         for name in self.featmap_names:
             level = features[name]
             # Each level's stride is a power of two; the ratio of sizes only approximates it.
-            scale = 2.0 ** round(math.log2(max(level.shape[-2], level.shape[-1]) / largest))
+            ratio = float(max(level.shape[-2], level.shape[-1])) / float(largest)
+            scale = 2.0 ** float(torch.tensor(ratio).log2().round())
             pooled.append(
                 roi_align(level, boxes, self.output_size, scale, self.sampling_ratio, aligned=False)
             )
@@ -94,8 +106,10 @@ class AdaptiveBoxHead(nn.Module):
         self.fc2 = nn.Linear(representation_size, representation_size)
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
-        fused = torch.stack([fc(pooled[:, index].flatten(1)) for index, fc in enumerate(self.fc1)]).amax(0)
-        return F.relu(self.fc2(F.relu(fused)))
+        per_level = []
+        for index, fc in enumerate(self.fc1):
+            per_level.append(fc(pooled[:, index].flatten(1)))
+        return F.relu(self.fc2(F.relu(torch.stack(per_level).amax(0))))
 
 
 class AdaptiveMaskHead(nn.Module):
@@ -107,6 +121,7 @@ class AdaptiveMaskHead(nn.Module):
         super().__init__()
         self.conv1 = nn.ModuleList(conv_relu(channels, channels) for _ in range(levels))
         self.convs = nn.ModuleList(conv_relu(channels, channels) for _ in range(convs - 1))
+        self.fc_fusion = fc_fusion
         self.fc_branch = (
             nn.Sequential(
                 conv_relu(channels, channels),
@@ -115,19 +130,22 @@ class AdaptiveMaskHead(nn.Module):
                 nn.Linear(channels // 2 * 14 * 14, 28 * 28),
             )
             if fc_fusion
-            else None
+            else nn.Identity()
         )
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
         if pooled.dim() == 4:  # pooled from one level (adaptive_pooling=false)
             pooled = pooled.unsqueeze(1)
-        x = torch.stack([conv(pooled[:, index]) for index, conv in enumerate(self.conv1)]).amax(0)
+        per_level = []
+        for index, conv in enumerate(self.conv1):
+            per_level.append(conv(pooled[:, index]))
+        x = torch.stack(per_level).amax(0)
         branch_input = x
         for index, conv in enumerate(self.convs):
             x = conv(x)
             if index == len(self.convs) - 2:  # conv3
                 branch_input = x
-        if self.fc_branch is None:
+        if not self.fc_fusion:
             return x
         fc_mask = self.fc_branch(branch_input).view(-1, 1, 28, 28)
         return torch.cat([x, F.pixel_unshuffle(fc_mask, 2)], dim=1)
@@ -142,7 +160,7 @@ class FusedMaskPredictor(mask_rcnn.MaskRCNNPredictor):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features, fc_mask = x[:, : self.channels], F.pixel_shuffle(x[:, self.channels :], 2)
-        return super().forward(features) + fc_mask
+        return self.mask_fcn_logits(F.relu(self.conv5_mask(features))) + fc_mask
 
 
 class PANet(MaskRCNN):

@@ -232,6 +232,18 @@ def _typed_overrides() -> list:
     return OverridesParser.create().parse_overrides(list(HydraConfig.get().overrides.task))
 
 
+def typed_values(cfg: DictConfig, prefix: str) -> dict:
+    """The keys under ``prefix`` typed on this command line, with the values the command composed."""
+    values = {}
+    for override in _typed_overrides():
+        key = override.key_or_group
+        if key.startswith(prefix + ".") and not override.is_delete():
+            values[key[len(prefix) + 1 :]] = OmegaConf.to_container(
+                OmegaConf.create({"value": OmegaConf.select(cfg, key)}), resolve=True
+            )["value"]
+    return values
+
+
 def check_task(checkpoint: dict, cfg: DictConfig, ckpt_path) -> None:
     """A ``task=`` typed on the command line must be the checkpoint's own (those written before tasks were
     named are semantic)."""

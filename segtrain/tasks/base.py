@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import time
+from dataclasses import dataclass, field
 from typing import Callable
 
 import pytorch_lightning as pl
@@ -23,6 +24,31 @@ from segtrain import LAUNCHED_AT, __version__
 from segtrain.data.description import DatasetDescription
 from segtrain.errors import SegtrainError
 from segtrain.runtime.checkpoint import composed_config
+
+
+@dataclass
+class ExportSpec:
+    """What ``segtrain export`` writes for a task: ``module`` run on ``samples`` (one per check size), the
+    graph's names and dynamic axes, the ONNX exporters worth trying in order, and how TorchScript is made
+    (``trace`` or ``script``). ``input``/``output`` describe the graph in the metadata."""
+
+    module: nn.Module
+    samples: list[torch.Tensor]
+    input_names: list[str] = field(default_factory=lambda: ["image"])
+    output_names: list[str] = field(default_factory=lambda: ["logits"])
+    dynamic_axes: dict[str, dict[int, str]] = field(
+        default_factory=lambda: {
+            "image": {0: "batch", 2: "height", 3: "width"},
+            "logits": {0: "batch", 2: "height", 3: "width"},
+        }
+    )
+    onnx_exporters: tuple[str, ...] = ("torch.export", "torchscript")
+    torchscript: str = "trace"
+    input: str = ""
+    output: str = ""
+    #: (PyTorch's outputs, the export's) -> the export's in PyTorch's order, for outputs whose order is
+    #: not defined (detections of equal score).
+    align: Callable | None = None
 
 
 class SegmentationTask(pl.LightningModule):

@@ -8,6 +8,7 @@ returns its losses while training and per-image detections at each image's own s
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +17,14 @@ import torch
 import torch.distributed
 import torch.nn as nn
 from omegaconf import DictConfig, OmegaConf
+from PIL import Image
 
+from segtrain.data.datasets.coco_instances import transform_instances
+from segtrain.data.io import read_image
+from segtrain.data.transforms import compose
 from segtrain.errors import SegtrainError
 from segtrain.metrics import coco_results, coco_scores, format_coco_table
-from segtrain.tasks.base import SegmentationTask
+from segtrain.tasks.base import ExportSpec, SegmentationTask
 
 
 class InstanceSegmentation(SegmentationTask):
@@ -159,6 +164,81 @@ class InstanceSegmentation(SegmentationTask):
             directory, self.classes, self.description.category_ids, self.inference
         )
 
+    def exported_module(self) -> nn.Module:
+        """What export writes and predict runs (``DetectorExport``)."""
+        return DetectorExport(self.model).eval()
+
+    def export_spec(self, sizes: list[tuple[int, ...]]) -> ExportSpec:
+        """Batch 1, dynamic height and width, and a dynamic number of detections (none included): the
+        TorchScript-based ONNX exporter traces torchvision's detectors; torch.export cannot yet."""
+        channels = self.description.in_channels
+        detections = {0: "detections"}
+        return ExportSpec(
+            self.exported_module(),
+            [torch.rand(1, channels, *size) * 255 for size in sizes],
+            output_names=list(DETECTIONS),
+            dynamic_axes={
+                "image": {2: "height", 3: "width"},
+                "boxes": detections,
+                "labels": detections,
+                "scores": detections,
+                "masks": {0: "detections", 2: "height", 3: "width"},
+            },
+            onnx_exporters=("torchscript",),
+            torchscript="script",
+            align=align_detections,
+            input="float32 [1, C, H, W], RGB, 0-255 (the detector normalises and resizes it itself)",
+            output=(
+                "boxes [N, 4] xyxy pixels, labels [N] (classes[label - 1]), scores [N], masks [N, 1, H, W] "
+                "probabilities; every detection above model.box_score_thresh"
+            ),
+        )
+
+    @staticmethod
+    def prediction_files(name: str) -> list[str]:
+        return [f"overlays/{name}.jpg"]
+
+    #: Files predict writes once for all images: COCO results, and which image each image_id is.
+    prediction_summary_files = ["detections.json", "images.json"]
+
+    @staticmethod
+    def predict_images(run, meta: dict, inference: dict, transforms, inputs, names, out_dir: Path) -> str:
+        """COCO results json of every detection, and overlays of those above ``inference.score_threshold``
+        (masks cut at ``inference.mask_threshold``); ``run`` is a ``DetectorExport`` or its export."""
+        pipeline = compose(transforms, boxes=True)
+        results, images = [], []
+        for image_id, path in enumerate(inputs, start=1):
+            original = read_image(path, len(meta["mean"]))
+            image = transform_instances(pipeline, original, [], [], [])["image"]
+            if tuple(image.shape[-2:]) != original.shape[:2]:
+                raise SegtrainError(
+                    f"the model's data.val_transforms change the size of {path}; instance predictions are "
+                    "made at each image's own size (the detector resizes internally)"
+                )
+            output = dict(zip(DETECTIONS, run(image[None].float())))
+            results += coco_results(output, image_id, meta["category_ids"], inference["mask_threshold"])
+            images.append(
+                {"id": image_id, "file_name": str(path), "height": image.shape[1], "width": image.shape[2]}
+            )
+            keep = output["scores"] > inference["score_threshold"]
+            drawn = draw_instances(
+                image,
+                output["boxes"][keep],
+                output["labels"][keep],
+                output["masks"][keep, 0] > inference["mask_threshold"],
+                output["scores"][keep],
+                meta["classes"],
+                meta["palette"],
+            )
+            Image.fromarray(drawn).save(out_dir / "overlays" / f"{names[path]}.jpg", quality=90)
+        (out_dir / "detections.json").write_text(json.dumps(results))
+        (out_dir / "images.json").write_text(json.dumps(images, indent=1))
+        return (
+            f"wrote {len(results)} detections of {len(inputs)} images to {out_dir / 'detections.json'} (COCO "
+            f"results; image ids in images.json) and overlays of those scoring above "
+            f"{inference['score_threshold']} to {out_dir / 'overlays'}"
+        )
+
     def overlay_panels(self, batch: dict, outputs: list[dict], count: int, alpha: float) -> list[np.ndarray]:
         """Image | ground truth | detections above ``inference.score_threshold``, one row per image."""
         panels = []
@@ -182,6 +262,40 @@ class InstanceSegmentation(SegmentationTask):
             original = image.expand(3, -1, -1).permute(1, 2, 0).cpu().numpy()
             panels.append(np.concatenate([original, truth, predicted], axis=1))
         return panels
+
+
+#: What a detector returns per image, in the order export writes it.
+DETECTIONS = ("boxes", "labels", "scores", "masks")
+
+
+class DetectorExport(nn.Module):
+    """A detector for one image: float [1, C, H, W] in 0-255 -> boxes, labels, scores, masks (the graph
+    ``segtrain export`` writes, TorchScript and ONNX alike)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        outputs = self.model([image[0] / 255])
+        # Scripted, torchvision's detectors return (losses, detections).
+        detections = outputs[1][0] if torch.jit.is_scripting() else outputs[0]
+        return detections["boxes"], detections["labels"], detections["scores"], detections["masks"]
+
+
+def align_detections(reference: tuple, exported: tuple) -> tuple:
+    """``exported`` detections reordered to match ``reference``'s, each to the unclaimed one of the same
+    label with the nearest box: detections of equal score may come out of the two sorts in either order."""
+    boxes, labels = reference[0], reference[1]
+    if len(exported[0]) != len(boxes):
+        return exported
+    distance = (boxes[:, None, :].float() - exported[0][None, :, :].float()).abs().sum(-1)
+    distance[labels[:, None] != exported[1][None, :]] = float("inf")
+    order = []
+    for row in distance:
+        row[order] = float("inf")
+        order.append(int(row.argmin()))
+    return tuple(output[order] for output in exported)
 
 
 def draw_instances(
@@ -220,8 +334,6 @@ class InstancePredictionWriter(pl.Callback):
         self.results: list[dict] = []
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
-        from PIL import Image
-
         overlays = self.directory / "overlays"
         overlays.mkdir(parents=True, exist_ok=True)
         for image, output, meta in zip(batch["image"], outputs, batch["meta"]):
@@ -241,6 +353,4 @@ class InstancePredictionWriter(pl.Callback):
             Image.fromarray(drawn).save(overlays / f"{meta['name']}.jpg", quality=90)
 
     def on_test_end(self, trainer, pl_module) -> None:
-        import json
-
         (self.directory / "detections.json").write_text(json.dumps(self.results))

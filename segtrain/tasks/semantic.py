@@ -16,12 +16,15 @@ import torch
 import torch.nn as nn
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from PIL import Image
 
 from segtrain.config import MEDIAN_FREQUENCY
+from segtrain.data.io import read_image
+from segtrain.data.transforms import compose, transform_item
 from segtrain.inference import class_ids, predict_probs, score_resolution, to_original_size
 from segtrain.metrics import ConfusionMatrix, format_table, scores
-from segtrain.tasks.base import SegmentationTask
-from segtrain.visualize import blend
+from segtrain.tasks.base import ExportSpec, SegmentationTask
+from segtrain.visualize import blend, palette_image
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +144,48 @@ class SemanticSegmentation(SegmentationTask):
     def prediction_writer(self, directory, dataset) -> pl.Callback:
         """``save_predictions=true``: each prediction in the dataset's published encoding, at its size."""
         return PredictionWriter(directory, dataset, self.palette)
+
+    def exported_module(self) -> nn.Module:
+        """What export writes and predict runs: the model, on normalised images."""
+        return self.model.eval()
+
+    def export_spec(self, sizes: list[tuple[int, ...]]) -> ExportSpec:
+        channels = self.description.in_channels
+        return ExportSpec(
+            self.exported_module(),
+            [torch.randn(batch, channels, *size) for batch, size in zip((1, 2), sizes)],
+            input="float32 [batch, C, H, W], RGB, (x / 255 - mean) / std",
+            output="logits [batch, num_classes, H, W]",
+        )
+
+    @staticmethod
+    def prediction_files(name: str) -> list[str]:
+        return [f"{name}.png", f"overlays/{name}.jpg"]
+
+    #: Files predict writes once for all images.
+    prediction_summary_files: list[str] = []
+
+    @staticmethod
+    def predict_images(run, meta: dict, inference: dict, transforms, inputs, names, out_dir: Path) -> str:
+        """Palette PNG masks and overlays, at each image's own size unless
+        ``inference.score_resolution=transformed``; ``run`` takes normalised images."""
+        original_size = score_resolution(inference) == "original"
+        pipeline = compose(transforms, track_extent=original_size)
+        mean = torch.tensor(meta["mean"]).view(1, -1, 1, 1) * 255
+        std = torch.tensor(meta["std"]).view(1, -1, 1, 1) * 255
+        for path in inputs:
+            original = read_image(path, len(meta["mean"]))
+            image, _, region = transform_item(pipeline, original, None, original_size)
+            rgb = torch.from_numpy(image).permute(2, 0, 1)[None]
+            probs = predict_probs(run, (rgb.float() - mean) / std, image=rgb, **inference)
+            shown = original if original_size else image
+            pred = class_ids(to_original_size(probs, [{"size": shown.shape[:2], "region": region}]))[0]
+            pred = pred.numpy().astype(np.uint8)
+            palette_image(pred, meta["palette"]).save(out_dir / f"{names[path]}.png")
+            Image.fromarray(blend(shown, pred, meta["palette"])).save(
+                out_dir / "overlays" / f"{names[path]}.jpg", quality=90
+            )
+        return f"wrote {len(inputs)} masks to {out_dir} and {len(inputs)} overlays to {out_dir / 'overlays'}"
 
     def overlay_panels(self, batch: dict, preds: torch.Tensor, count: int, alpha: float) -> list[np.ndarray]:
         """Image | ground truth | prediction, at each image's own size (2D images; volumes draw none)."""
