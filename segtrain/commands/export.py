@@ -124,7 +124,15 @@ def write_and_compare(spec: ExportSpec, path: Path, fmt: str, opset: int, atol: 
     with torch.no_grad():
         if fmt != "onnx":
             if spec.torchscript == "script":
-                torch.jit.script(model).save(str(path))
+                try:
+                    scripted = torch.jit.script(model)
+                except Exception as err:
+                    reason = str(err).strip().splitlines()[0][:160]
+                    raise SegtrainError(
+                        f"this model does not compile to TorchScript ({reason}); its model file's docstring "
+                        "says why. Export format=onnx instead"
+                    ) from None
+                scripted.save(str(path))
             else:
                 torch.jit.trace(model, samples[0], check_trace=False).save(str(path))
             scripted = torch.jit.load(str(path))

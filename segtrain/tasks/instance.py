@@ -50,6 +50,19 @@ class InstanceSegmentation(SegmentationTask):
         return super().from_config(cfg, **task_arguments)
 
     @staticmethod
+    def check_data(cfg: DictConfig) -> tuple[str, int]:
+        """The report of ``segtrain check-data`` on ``data.split``'s json and images, and its errors."""
+        from segtrain.data.instance_checks import format_instance_report, scan_instances
+
+        data = cfg.data
+        root = Path(str(data.root))
+        report = scan_instances(
+            root / data.annotation_file.format(split=data.split),
+            root / data.image_dir.format(split=data.split),
+        )
+        return format_instance_report(report, data.get("name", "?"), data.split), len(report.errors)
+
+    @staticmethod
     def to_unit_range(images: list[torch.Tensor]) -> list[torch.Tensor]:
         return [image.float() / 255 for image in images]
 

@@ -57,6 +57,15 @@ class SemanticSegmentation(SegmentationTask):
         log.info("median-frequency class weights from %d train masks: %s", report.pairs, weights)
         cfg.loss.class_weights = weights
 
+    @staticmethod
+    def check_data(cfg: DictConfig) -> tuple[str, int]:
+        """The report of ``segtrain check-data`` on ``data.split``, and its number of errors."""
+        from segtrain.data.statistics import format_report, scan_split
+
+        datamodule, report = scan_split(cfg.data, cfg.data.split, cfg.check.workers)
+        text = format_report(report, datamodule.classes, datamodule.ignore_index, datamodule.name)
+        return text, len(report.errors)
+
     @classmethod
     def build_datamodule(cls, cfg: DictConfig):
         """The data config's module, told at which resolution validation and evaluation score."""

@@ -50,6 +50,11 @@ def load_coco_json(path: Path, key: str = "data.annotation_file") -> dict:
     for field in ("images", "categories"):
         if not isinstance(data.get(field), list):
             raise SegtrainError(f"{key}: {path} has no '{field}' list; a COCO instances file needs one")
+    return data
+
+
+def check_polygons(data: dict, path: Path, key: str = "data.annotation_file") -> None:
+    """pycocotools reads a polygon of fewer than 3 points as garbage or crashes on it: refused by name."""
     for annotation in data["annotations"]:
         segmentation = annotation.get("segmentation")
         if isinstance(segmentation, list):
@@ -62,7 +67,6 @@ def load_coco_json(path: Path, key: str = "data.annotation_file") -> dict:
                         "Drop that polygon or fix the exporter that wrote it (segtrain check-data lists "
                         "them all)"
                     )
-    return data
 
 
 def ground_truth(data: dict, image_ids: Sequence[int] | None = None):
@@ -124,6 +128,7 @@ class CocoInstances(Dataset):
         self.in_channels = in_channels
         self.transform = transform
         self.data = load_coco_json(self.annotation_path)
+        check_polygons(self.data, self.annotation_path)
         self.category_ids = [int(i) for i in category_ids]
         found = sorted(int(c["id"]) for c in self.data["categories"])
         if found != sorted(self.category_ids):
