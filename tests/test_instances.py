@@ -1,0 +1,457 @@
+"""Instance segmentation end to end: COCO data, the three models, COCO AP against pycocotools, predict,
+export, check-data and the errors users meet."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from segtrain.data.datasets.coco_instances import CocoInstances
+from segtrain.data.instances import InstanceDataModule
+from segtrain.data.labels_to_coco import convert
+from segtrain.models.mask_rcnn import MaskRCNN
+from segtrain.models.masklab import MaskLab
+from segtrain.models.panet import PANet
+from tests.conftest import SHARED_DATA, checkpoints, run_cli
+from tests.instances import TINY_DETECTOR, make_shapes_instances, write_coco_json
+
+TINY = dict(
+    num_classes=3,
+    backbone={"name": "resnet18", "trainable_layers": 5, "pretrained": False},
+    fpn_channels=32,
+    representation_size=64,
+    min_size=64,
+    max_size=96,
+    box_batch_size_per_image=64,
+    anchor_sizes=[8, 16, 32, 64, 128],
+)
+
+
+def test_mask_rcnn_has_torchvisions_parameter_counts():
+    """The paper's R50-FPN with torchvision's settings (91 classes, frozen BatchNorm), and the v2 recipe."""
+    with torch.device("meta"):
+        v1 = MaskRCNN(backbone={"pretrained": False})
+        v2 = MaskRCNN(variant="v2", backbone={"pretrained": False, "trainable_layers": 5})
+    assert sum(p.numel() for p in v1.parameters()) == 44_401_393
+    assert sum(p.numel() for p in v2.parameters()) == 46_359_409
+    heads = v1.roi_heads
+    assert tuple(heads.box_roi_pool.output_size) == (7, 7) and tuple(heads.mask_roi_pool.output_size) == (
+        14,
+        14,
+    )
+    assert heads.fg_bg_sampler.batch_size_per_image == 512 and heads.fg_bg_sampler.positive_fraction == 0.25
+    assert [m.out_channels for m in heads.mask_head.modules() if isinstance(m, torch.nn.Conv2d)] == [256] * 4
+
+
+def _targets(images: list[torch.Tensor]) -> list[dict]:
+    targets = []
+    for image in images:
+        mask = torch.zeros(1, *image.shape[-2:], dtype=torch.uint8)
+        mask[0, 10:40, 12:50] = 1
+        targets.append(
+            {"boxes": torch.tensor([[12.0, 10.0, 50.0, 40.0]]), "labels": torch.tensor([2]), "masks": mask}
+        )
+    return targets
+
+
+@pytest.mark.parametrize(
+    "switches",
+    [{}, {"bottom_up_path": False}, {"adaptive_pooling": False}, {"fc_fusion": False}],
+    ids=["all", "no-bottom-up", "no-adaptive-pooling", "no-fc-fusion"],
+)
+def test_panet_switches_change_the_network_and_train(switches):
+    torch.manual_seed(0)
+    model = PANet(**TINY, mask_channels=32, **switches)
+    base = MaskRCNN(**TINY, mask_channels=32)
+    assert sum(p.numel() for p in model.parameters()) != sum(p.numel() for p in base.parameters())
+    images = [torch.rand(3, 64, 80), torch.rand(3, 71, 66)]
+    losses = model(images, _targets(images))
+    sum(losses.values()).backward()
+    assert all(torch.isfinite(value) for value in losses.values())
+    model.eval()
+    with torch.no_grad():
+        outputs = model(images)
+    assert outputs[1]["masks"].shape[-2:] == (71, 66)
+
+
+def test_masklab_losses_and_outputs():
+    torch.manual_seed(0)
+    model = MaskLab(**TINY, head_channels=16, refine_channels=16)
+    images = [torch.rand(3, 64, 80), torch.rand(3, 71, 66)]
+    losses = model(images, _targets(images))
+    assert {"loss_classifier", "loss_box_reg", "loss_semantic", "loss_direction", "loss_mask"} <= set(losses)
+    sum(losses.values()).backward()
+    assert (
+        model.direction_head[-1].weight.grad.abs().sum() > 0 and model.refine[-1].weight.grad.abs().sum() > 0
+    )
+    # Direction pooling: the cells left of the box centre read the channel pointing right, and vice versa.
+    bins = model.cell_bins
+    assert bins[14, 0] != bins[14, -1] and bins[0, 14] != bins[-1, 14]
+    model.eval()
+    with torch.no_grad():
+        outputs = model(images)
+    assert outputs[0]["masks"].shape[1:] == (1, 64, 80)
+
+
+def uncompressed_rle(mask: np.ndarray) -> dict:
+    """COCO's uncompressed RLE (counts as a list, column-major, starting with a run of zeros)."""
+    flat = mask.ravel(order="F")
+    bounds = np.concatenate([[0], np.flatnonzero(np.diff(flat)) + 1, [flat.size]])
+    counts = np.diff(bounds).tolist()
+    return {"size": list(mask.shape), "counts": ([0] if flat[0] else []) + counts}
+
+
+def box_mask(height: int, width: int, x: int, y: int, w: int, h: int) -> np.ndarray:
+    mask = np.zeros((height, width), np.uint8)
+    mask[y : y + h, x : x + w] = 1
+    return mask
+
+
+def write_coco_layout(root: Path) -> dict:
+    """COCO's layout with two images: a polygon, a compressed RLE, an uncompressed RLE crowd region, and
+    category ids 3 and 7 (contiguous labels 1 and 2)."""
+    from PIL import Image
+
+    (root / "val2017").mkdir(parents=True)
+    for name in ("a.png", "b.png"):
+        Image.new("RGB", (50, 40), (90, 90, 90)).save(root / "val2017" / name)
+    rle = mask_utils.encode(np.asfortranarray(box_mask(40, 50, 30, 20, 12, 10)))
+    annotations = [
+        {
+            "id": 1,
+            "image_id": 5,
+            "category_id": 7,
+            "bbox": [2, 3, 10, 10],
+            "area": 100,
+            "iscrowd": 0,
+            "segmentation": [[2, 3, 12, 3, 12, 13, 2, 13]],
+        },
+        {
+            "id": 2,
+            "image_id": 5,
+            "category_id": 3,
+            "bbox": [30, 20, 12, 10],
+            "area": 120,
+            "iscrowd": 0,
+            "segmentation": {"size": [40, 50], "counts": rle["counts"].decode()},
+        },
+        {
+            "id": 3,
+            "image_id": 9,
+            "category_id": 3,
+            "bbox": [0, 0, 20, 10],
+            "area": 200,
+            "iscrowd": 1,
+            "segmentation": uncompressed_rle(box_mask(40, 50, 0, 0, 20, 10)),
+        },
+        {
+            "id": 4,
+            "image_id": 9,
+            "category_id": 7,
+            "bbox": [25, 15, 20, 20],
+            "area": 400,
+            "iscrowd": 0,
+            "segmentation": [[25, 15, 45, 15, 45, 35, 25, 35]],
+        },
+    ]
+    images = [
+        {"id": 5, "file_name": "a.png", "height": 40, "width": 50},
+        {"id": 9, "file_name": "b.png", "height": 40, "width": 50},
+    ]
+    path = root / "annotations" / "instances_val2017.json"
+    return write_coco_json(path, {3: "cat", 7: "dog"}, images, annotations)
+
+
+def test_coco_reader_decodes_polygons_and_rle_maps_categories_and_leaves_crowds_to_evaluation(tmp_path):
+    write_coco_layout(tmp_path)
+    dataset = CocoInstances(str(tmp_path), "val", classes=["cat", "dog"], category_ids=[3, 7])
+    first, second = dataset[0], dataset[1]
+    assert first["meta"] == {"image_id": 5, "name": "a", "size": (40, 50)}
+    assert first["labels"].tolist() == [2, 1]  # dog (id 7) -> 2, cat (id 3) -> 1
+    assert first["boxes"].tolist() == [[2, 3, 12, 13], [30, 20, 42, 30]]
+    assert first["masks"].shape == (2, 40, 50) and first["masks"][1].sum() == 120
+    assert first["masks"][0, 3:13, 2:12].float().mean() > 0.9  # the polygon, filled
+    assert second["labels"].tolist() == [2]  # the crowd region is no training target...
+    ground_truth = dataset.ground_truth()
+    assert len(ground_truth.getAnnIds(imgIds=[9], iscrowd=None)) == 2  # ...but stays in the ground truth
+
+
+def test_augmentation_moves_boxes_and_masks_together_and_drops_boxes_that_leave(tmp_path):
+    import albumentations as A
+
+    from segtrain.data.transforms import compose
+
+    write_coco_layout(tmp_path)
+    crop = compose(
+        [A.Crop(x_min=0, y_min=0, x_max=25, y_max=40), A.HorizontalFlip(p=1.0)], seed=0, boxes=True
+    )
+    item = CocoInstances(str(tmp_path), "val", ["cat", "dog"], [3, 7], transform=crop)[0]
+    assert item["image"].shape == (3, 40, 25)
+    assert item["labels"].tolist() == [2]  # the cat at x 30-42 left the crop, its mask with it
+    (x1, y1, x2, y2), mask = item["boxes"][0].tolist(), item["masks"][0].numpy()
+    ys, xs = np.nonzero(mask)
+    assert (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) == pytest.approx((x1, y1, x2, y2), abs=1)
+
+
+@pytest.fixture(scope="module")
+def shapes_instances(tmp_path_factory) -> Path:
+    return make_shapes_instances(tmp_path_factory.mktemp("shapes_instances"), {"train": 24, "val": 5})
+
+
+@pytest.fixture(scope="module")
+def trained(shapes_instances, tmp_path_factory) -> dict:
+    """A tiny Mask R-CNN trained for a few epochs on drawn discs and squares."""
+    cwd = tmp_path_factory.mktemp("instance_run")
+    args = ["task=instance", "model=mask_rcnn", "data=instances_folder", f"data.root={shapes_instances}"]
+    args += [*TINY_DETECTOR, "data.num_workers=0", "trainer.max_epochs=6", "callbacks.progress_bar=null"]
+    result = run_cli(*args, "optimizer.lr=0.001", cwd=cwd, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (ckpt,) = checkpoints(cwd, "best.ckpt")
+    return {"cwd": cwd, "ckpt": ckpt, "log": result.stdout + result.stderr, "root": shapes_instances}
+
+
+def cocoeval_stats(ground_truth: Path, detections: list[dict], kind: str) -> np.ndarray:
+    with contextlib.redirect_stdout(io.StringIO()):
+        truth = COCO(str(ground_truth))
+        evaluation = COCOeval(truth, truth.loadRes(detections), kind)
+        evaluation.evaluate()
+        evaluation.accumulate()
+        evaluation.summarize()
+    return evaluation.stats
+
+
+def test_training_reports_coco_ap_and_eval_equals_pycocotools(trained, tmp_path):
+    assert "val box_AP" in trained["log"] and "best val mask_AP" in trained["log"]
+    result = run_cli("eval", f"ckpt={trained['ckpt']}", "save_predictions=true", cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads(next(tmp_path.rglob("metrics.json")).read_text())
+    detections = json.loads(next(tmp_path.rglob("detections.json")).read_text())
+    assert metrics["detections"] == len(detections) > 0 and metrics["mask_AP"] > 0.05
+    truth = trained["root"] / "annotations" / "val.json"
+    for kind, prefix in (("bbox", "box"), ("segm", "mask")):
+        stats = cocoeval_stats(truth, detections, kind)
+        ours = [metrics[f"{prefix}_{name}"] for name in ("AP", "AP50", "AP75", "APs", "APm", "APl")]
+        assert ours == pytest.approx(list(stats[:6]), abs=1e-6)
+    assert set(metrics["per_class"]) == {"disc", "square"}
+    assert len(list(tmp_path.rglob("predictions/overlays/*.jpg"))) == 5
+    assert next(tmp_path.rglob("per_class_ap.png")).stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_validation_under_ddp_counts_every_image_once(shapes_instances, tmp_path):
+    """Two gloo ranks validate 5 images (one rank gets 3): the gathered detections score as one process
+    scores the checkpoint they were made with."""
+    args = ["task=instance", "data=instances_folder", f"data.root={shapes_instances}", *TINY_DETECTOR]
+    args += ["trainer=ddp_cpu", "trainer.devices=2", "trainer.max_epochs=1", "data.num_workers=0"]
+    result = run_cli(*args, "callbacks.progress_bar=null", cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    during = json.loads(next(tmp_path.rglob("val_metrics.json")).read_text())
+    (ckpt,) = checkpoints(tmp_path, "last.ckpt")
+    result = run_cli("eval", f"ckpt={ckpt}", "data.split=val", cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    after = json.loads(next(tmp_path.rglob("metrics.json")).read_text())
+    assert during["images"] == after["images"] == 5 and during["detections"] == after["detections"]
+    assert during["mask_AP"] == pytest.approx(after["mask_AP"], abs=1e-9)
+    assert during["box_AP"] == pytest.approx(after["box_AP"], abs=1e-9)
+
+
+def test_export_onnx_and_torchscript_and_predict_with_all_three(trained, tmp_path):
+    images = trained["root"] / "images" / "val"
+    for fmt, name in (("onnx", "model.onnx"), ("torchscript", "model.pt")):
+        args = ["export", f"ckpt={trained['ckpt']}", f"format={fmt}", f"output={tmp_path / name}"]
+        result = run_cli(*args, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "vs PyTorch at (1, 3, 161, 195)" in result.stdout  # the second check size
+    meta = json.loads((tmp_path / "model.onnx.json").read_text())
+    assert (
+        meta["task"] == "instance"
+        and meta["category_ids"] == [1, 2]
+        and meta["classes"] == ["disc", "square"]
+    )
+    runs = []
+    for model in (trained["ckpt"], tmp_path / "model.onnx", tmp_path / "model.pt"):
+        out = tmp_path / f"predicted_{Path(model).suffix[1:]}"
+        result = run_cli("predict", f"ckpt={model}", f"input={images}", f"output={out}", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs.append(json.loads((out / "detections.json").read_text()))
+        assert len(list((out / "overlays").glob("*.jpg"))) == 5
+
+    # Float rounding may flip an NMS decision or the score threshold for a detection here and there: each
+    # run finds all but at most 1% of the other's confident detections, at the same place and score.
+    def key(d: dict) -> tuple:
+        return d["image_id"], d["category_id"], *(round(v) for v in d["bbox"])
+
+    reference, *exported = ({key(d): d["score"] for d in run if d["score"] > 0.3} for run in runs)
+    for detections in exported:
+        shared = reference.keys() & detections.keys()
+        assert len(shared) >= 0.99 * max(len(reference), len(detections)) > 0
+        assert [detections[k] for k in shared] == pytest.approx([reference[k] for k in shared], abs=1e-4)
+
+
+def test_export_of_a_model_with_no_detections(trained, tmp_path):
+    """pytorch/vision#2251: the exported graph must run on an image where nothing is detected."""
+    path = tmp_path / "empty.onnx"
+    args = ["export", f"ckpt={trained['ckpt']}", "+model.box_score_thresh=1.0", f"output={path}"]
+    result = run_cli(*args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "outputs (0, 4), (0,), (0,), (0, 1, 161, 195)" in result.stdout
+
+
+def test_check_data_finds_what_spoils_instance_training(tmp_path):
+    data = write_coco_layout(tmp_path)
+    data["annotations"] += [
+        {
+            "id": 10,
+            "image_id": 5,
+            "category_id": 3,
+            "bbox": [5, 5, 0, 8],
+            "iscrowd": 0,
+            "segmentation": [[5, 5, 6, 5, 6, 13]],
+        },
+        {
+            "id": 11,
+            "image_id": 5,
+            "category_id": 3,
+            "bbox": [20, 10, 48, 38],
+            "iscrowd": 0,
+            "segmentation": [[20, 10, 48, 10, 48, 38, 20, 38]],
+        },
+        {
+            "id": 12,
+            "image_id": 5,
+            "category_id": 99,
+            "bbox": [1, 1, 5, 5],
+            "iscrowd": 0,
+            "segmentation": [[1, 1, 6, 1, 6, 6]],
+        },
+        {
+            "id": 13,
+            "image_id": 9,
+            "category_id": 7,
+            "bbox": [0, 20, 10, 10],
+            "iscrowd": 0,
+            "segmentation": [[30, 0, 40, 0, 40, 10, 30, 10]],
+        },
+    ]
+    data["images"].append({"id": 12, "file_name": "gone.png", "height": 40, "width": 50})
+    (tmp_path / "annotations" / "instances_val2017.json").write_text(json.dumps(data))
+    args = ["check-data", "task=instance", "data=coco_instances", f"data.root={tmp_path}"]
+    result = run_cli(*args, cwd=tmp_path)
+    assert result.returncode == 2
+    out = result.stdout
+    assert "zero or negative width or height" in out and "#1994" in out
+    assert "look like x1, y1, x2, y2" in out and "write [x1, y1, x2 - x1, y2 - y1]" in out
+    assert "categories that 'categories' does not list, e.g. (12, 99)" in out
+    assert "masks lie away from their boxes" in out and "detectron2#428" in out
+    assert "1 images listed are missing" in out and "gone.png" in out
+    assert "have no annotations" in out  # gone.png has none
+    assert out.count("  fix: ") == 5
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("missing", "the annotation file"),
+        ("no_annotations", "has no 'annotations' list"),
+        ("short_polygon", "has a polygon of 4 numbers; a polygon needs at least 3 x,y points"),
+    ],
+)
+def test_bad_annotation_files_get_one_error_naming_the_file(case, message, tmp_path):
+    data = write_coco_layout(tmp_path)
+    path = tmp_path / "annotations" / "instances_val2017.json"
+    if case == "missing":
+        path.unlink()
+    elif case == "no_annotations":
+        path.write_text(json.dumps({"images": data["images"], "categories": data["categories"]}))
+    else:
+        data["annotations"][0]["segmentation"] = [[2, 3, 12, 3]]
+        path.write_text(json.dumps(data))
+    args = ["task=instance", "model=mask_rcnn", "data=coco_instances", f"data.root={tmp_path}"]
+    result = run_cli(*args, "data.train_split=val", *TINY_DETECTOR, "trainer.max_epochs=1", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert message in result.stderr and str(path) in result.stderr and "Traceback" not in result.stderr
+
+
+def test_semantic_and_instance_configs_do_not_mix(tmp_path):
+    result = run_cli("model=mask_rcnn", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "is for task=instance, but this run's task is semantic. Pass task=instance" in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["mask_rcnn_v2", "panet", "masklab"])
+def test_every_instance_model_trains_evaluates_predicts_and_exports(model, shapes_instances, tmp_path):
+    args = ["task=instance", f"model={model}", "data=instances_folder", f"data.root={shapes_instances}"]
+    tiny = [o for o in TINY_DETECTOR if model != "masklab" or not o.startswith("model.mask_channels")]
+    if model == "masklab":
+        tiny += ["model.head_channels=16", "model.refine_channels=16"]
+    args += [*tiny, "data.num_workers=0", "trainer.max_epochs=1", "callbacks.progress_bar=null"]
+    result = run_cli(*args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (ckpt,) = checkpoints(tmp_path, "last.ckpt")
+    assert run_cli("eval", f"ckpt={ckpt}", cwd=tmp_path).returncode == 0
+    onnx = tmp_path / "m.onnx"
+    result = run_cli("export", f"ckpt={ckpt}", f"output={onnx}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    images, out = shapes_instances / "images" / "val", tmp_path / "p"
+    result = run_cli("predict", f"ckpt={onnx}", f"input={images}", f"output={out}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "isbi2012-membranes").is_dir(), reason="shared data absent")
+def test_converter_on_isbi_cells_and_camvid_cars_and_pedestrians(tmp_path):
+    from PIL import Image
+
+    isbi = SHARED_DATA / "isbi2012-membranes"
+    cells = convert(isbi / "image", isbi / "label", {255: "cell"}, tmp_path / "isbi.json")
+    assert len(cells["images"]) == 30 and cells["categories"] == [{"id": 1, "name": "cell"}]
+    assert 50 < len(cells["annotations"]) / 30 < 200  # each region of cell interior enclosed by membrane
+    camvid = SHARED_DATA / "camvid"
+    objects = convert(
+        camvid / "val", camvid / "valannot", {8: "car", 9: "pedestrian"}, tmp_path / "cv.json", 20
+    )
+    names = {c["id"]: c["name"] for c in objects["categories"]}
+    counts = {name: sum(a["category_id"] == i for a in objects["annotations"]) for i, name in names.items()}
+    assert counts["car"] > 100 and counts["pedestrian"] > 50
+    # Every instance decodes to pixels of its class, and its bbox is the box around them.
+    first = objects["annotations"][0]
+    image = next(i for i in objects["images"] if i["id"] == first["image_id"])
+    label = np.array(Image.open(camvid / "valannot" / Path(image["file_name"]).name))
+    mask = mask_utils.decode(first["segmentation"] | {"counts": first["segmentation"]["counts"].encode()})
+    assert (label[mask.astype(bool)] == (8 if names[first["category_id"]] == "car" else 9)).all()
+    ys, xs = np.nonzero(mask)
+    assert first["bbox"] == [xs.min(), ys.min(), xs.max() + 1 - xs.min(), ys.max() + 1 - ys.min()]
+
+
+def test_instance_datamodule_batches_are_lists(shapes_instances):
+    from functools import partial
+
+    reader = partial(
+        CocoInstances,
+        root=str(shapes_instances),
+        annotation_file="annotations/{split}.json",
+        image_dir="images/{split}",
+    )
+    module = InstanceDataModule(
+        category_ids=[1, 2],
+        dataset=reader,
+        classes=["disc", "square"],
+        palette=[[0, 0, 0], [255, 0, 0], [0, 0, 255]],
+        num_classes=3,
+        batch_size=3,
+        num_workers=0,
+    )
+    module.setup("fit")
+    batch = next(iter(module.train_dataloader()))
+    assert isinstance(batch["image"], list) and len(batch["image"]) == 3
+    for masks, boxes, labels in zip(batch["masks"], batch["boxes"], batch["labels"]):
+        assert masks.shape[0] == boxes.shape[0] == len(labels)
