@@ -447,7 +447,7 @@ def _check_consistency(cfg: DictConfig) -> None:
     instance = OmegaConf.select(cfg, "task.name") == "instance"
     counted = len(classes) + instance
     if cfg.data.num_classes != counted:
-        background = " and the background" if instance else ""
+        background = " and the background torchvision's detectors count as class 0" if instance else ""
         raise SegtrainError(
             f"data.num_classes={cfg.data.num_classes} but data.classes lists {len(classes)} "
             f"classes{background}"

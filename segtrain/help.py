@@ -34,8 +34,9 @@ GROUPS = (
 #: command -> (what it does, [(key, one line)], [config groups], [examples])
 COMMAND_HELP = {
     "train": (
-        "Train a model: compose data, model, loss, optimizer, scheduler and trainer, fit, validate every\n"
-        "epoch, and leave checkpoints, curves.png, overlays/ and val_metrics.json in the run directory.",
+        "Train a model: compose task, data, model, loss, optimizer, scheduler and trainer, fit, validate\n"
+        "every epoch, and leave checkpoints, curves.png, overlays/ and val_metrics.json in the run\n"
+        "directory.",
         [
             ("data.root", "where the dataset lies (every data config but shapes needs it)"),
             ("optimizer.lr", "learning rate (auto_scale_lr.enable=true scales it to the batch size)"),
@@ -54,16 +55,18 @@ COMMAND_HELP = {
         [
             "segtrain model=deeplabv3plus data=voc data.root=/data/VOCdevkit/VOC2012 trainer=gpu",
             "segtrain -m optimizer.lr=0.01,0.001 debug=limit      a two-run sweep, a few batches each",
+            "segtrain task=instance model=mask_rcnn data=coco_instances data.root=/data/coco trainer=gpu",
         ],
     ),
     "eval": (
-        "Evaluate a checkpoint on data.split with the config it was trained with: mIoU, Dice, accuracy per\n"
-        "class, metrics.json and per_class_iou.png; command-line keys replace the stored ones.",
+        "Evaluate a checkpoint on data.split with the config it was trained with (semantic: mIoU, Dice,\n"
+        "accuracy per class; instance: COCO box and mask AP), metrics.json and a per-class chart;\n"
+        "command-line keys replace the stored ones.",
         [
             ("ckpt", "the .ckpt written by segtrain train (required)"),
             ("data.root", "evaluate on data elsewhere (same classes)"),
             ("data.split", "the split to score (default: the validation split)"),
-            ("save_predictions", "true: also write predictions/ in the dataset's own encoding"),
+            ("save_predictions", "true: also write predictions/ (dataset encoding; or COCO results json)"),
             *INFERENCE_KEYS,
         ],
         ["data", "trainer"],
@@ -73,8 +76,9 @@ COMMAND_HELP = {
         ],
     ),
     "predict": (
-        "Predict masks for images: palette PNGs and overlays at each image's own size, from a checkpoint or\n"
-        "from a model exported by segtrain export (ONNX or TorchScript).",
+        "Predict for images, at each image's own size, from a checkpoint or from a model exported by\n"
+        "segtrain export (ONNX or TorchScript): palette PNGs and overlays (semantic), or COCO results json\n"
+        "and instance overlays (instance: inference.score_threshold, inference.mask_threshold).",
         [
             ("ckpt", "a .ckpt, or a model.onnx / model.pt with its .json metadata (required)"),
             ("input", "an image file or a directory of images (required)"),
@@ -88,8 +92,9 @@ COMMAND_HELP = {
         ],
     ),
     "export": (
-        "Export a checkpoint's model to ONNX (dynamic batch, H, W) or TorchScript, checked against PyTorch\n"
-        "at two sizes; writes <file>.json beside it with classes, palette and normalisation.",
+        "Export a checkpoint's model to ONNX (dynamic H, W; batch too for semantic models; detectors\n"
+        "with their masks) or TorchScript, checked against PyTorch at two sizes; writes <file>.json beside\n"
+        "it with the task, classes, palette and normalisation.",
         [
             ("ckpt", "the .ckpt to export (required)"),
             ("format", "onnx | torchscript"),
@@ -123,7 +128,8 @@ COMMAND_HELP = {
     ),
     "check-data": (
         "Scan one split for unreadable files, unpaired images and masks, size mismatches and label-encoding\n"
-        "slips; print class shares and the override that fixes each error; exit non-zero on errors.",
+        "slips (task=instance: the COCO json's boxes, categories, masks against boxes, missing images);\n"
+        "print class shares and the fix of each error; exit non-zero on errors.",
         [
             ("data.root", "where the dataset lies"),
             ("data.split", "the split to scan (default: the validation split)"),

@@ -43,6 +43,8 @@ def test_mask_rcnn_has_torchvisions_parameter_counts():
         v2 = MaskRCNN(variant="v2", backbone={"pretrained": False, "trainable_layers": 5})
     assert sum(p.numel() for p in v1.parameters()) == 44_401_393
     assert sum(p.numel() for p in v2.parameters()) == 46_359_409
+    # The stem and first stage frozen, as the paper trains (torchvision's trainable_backbone_layers=3).
+    assert sum(p.numel() for p in v1.backbone.body.parameters() if p.requires_grad) == 23_232_512
     heads = v1.roi_heads
     assert tuple(heads.box_roi_pool.output_size) == (7, 7) and tuple(heads.mask_roi_pool.output_size) == (
         14,
@@ -455,3 +457,29 @@ def test_instance_datamodule_batches_are_lists(shapes_instances):
     assert isinstance(batch["image"], list) and len(batch["image"]) == 3
     for masks, boxes, labels in zip(batch["masks"], batch["boxes"], batch["labels"]):
         assert masks.shape[0] == boxes.shape[0] == len(labels)
+
+
+def test_bench_times_an_instance_model_against_a_hand_written_loop(shapes_instances, tmp_path):
+    args = [
+        "bench",
+        "task=instance",
+        "data=instances_folder",
+        f"data.root={shapes_instances}",
+        *TINY_DETECTOR,
+    ]
+    result = run_cli(
+        *args, "data.num_workers=0", "bench.steps=3", "bench.warmup=1", "bench.rounds=1", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    bench = json.loads(next(tmp_path.rglob("bench.json")).read_text())
+    assert bench["model"].endswith("MaskRCNN") and bench["steps_timed"] == 2 and bench["step_tflop"] > 0
+    assert bench["plain_images_per_s"] > 0 and bench["segtrain_images_per_s"] > 0
+
+
+def test_mask_rcnn_on_a_timm_trunk():
+    torch.manual_seed(0)
+    model = MaskRCNN(**{**TINY, "backbone": {**TINY["backbone"], "source": "timm"}}, mask_channels=32)
+    images = [torch.rand(3, 64, 80)]
+    losses = model(images, _targets(images))
+    sum(losses.values()).backward()
+    assert model.backbone.body.conv1.weight.grad is not None  # timm's stem, trained (trainable_layers=5)

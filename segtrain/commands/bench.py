@@ -76,11 +76,10 @@ def plain_loop(cfg: DictConfig, task, batches: list[dict], warmup: int, compile_
     """The loop a user would write by hand around the same model, loss, optimizer and schedule; returns the
     seconds of the steps after ``warmup``."""
     device = device_of(cfg)
-    model, loss_fn = task.model.to(device).train(), task.loss.to(device)
-    memory_format = task.memory_format
-    model.to(memory_format=memory_format)
+    model = task.model.to(device).train()
+    task.to(device)
+    model.to(memory_format=task.memory_format)
     run = torch.compile(model, **task.compile_kwargs) if compile_model else model
-    mean, std = task.pixel_mean.to(device), task.pixel_std.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = task.optimizer_factory(params=params, **fused_on_gpu(task.optimizer_factory, params))
     scheduler = (
@@ -91,11 +90,8 @@ def plain_loop(cfg: DictConfig, task, batches: list[dict], warmup: int, compile_
         if index == warmup:
             synchronize(device)
             start = time.perf_counter()
-        image = batch["image"].to(device, non_blocking=True)
-        mask = batch["mask"].to(device, non_blocking=True)
         with autocast(cfg, device):
-            logits = run(((image.float() - mean) / std).contiguous(memory_format=memory_format))
-            loss = loss_fn(logits, mask)
+            loss = task.reference_loss(run, batch, device)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -127,11 +123,9 @@ def step_flops(cfg: DictConfig, task, batch: dict) -> int:
     """FLOPs of one training step (forward and backward) of the model on ``batch``."""
     device = device_of(cfg)
     model = copy.deepcopy(task.model).to(device).train()
-    image = (batch["image"].to(device).float() - task.pixel_mean.to(device)) / task.pixel_std.to(device)
+    task.to(device)
     with FlopCounterMode(display=False) as counter, autocast(cfg, device):
-        logits = model(image)
-        logits = logits["out"] if isinstance(logits, dict) else logits
-        logits.float().sum().backward()
+        task.reference_loss(model, batch, device).float().backward()
     return counter.get_total_flops()
 
 
@@ -161,7 +155,7 @@ def loader_rate(data_cfg: DictConfig, workers: int, batches: int) -> float:
         except StopIteration:
             iterator = iter(loader)
             batch = next(iterator)
-        images += batch["image"].shape[0]
+        images += len(batch["image"])
     return images / (time.perf_counter() - start)
 
 
@@ -199,17 +193,12 @@ def bench(cfg: DictConfig) -> dict:
     steps, warmup = cfg.bench.steps, cfg.bench.warmup
     if not 0 <= warmup < steps:
         raise SegtrainError(f"bench.warmup={warmup} must be >= 0 and below bench.steps={steps}")
+    reference = build_task(cfg)
     batches = []
     for batch in datamodule.train_dataloader():
-        batches.append(
-            {
-                "image": batch["image"].pin_memory() if torch.cuda.is_available() else batch["image"],
-                "mask": batch["mask"].pin_memory() if torch.cuda.is_available() else batch["mask"],
-            }
-        )
+        batches.append(reference.bench_batch(batch))
         if len(batches) == steps:
             break
-    reference = build_task(cfg)
     device = device_of(cfg)
     compile_reference = cfg.bench.get("compile_reference")
     if compile_reference is None:

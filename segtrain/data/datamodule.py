@@ -33,7 +33,7 @@ class SegDataModule(pl.LightningDataModule):
     ``weight_map``: the U-Net paper's per-pixel loss weights (``unet_weight_map`` arguments),
     computed for training samples in the workers; ``loss=unet_weight_map`` sets it.
 
-    ``score_resolution`` (``inference.score_resolution``, which the engine passes): ``original`` keeps
+    ``score_resolution`` (``inference.score_resolution``, which the semantic task passes): ``original`` keeps
     validation and evaluation masks as annotated, so predictions are scored at each image's own size
     whatever ``val_transforms`` do; ``transformed`` transforms them with the image.
 

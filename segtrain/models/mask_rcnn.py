@@ -82,6 +82,14 @@ def _torchvision_trunk(name: str, pretrained: bool, weights: str | None, norm_la
     return trunk
 
 
+def freeze_stages(trunk: nn.Module, stages: list[str], trainable_layers: int) -> None:
+    """Trains the last ``trainable_layers`` of the stem and ``stages`` (named modules, first to last)."""
+    trained = stages[::-1][:trainable_layers]
+    for name, parameter in trunk.named_parameters():
+        stage = next((stage for stage in stages if name.startswith(stage + ".")), None)
+        parameter.requires_grad_(stage in trained if stage else trainable_layers > len(stages))
+
+
 def resnet_fpn(
     name: str = "resnet50",
     source: str = "torchvision",
@@ -106,10 +114,7 @@ def resnet_fpn(
         if name not in torchvision.models.list_models(torchvision.models):
             raise SegtrainError(f"model.backbone.name={name} is not a torchvision classification model")
         trunk = _torchvision_trunk(name, pretrained, weights, norm_layer)
-        stages = ["layer4", "layer3", "layer2", "layer1", "conv1"][:trainable_layers]
-        for parameter_name, parameter in trunk.named_parameters():
-            if not any(parameter_name.startswith(stage) for stage in stages):
-                parameter.requires_grad_(False)
+        freeze_stages(trunk, [f"layer{index}" for index in range(1, 5)], trainable_layers)
         widths = [trunk.inplanes // 8, trunk.inplanes // 4, trunk.inplanes // 2, trunk.inplanes]
         return_layers = {f"layer{index + 1}": str(index) for index in range(4)}
         backbone = BackboneWithFPN(
@@ -129,9 +134,7 @@ def resnet_fpn(
         from timm.layers import freeze_batch_norm_2d
 
         trunk = freeze_batch_norm_2d(trunk)
-    stages = list(trunk.children())
-    for stage in stages[: max(len(stages) - trainable_layers, 0)]:
-        stage.requires_grad_(False)
+    freeze_stages(trunk, trunk.feature_info.module_name(), trainable_layers)
     return TimmFPN(trunk, fpn_channels, norm_layer=pyramid_norm)
 
 

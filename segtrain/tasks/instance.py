@@ -83,6 +83,19 @@ class InstanceSegmentation(SegmentationTask):
         self.log_dict({f"train/{name}": value for name, value in losses.items()}, batch_size=size)
         return loss
 
+    def reference_loss(self, model: nn.Module, batch: dict, device: torch.device) -> torch.Tensor:
+        """The loss of one step as a hand-written loop computes it (``segtrain bench``'s reference)."""
+        images = [image.to(device, non_blocking=True).float() / 255 for image in batch["image"]]
+        targets = [
+            {"boxes": boxes.to(device), "labels": labels.to(device), "masks": masks.to(device)}
+            for boxes, labels, masks in zip(batch["boxes"], batch["labels"], batch["masks"])
+        ]
+        return sum(model(images, targets).values())
+
+    @staticmethod
+    def bench_batch(batch: dict) -> dict:
+        return {key: batch[key] for key in ("image", "boxes", "labels", "masks", "meta")}
+
     def _evaluate_batch(self, batch: dict) -> list[dict]:
         for image, meta in zip(batch["image"], batch["meta"]):
             if tuple(image.shape[-2:]) != tuple(meta["size"]):
@@ -321,18 +334,24 @@ def draw_instances(
     palette: list[list[int]],
     alpha: float = 0.5,
 ) -> np.ndarray:
-    """HxWx3 uint8: masks filled in their class colours, boxes, and "class score" captions."""
+    """HxWx3 uint8: each instance's mask in its own colour (neighbours of one class stay apart), its box in
+    its class's colour, and a "class score" caption."""
     from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
+
+    from segtrain.config import distinct_palette
 
     canvas = image.detach().cpu().expand(3, -1, -1).to(torch.uint8)
     labels = labels.detach().cpu().tolist()
-    colors = [tuple(palette[label % len(palette)]) for label in labels]
     if len(labels):
-        canvas = draw_segmentation_masks(canvas, masks.detach().cpu().bool(), alpha=alpha, colors=colors)
+        instance_colors = [tuple(color) for color in distinct_palette(len(labels))]
+        canvas = draw_segmentation_masks(
+            canvas, masks.detach().cpu().bool(), alpha=alpha, colors=instance_colors
+        )
         names = [classes[label - 1] for label in labels]
         if scores is not None:
             names = [f"{name} {score:.2f}" for name, score in zip(names, scores.detach().cpu().tolist())]
-        canvas = draw_bounding_boxes(canvas, boxes.detach().cpu(), labels=names, colors=colors, width=2)
+        class_colors = [tuple(palette[label % len(palette)]) for label in labels]
+        canvas = draw_bounding_boxes(canvas, boxes.detach().cpu(), labels=names, colors=class_colors, width=1)
     return canvas.permute(1, 2, 0).numpy()
 
 

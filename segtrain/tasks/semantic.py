@@ -91,6 +91,19 @@ class SemanticSegmentation(SegmentationTask):
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["image"].shape[0])
         return loss
 
+    def reference_loss(self, model: nn.Module, batch: dict, device: torch.device) -> torch.Tensor:
+        """The loss of one step as a hand-written loop computes it (``segtrain bench``'s reference)."""
+        image = batch["image"].to(device, non_blocking=True)
+        mask = batch["mask"].to(device, non_blocking=True)
+        normalized = (image.float() - self.pixel_mean) / self.pixel_std
+        return self.loss(model(normalized.contiguous(memory_format=self.memory_format)), mask)
+
+    @staticmethod
+    def bench_batch(batch: dict) -> dict:
+        """What a bench step reads of a training batch, pinned for asynchronous copies on a GPU."""
+        pin = torch.cuda.is_available()
+        return {key: batch[key].pin_memory() if pin else batch[key] for key in ("image", "mask")}
+
     def _evaluate_batch(self, batch: dict, confmat: ConfusionMatrix) -> torch.Tensor:
         preds = class_ids(to_original_size(self.predict_probs(batch["image"]), batch["meta"]))
         confmat.update(preds, batch["mask"])
