@@ -483,3 +483,16 @@ def test_mask_rcnn_on_a_timm_trunk():
     losses = model(images, _targets(images))
     sum(losses.values()).backward()
     assert model.backbone.body.conv1.weight.grad is not None  # timm's stem, trained (trainable_layers=5)
+
+
+def test_eval_on_another_root_that_holds_only_the_val_split(trained, tmp_path):
+    """The checkpoint keeps the classes it read from the training json: the evaluated tree needs none."""
+    import shutil
+
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(trained["root"] / "images" / "val", elsewhere / "images" / "val")
+    (elsewhere / "annotations").mkdir()
+    shutil.copy(trained["root"] / "annotations" / "val.json", elsewhere / "annotations" / "val.json")
+    result = run_cli("eval", f"ckpt={trained['ckpt']}", f"data.root={elsewhere}", cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(next(tmp_path.rglob("metrics.json")).read_text())["images"] == 5

@@ -64,8 +64,11 @@ def _first_line(err: BaseException) -> str:
 
 
 #: Interpolations that read the run's environment rather than other keys: resolved when the config is
-#: stored, since outside the run they would name another run's directory, time or host.
-_ENVIRONMENT_INTERPOLATION = re.compile(r"\$\{(hydra|now|run_stamp|oc\.env|sweep_group|slurm_gpus):")
+#: stored, since outside the run they would name another run's directory, time or host, or (the classes
+#: of a COCO json) read a file that an evaluation elsewhere may not have.
+_ENVIRONMENT_INTERPOLATION = re.compile(
+    r"\$\{(hydra|now|run_stamp|oc\.env|sweep_group|slurm_gpus|coco_categories):"
+)
 
 
 def composed_config(cfg: DictConfig) -> dict:

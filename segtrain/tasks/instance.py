@@ -34,8 +34,6 @@ class InstanceSegmentation(SegmentationTask):
 
     def __init__(self, model: nn.Module, **task_arguments):
         super().__init__(model, **task_arguments)
-        self.mask_threshold = float(self.inference.get("mask_threshold", 0.5))
-        self.score_threshold = float(self.inference.get("score_threshold", 0.5))
         #: This rank's COCO results and scored image ids, for the epoch's COCOeval.
         self.results: list[dict] = []
         self.scored_images: list[int] = []
@@ -69,12 +67,16 @@ class InstanceSegmentation(SegmentationTask):
     def forward(self, images: list[torch.Tensor]) -> list[dict]:
         return self.run_model(self.to_unit_range(images))
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        targets = [
+    @staticmethod
+    def targets(batch: dict) -> list[dict]:
+        """The detector's training targets of a batch."""
+        return [
             {"boxes": boxes, "labels": labels, "masks": masks}
             for boxes, labels, masks in zip(batch["boxes"], batch["labels"], batch["masks"])
         ]
-        losses = self.run_model(self.to_unit_range(batch["image"]), targets)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        losses = self.run_model(self.to_unit_range(batch["image"]), self.targets(batch))
         loss = sum(losses.values())
         # Images without objects train the detector's background: only a non-finite loss is a fault.
         self.watch_nonfinite(loss, torch.zeros((), dtype=torch.bool, device=loss.device))
@@ -85,12 +87,11 @@ class InstanceSegmentation(SegmentationTask):
 
     def reference_loss(self, model: nn.Module, batch: dict, device: torch.device) -> torch.Tensor:
         """The loss of one step as a hand-written loop computes it (``segtrain bench``'s reference)."""
-        images = [image.to(device, non_blocking=True).float() / 255 for image in batch["image"]]
-        targets = [
-            {"boxes": boxes.to(device), "labels": labels.to(device), "masks": masks.to(device)}
-            for boxes, labels, masks in zip(batch["boxes"], batch["labels"], batch["masks"])
-        ]
-        return sum(model(images, targets).values())
+        moved = {
+            key: [tensor.to(device, non_blocking=True) for tensor in batch[key]]
+            for key in ("image", "boxes", "labels", "masks")
+        }
+        return sum(model(self.to_unit_range(moved["image"]), self.targets(moved)).values())
 
     @staticmethod
     def bench_batch(batch: dict) -> dict:
@@ -107,7 +108,7 @@ class InstanceSegmentation(SegmentationTask):
         outputs = self(batch["image"])
         for output, meta in zip(outputs, batch["meta"]):
             self.results += coco_results(
-                output, meta["image_id"], self.description.category_ids, self.mask_threshold
+                output, meta["image_id"], self.description.category_ids, self.inference["mask_threshold"]
             )
             self.scored_images.append(meta["image_id"])
         return outputs
@@ -246,16 +247,7 @@ class InstanceSegmentation(SegmentationTask):
             images.append(
                 {"id": image_id, "file_name": str(path), "height": image.shape[1], "width": image.shape[2]}
             )
-            keep = output["scores"] > inference["score_threshold"]
-            drawn = draw_instances(
-                image,
-                output["boxes"][keep],
-                output["labels"][keep],
-                output["masks"][keep, 0] > inference["mask_threshold"],
-                output["scores"][keep],
-                meta["classes"],
-                meta["palette"],
-            )
+            drawn = draw_detections(image, output, meta["classes"], meta["palette"], inference)
             Image.fromarray(drawn).save(out_dir / "overlays" / f"{names[path]}.jpg", quality=90)
         (out_dir / "detections.json").write_text(json.dumps(results))
         (out_dir / "images.json").write_text(json.dumps(images, indent=1))
@@ -274,17 +266,7 @@ class InstanceSegmentation(SegmentationTask):
             truth = draw_instances(
                 image, boxes, labels, masks.bool(), None, self.classes, self.palette, alpha
             )
-            keep = output["scores"] > self.score_threshold
-            predicted = draw_instances(
-                image,
-                output["boxes"][keep],
-                output["labels"][keep],
-                output["masks"][keep, 0] > self.mask_threshold,
-                output["scores"][keep],
-                self.classes,
-                self.palette,
-                alpha,
-            )
+            predicted = draw_detections(image, output, self.classes, self.palette, self.inference, alpha)
             original = image.expand(3, -1, -1).permute(1, 2, 0).cpu().numpy()
             panels.append(np.concatenate([original, truth, predicted], axis=1))
         return panels
@@ -355,6 +337,22 @@ def draw_instances(
     return canvas.permute(1, 2, 0).numpy()
 
 
+def draw_detections(
+    image: torch.Tensor,
+    output: dict,
+    classes: list[str],
+    palette: list[list[int]],
+    inference: dict,
+    alpha=0.5,
+) -> np.ndarray:
+    """``draw_instances`` of the detections above ``inference.score_threshold``, masks cut at
+    ``inference.mask_threshold``."""
+    keep = output["scores"] > inference["score_threshold"]
+    masks = output["masks"][keep, 0] > inference["mask_threshold"]
+    boxes, labels, scores = output["boxes"][keep], output["labels"][keep], output["scores"][keep]
+    return draw_instances(image, boxes, labels, masks, scores, classes, palette, alpha)
+
+
 class InstancePredictionWriter(pl.Callback):
     """``eval save_predictions=true``: every detection as COCO results json (``detections.json``, what
     COCOeval and the COCO server read) and an overlay per image of those above the score threshold."""
@@ -372,16 +370,7 @@ class InstancePredictionWriter(pl.Callback):
             self.results += coco_results(
                 output, meta["image_id"], self.category_ids, self.inference["mask_threshold"]
             )
-            keep = output["scores"] > self.inference["score_threshold"]
-            drawn = draw_instances(
-                image,
-                output["boxes"][keep],
-                output["labels"][keep],
-                output["masks"][keep, 0] > self.inference["mask_threshold"],
-                output["scores"][keep],
-                self.classes,
-                pl_module.palette,
-            )
+            drawn = draw_detections(image, output, self.classes, pl_module.palette, self.inference)
             Image.fromarray(drawn).save(overlays / f"{meta['name']}.jpg", quality=90)
 
     def on_test_end(self, trainer, pl_module) -> None:
