@@ -45,7 +45,8 @@ def cityscapes_run(tmp_path_factory) -> dict:
         cwd=cwd,
     )
     assert train.returncode == 0, train.stderr[-3000:]
-    assert "validation after epoch 10, scored at each image's own resolution" in train.stdout
+    assert "validation after epoch 10, inference whole" in train.stdout
+    assert "scored at each image's own resolution" in train.stdout
     (best,) = checkpoints(cwd / "outputs", "best.ckpt")
     return {"cwd": cwd, "root": root, "common": common, "best": best}
 

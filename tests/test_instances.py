@@ -231,6 +231,7 @@ def cocoeval_stats(ground_truth: Path, detections: list[dict], kind: str) -> np.
     return evaluation.stats
 
 
+@pytest.mark.slow
 def test_training_reports_coco_ap_and_eval_equals_pycocotools(trained, tmp_path):
     assert "val box_AP" in trained["log"] and "best val mask_AP" in trained["log"]
     result = run_cli("eval", f"ckpt={trained['ckpt']}", "save_predictions=true", cwd=tmp_path, timeout=300)
@@ -266,6 +267,7 @@ def test_validation_under_ddp_counts_every_image_once(shapes_instances, tmp_path
     assert during["box_AP"] == pytest.approx(after["box_AP"], abs=1e-9)
 
 
+@pytest.mark.slow
 def test_export_onnx_and_torchscript_and_predict_with_all_three(trained, tmp_path):
     images = trained["root"] / "images" / "val"
     for fmt, name in (("onnx", "model.onnx"), ("torchscript", "model.pt")):
@@ -299,6 +301,7 @@ def test_export_onnx_and_torchscript_and_predict_with_all_three(trained, tmp_pat
         assert [detections[k] for k in shared] == pytest.approx([reference[k] for k in shared], abs=1e-4)
 
 
+@pytest.mark.slow
 def test_export_of_a_model_with_no_detections(trained, tmp_path):
     """pytorch/vision#2251: the exported graph must run on an image where nothing is detected."""
     path = tmp_path / "empty.onnx"
@@ -459,6 +462,7 @@ def test_instance_datamodule_batches_are_lists(shapes_instances):
         assert masks.shape[0] == boxes.shape[0] == len(labels)
 
 
+@pytest.mark.slow
 def test_bench_times_an_instance_model_against_a_hand_written_loop(shapes_instances, tmp_path):
     args = [
         "bench",
@@ -485,6 +489,7 @@ def test_mask_rcnn_on_a_timm_trunk():
     assert model.backbone.body.conv1.weight.grad is not None  # timm's stem, trained (trainable_layers=5)
 
 
+@pytest.mark.slow
 def test_eval_on_another_root_that_holds_only_the_val_split(trained, tmp_path):
     """The checkpoint keeps the classes it read from the training json: the evaluated tree needs none."""
     import shutil

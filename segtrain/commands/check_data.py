@@ -13,12 +13,14 @@ from segtrain.errors import SegtrainError
 from segtrain.tasks import task_class, task_name
 
 
-def check_data(cfg: DictConfig) -> None:
+def check_data(cfg: DictConfig):
+    """Prints the task's scan of ``data.split`` and returns the scan's report."""
     validate(cfg)
-    report, errors = task_class(task_name(cfg)).check_data(cfg)
-    print(report, flush=True)
-    if errors:
+    report, text = task_class(task_name(cfg)).check_data(cfg)
+    print(text, flush=True)
+    if report.errors:
         raise SegtrainError(
-            f"check-data found {errors} error(s) in data={cfg.data.get('name', '?')} split={cfg.data.split}; "
-            "apply the fixes above and run it again"
+            f"check-data found {len(report.errors)} error(s) in data={cfg.data.get('name', '?')} "
+            f"split={cfg.data.split}; apply the fixes above and run it again"
         )
+    return report

@@ -48,8 +48,8 @@ class InstanceSegmentation(SegmentationTask):
         return super().from_config(cfg, **task_arguments)
 
     @staticmethod
-    def check_data(cfg: DictConfig) -> tuple[str, int]:
-        """The report of ``segtrain check-data`` on ``data.split``'s json and images, and its errors."""
+    def check_data(cfg: DictConfig):
+        """``segtrain check-data``'s scan of ``data.split``'s json and images: the report and its text."""
         from segtrain.data.instance_checks import format_instance_report, scan_instances
 
         data = cfg.data
@@ -58,7 +58,7 @@ class InstanceSegmentation(SegmentationTask):
             root / data.annotation_file.format(split=data.split),
             root / data.image_dir.format(split=data.split),
         )
-        return format_instance_report(report, data.get("name", "?"), data.split), len(report.errors)
+        return report, format_instance_report(report, data.get("name", "?"), data.split)
 
     @staticmethod
     def to_unit_range(images: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -326,9 +326,11 @@ def draw_instances(
     labels = labels.detach().cpu().tolist()
     if len(labels):
         instance_colors = [tuple(color) for color in distinct_palette(len(labels))]
-        canvas = draw_segmentation_masks(
-            canvas, masks.detach().cpu().bool(), alpha=alpha, colors=instance_colors
-        )
+        # Where masks overlap, the first (the highest-scoring detection) is shown: torchvision blends
+        # overlapping masks into a dark grey.
+        masks = masks.detach().cpu().bool()
+        shown = masks & (masks.int().cumsum(0) - masks.int() == 0)
+        canvas = draw_segmentation_masks(canvas, shown, alpha=alpha, colors=instance_colors)
         names = [classes[label - 1] for label in labels]
         if scores is not None:
             names = [f"{name} {score:.2f}" for name, score in zip(names, scores.detach().cpu().tolist())]

@@ -58,13 +58,12 @@ class SemanticSegmentation(SegmentationTask):
         cfg.loss.class_weights = weights
 
     @staticmethod
-    def check_data(cfg: DictConfig) -> tuple[str, int]:
-        """The report of ``segtrain check-data`` on ``data.split``, and its number of errors."""
+    def check_data(cfg: DictConfig):
+        """``segtrain check-data``'s scan of ``data.split``: the report and its text."""
         from segtrain.data.statistics import format_report, scan_split
 
         datamodule, report = scan_split(cfg.data, cfg.data.split, cfg.check.workers)
-        text = format_report(report, datamodule.classes, datamodule.ignore_index, datamodule.name)
-        return text, len(report.errors)
+        return report, format_report(report, datamodule.classes, datamodule.ignore_index, datamodule.name)
 
     @classmethod
     def build_datamodule(cls, cfg: DictConfig):
