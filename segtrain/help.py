@@ -14,6 +14,8 @@ INFERENCE_KEYS = [
     ("inference.scales", "test-time scales, e.g. [0.75,1.0,1.25]"),
     ("inference.crf", "true: refine with DeepLab's dense CRF (RGB images)"),
     ("inference.score_resolution", "original (each image's own size, the default) | transformed"),
+    ("inference.score_threshold", "task=instance: detections drawn in overlays score above it (0.5)"),
+    ("inference.mask_threshold", "task=instance: mask probability cut to binary (0.5)"),
 ]
 
 #: The config groups in the order a user meets them, one concern each (``segtrain list`` and train's help).

@@ -255,6 +255,7 @@ def test_validation_under_ddp_counts_every_image_once(shapes_instances, tmp_path
     scores the checkpoint they were made with."""
     args = ["task=instance", "data=instances_folder", f"data.root={shapes_instances}", *TINY_DETECTOR]
     args += ["trainer=ddp_cpu", "trainer.devices=2", "trainer.max_epochs=1", "data.num_workers=0"]
+    args += ["trainer.limit_train_batches=2"]
     result = run_cli(*args, "callbacks.progress_bar=null", cwd=tmp_path, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     during = json.loads(next(tmp_path.rglob("val_metrics.json")).read_text())
@@ -399,7 +400,8 @@ def test_every_instance_model_trains_evaluates_predicts_and_exports(model, shape
     tiny = [o for o in TINY_DETECTOR if model != "masklab" or not o.startswith("model.mask_channels")]
     if model == "masklab":
         tiny += ["model.head_channels=16", "model.refine_channels=16"]
-    args += [*tiny, "data.num_workers=0", "trainer.max_epochs=1", "callbacks.progress_bar=null"]
+    args += [*tiny, "data.num_workers=0", "trainer.max_epochs=1", "trainer.limit_train_batches=3"]
+    args += ["callbacks.progress_bar=null"]
     result = run_cli(*args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     (ckpt,) = checkpoints(tmp_path, "last.ckpt")
