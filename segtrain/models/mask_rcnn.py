@@ -140,8 +140,9 @@ def resnet_fpn(
 
 def detector_options(
     num_classes: int,
-    backbone: nn.Module,
+    backbone: dict | None,
     variant: str,
+    fpn_channels: int,
     min_size: int,
     max_size: int,
     image_mean: Sequence[float],
@@ -153,18 +154,26 @@ def detector_options(
     box_detections_per_img: int,
     anchor_sizes: Sequence[int],
 ) -> dict:
-    """The arguments torchvision's two-stage detectors share: transform, anchors, RPN and box head."""
-    channels = backbone.out_channels
+    """The arguments torchvision's two-stage detectors share: the ResNet-FPN trunk (``backbone``:
+    ``resnet_fpn`` arguments), transform, anchors, RPN and box head, for the paper's ``variant`` (v1) or
+    torchvision's improved recipe (v2)."""
+    if variant not in ("v1", "v2"):
+        raise SegtrainError(f"model.variant={variant} must be v1 (the paper's) or v2 (torchvision's recipe)")
+    v2 = variant == "v2"
+    trunk = resnet_fpn(
+        fpn_channels=fpn_channels, **{"frozen_norm": not v2, "fpn_norm": v2, **(backbone or {})}
+    )
     anchors = AnchorGenerator(tuple((size,) for size in anchor_sizes), ((0.5, 1.0, 2.0),) * len(anchor_sizes))
-    if variant == "v2":
+    if v2:
         box_head = FastRCNNConvFCHead(
-            (channels, 7, 7), [channels] * 4, [representation_size], norm_layer=nn.BatchNorm2d
+            (fpn_channels, 7, 7), [fpn_channels] * 4, [representation_size], norm_layer=nn.BatchNorm2d
         )
-        rpn_head = RPNHead(channels, anchors.num_anchors_per_location()[0], conv_depth=2)
+        rpn_head = RPNHead(fpn_channels, anchors.num_anchors_per_location()[0], conv_depth=2)
     else:
-        box_head = TwoMLPHead(channels * 7 * 7, representation_size)
-        rpn_head = RPNHead(channels, anchors.num_anchors_per_location()[0])
+        box_head = TwoMLPHead(fpn_channels * 7 * 7, representation_size)
+        rpn_head = RPNHead(fpn_channels, anchors.num_anchors_per_location()[0])
     return {
+        "backbone": trunk,
         "min_size": min_size,
         "max_size": max_size,
         "image_mean": list(image_mean),
@@ -178,11 +187,6 @@ def detector_options(
         "box_score_thresh": box_score_thresh,
         "box_detections_per_img": box_detections_per_img,
     }
-
-
-def check_variant(variant: str) -> None:
-    if variant not in ("v1", "v2"):
-        raise SegtrainError(f"model.variant={variant} must be v1 (the paper's) or v2 (torchvision's recipe)")
 
 
 def resize_within(image: torch.Tensor, min_size: float, max_size: float) -> torch.Tensor:
@@ -253,21 +257,15 @@ class MaskRCNN(mask_rcnn.MaskRCNN):
         box_detections_per_img: int = 100,
         anchor_sizes: Sequence[int] = (32, 64, 128, 256, 512),
     ):
-        check_variant(variant)
-        v2 = variant == "v2"
-        trunk = resnet_fpn(
-            fpn_channels=fpn_channels,
-            **{"frozen_norm": not v2, "fpn_norm": v2, **(backbone or {})},
-        )
-        norm = nn.BatchNorm2d if v2 else None
+        norm = nn.BatchNorm2d if variant == "v2" else None
         super().__init__(
-            trunk,
             mask_head=mask_rcnn.MaskRCNNHeads(fpn_channels, [mask_channels] * mask_convs, 1, norm_layer=norm),
             mask_predictor=mask_rcnn.MaskRCNNPredictor(mask_channels, mask_channels, num_classes),
             **detector_options(
                 num_classes,
-                trunk,
+                backbone,
                 variant,
+                fpn_channels,
                 min_size,
                 max_size,
                 image_mean,

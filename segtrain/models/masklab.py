@@ -35,9 +35,7 @@ from segtrain.models.mask_rcnn import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     StableSizeTransform,
-    check_variant,
     detector_options,
-    resnet_fpn,
 )
 
 
@@ -79,17 +77,12 @@ class MaskLab(faster_rcnn.FasterRCNN):
         refine_channels: int = 128,
         mask_size: int = 28,
     ):
-        check_variant(variant)
-        v2 = variant == "v2"
-        trunk = resnet_fpn(
-            fpn_channels=fpn_channels, **{"frozen_norm": not v2, "fpn_norm": v2, **(backbone or {})}
-        )
         super().__init__(
-            trunk,
             **detector_options(
                 num_classes,
-                trunk,
+                backbone,
                 variant,
+                fpn_channels,
                 min_size,
                 max_size,
                 image_mean,
