@@ -425,18 +425,18 @@ def config_task(target: str) -> str | None:
 
 
 def _check_task(cfg: DictConfig) -> None:
-    from segtrain.tasks import TASK_CONFIGS
+    from segtrain.tasks import TASKS
 
     task = OmegaConf.select(cfg, "task.name", default="semantic")
-    if task not in TASK_CONFIGS:
-        raise SegtrainError(f"task={task} is not a task segtrain trains; choose {', '.join(TASK_CONFIGS)}")
+    if task not in TASKS:
+        raise SegtrainError(f"task={task} is not a task segtrain trains; choose {', '.join(TASKS)}")
     for key in ("model", "data"):
         target = OmegaConf.select(cfg, f"{key}._target_")
         found = config_task(target) if target else None
         if found is not None and found != task:
             raise SegtrainError(
                 f"{key}._target_={target} is for task={found}, but this run's task is {task}. Pass "
-                f"task={found} with {TASK_CONFIGS[found]}; task={task} takes {TASK_CONFIGS[task]}"
+                f"task={found} with {TASKS[found][1]}; task={task} takes {TASKS[task][1]}"
             )
 
 

@@ -22,7 +22,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from segtrain.data.checks import Finding
-from segtrain.data.datasets.coco_instances import decode_mask, load_coco_json
+from segtrain.data.datasets.coco_instances import decode_mask, load_coco_json, short_polygon
 
 #: A mask and its box agree when the box around the mask covers this much of the annotated box (IoU).
 BOX_AGREEMENT = 0.5
@@ -76,7 +76,7 @@ def scan_instances(annotation_file: Path, image_dir: Path, check_images: bool = 
             report.per_category[categories[annotation["category_id"]]] += 1
         report.crowd += bool(annotation.get("iscrowd", 0))
         segmentation = annotation.get("segmentation")
-        if isinstance(segmentation, list) and any(len(p) < 6 or len(p) % 2 for p in segmentation):
+        if isinstance(segmentation, list) and any(short_polygon(polygon) for polygon in segmentation):
             found["polygon"].append(ident)
             continue
         x, y, w, h = (float(v) for v in annotation["bbox"])

@@ -11,15 +11,16 @@ from omegaconf import DictConfig, OmegaConf
 from segtrain.data.description import DEFAULT_TASK
 from segtrain.errors import SegtrainError
 
-#: task name -> "module:LightningModule class"
+#: task name -> ("module:LightningModule class", what it trains on, for messages that name the configs)
 TASKS = {
-    "semantic": "segtrain.tasks.semantic:SemanticSegmentation",
-    "instance": "segtrain.tasks.instance:InstanceSegmentation",
-}
-#: What each task trains on, for the messages that name the configs to pick.
-TASK_CONFIGS = {
-    "semantic": "a semantic model (model=unet, deeplabv3plus, ...) and data (data=voc, camvid, ...)",
-    "instance": "model=mask_rcnn, mask_rcnn_v2, panet or masklab and data=coco_instances or instances_folder",
+    "semantic": (
+        "segtrain.tasks.semantic:SemanticSegmentation",
+        "a semantic model (model=unet, deeplabv3plus, ...) and data (data=voc, camvid, ...)",
+    ),
+    "instance": (
+        "segtrain.tasks.instance:InstanceSegmentation",
+        "model=mask_rcnn, mask_rcnn_v2, panet or masklab and data=coco_instances or instances_folder",
+    ),
 }
 
 
@@ -29,7 +30,7 @@ def task_name(cfg: DictConfig) -> str:
 
 def task_class(name: str):
     """The LightningModule class of task ``name`` (validated by ``segtrain.config.validate``)."""
-    module, _, cls = TASKS[name].partition(":")
+    module, _, cls = TASKS[name][0].partition(":")
     return getattr(importlib.import_module(module), cls)
 
 

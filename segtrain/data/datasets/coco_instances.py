@@ -53,13 +53,18 @@ def load_coco_json(path: Path, key: str = "data.annotation_file") -> dict:
     return data
 
 
+def short_polygon(polygon: list) -> bool:
+    """Fewer than 3 x,y points (or an odd count), which pycocotools reads as garbage or crashes on."""
+    return len(polygon) < 6 or len(polygon) % 2 == 1
+
+
 def check_polygons(data: dict, path: Path, key: str = "data.annotation_file") -> None:
     """pycocotools reads a polygon of fewer than 3 points as garbage or crashes on it: refused by name."""
     for annotation in data["annotations"]:
         segmentation = annotation.get("segmentation")
         if isinstance(segmentation, list):
             for polygon in segmentation:
-                if len(polygon) < 6 or len(polygon) % 2:
+                if short_polygon(polygon):
                     raise SegtrainError(
                         f"{key}: {path}, annotation id {annotation.get('id')} "
                         f"(image {annotation.get('image_id')}) "
