@@ -1,7 +1,8 @@
 """Segmentation losses. Each takes logits or ``{"out": logits, "aux": [...]}`` and uint8/int targets.
 
 Auxiliary outputs (deep supervision) add ``aux_weight * loss(aux, target)``; ``aux_weight`` is a
-number for every aux output or a list with one weight each (PSPNet uses 0.4).
+number for every aux output or a list with one weight each. Left null, each model's paper weights
+apply (the output dict's ``aux_weight``: PSPNet 0.4, DANet 1 per branch, ...).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ class SegmentationLoss(nn.Module):
     #: Whether ``compute`` takes ``pixel_weights`` (a per-pixel weight map such as U-Net's).
     takes_pixel_weights = False
 
-    def __init__(self, ignore_index: int = 255, aux_weight: float | Sequence[float] = 0.4):
+    def __init__(self, ignore_index: int = 255, aux_weight: float | Sequence[float] | None = None):
         super().__init__()
         self.ignore_index = ignore_index
         self.aux_weight = aux_weight
@@ -42,11 +43,8 @@ class SegmentationLoss(nn.Module):
             return self.compute(output, target, **extra)
         loss = self.compute(output["out"], target, **extra)
         aux = output.get("aux", [])
-        weights = (
-            [self.aux_weight] * len(aux)
-            if isinstance(self.aux_weight, (int, float))
-            else list(self.aux_weight)
-        )
+        weight = output.get("aux_weight", 0.4) if self.aux_weight is None else self.aux_weight
+        weights = [weight] * len(aux) if isinstance(weight, (int, float)) else list(weight)
         if len(weights) != len(aux):
             raise ValueError(f"loss.aux_weight has {len(weights)} weights for {len(aux)} auxiliary outputs")
         for weight, logits in zip(weights, aux):

@@ -10,13 +10,18 @@ from hydra.utils import instantiate
 from segtrain.commands.export import export_onnx, onnx_runner, write_and_compare
 from segtrain.config import compose, config_groups, config_task
 from segtrain.errors import SegtrainError
-from segtrain.models.blocks import adaptive_avg_pool2d, max_unpool2d
+from segtrain.models.attention_to_scale import AttentionToScale
+from segtrain.models.blocks import ScaleFusion, adaptive_avg_pool2d, max_unpool2d
+from segtrain.models.danet import ChannelAttention, DANet, PositionAttention
 from segtrain.models.deconvnet import DeconvNet
+from segtrain.models.deep_parsing_network import DeepParsingNetwork
 from segtrain.models.deeplab import DeepLabV1, DeepLabV2, DeepLabV3, DeepLabV3Plus
 from segtrain.models.fcn import FCN, FCNVGG
 from segtrain.models.fpn import SemanticFPN
 from segtrain.models.parsenet import ParseNet
 from segtrain.models.pspnet import PSPNet
+from segtrain.models.pyramid_attention import PyramidAttentionNetwork
+from segtrain.models.reverse_attention import ReverseAttentionNetwork, reverse_attention_fusion
 from segtrain.models.segnet import SegNet
 from segtrain.models.unet import UNet
 from segtrain.models.vnet import VNet
@@ -39,6 +44,12 @@ ZOO = {
     "deconvnet": lambda: DeconvNet(5, width=64, backbone=VGG),
     "pspnet": lambda: PSPNet(5, backbone=RESNET, channels=32),
     "fpn": lambda: SemanticFPN(5, backbone=RESNET, fpn_channels=32, head_channels=32),
+    # Zoo II.
+    "attention_to_scale": lambda: AttentionToScale(5, fc_channels=32, attention_channels=16, backbone=VGG),
+    "reverse_attention": lambda: ReverseAttentionNetwork(5, fc_channels=32, backbone=VGG),
+    "pan": lambda: PyramidAttentionNetwork(5, backbone=RESNET, channels=32),
+    "danet": lambda: DANet(5, backbone=RESNET, channels=32),
+    "dpn": lambda: DeepParsingNetwork(5, fc_channels=32, backbone=VGG),
     # The spine's models, exported the same way.
     "fcn_resnet": lambda: FCN(5, backbone=RESNET),
     "deeplabv3": lambda: DeepLabV3(5, backbone={**RESNET, "multi_grid": None}, channels=32),
@@ -240,3 +251,169 @@ def test_vnet_config_with_the_volume_data_config():
     with torch.device("meta"):
         out = instantiate(cfg.model)(torch.empty(1, cfg.data.in_channels, 64, 128, 128))
     assert out.shape == (1, cfg.data.num_classes, 64, 128, 128)
+
+
+def _scale_network(x):
+    """A stand-in network for ScaleFusion: features and scores at stride 2 that depend on the scale."""
+    pooled = F.avg_pool2d(x, 2)
+    return pooled, torch.cat([pooled.mean(1, keepdim=True), -pooled.mean(1, keepdim=True)], 1) * x.shape[-1]
+
+
+def test_attention_weights_sum_to_one_and_max_fusion_is_the_same_module():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 33, 47)
+    attention = ScaleFusion((1.0, 0.75, 0.5), merge="attention", feature_channels=3, attention_channels=8)
+    merged, scores = attention(_scale_network, x)
+    features = [
+        F.interpolate(
+            _scale_network(
+                x
+                if s == 1
+                else F.interpolate(x, scale_factor=s, mode="bilinear", recompute_scale_factor=False)
+            )[0],
+            size=scores[0].shape[-2:],
+            mode="bilinear",
+        )
+        for s in (1.0, 0.75, 0.5)
+    ]
+    weights = attention.attention_weights(features)
+    assert weights.shape == (2, 3, *scores[0].shape[-2:])
+    assert torch.allclose(weights.sum(dim=1), torch.ones(()), atol=1e-6)
+    assert torch.allclose(merged, sum(weights[:, i : i + 1] * scores[i] for i in range(3)), atol=1e-5)
+
+    fused, same_scores = ScaleFusion((1.0, 0.75, 0.5), merge="max")(_scale_network, x)
+    assert all(torch.equal(a, b) for a, b in zip(scores, same_scores))
+    assert torch.equal(fused, torch.stack(scores).amax(0))
+    # DeepLab v2's MSC is this module; Attention to Scale with merge=max is DeepLab v2's fusion.
+    assert DeepLabV2(5, backbone={"name": "vgg16", **VGG}, scales=(1.0, 0.5)).fusion.merge == "max"
+    assert AttentionToScale(5, fc_channels=8, merge="max", backbone=VGG).fusion.merge == "max"
+
+
+def test_attention_to_scale_supervises_the_merge_and_every_scale():
+    model = ZOO["attention_to_scale"]().train()
+    out = model(torch.randn(2, 3, 65, 71))
+    assert len(out["aux"]) == 3 and out["aux_weight"] == 1.0
+    assert all(a.shape == out["out"].shape for a in out["aux"])
+
+
+def test_reverse_attention_fusion_on_hand_made_tensors():
+    original = torch.tensor([[[[2.0]], [[-2.0]], [[0.0]]]])
+    reverse = torch.tensor([[[[1.0]], [[3.0]], [[-4.0]]]])
+    # sigmoid(-2) = 0.119203, sigmoid(2) = 0.880797, sigmoid(0) = 0.5
+    expected = torch.tensor([2 - 0.119203 * 1, -2 - 0.880797 * 3, 0 - 0.5 * -4]).view(1, 3, 1, 1)
+    assert torch.allclose(reverse_attention_fusion(original, reverse), expected, atol=1e-5)
+
+
+def test_reverse_branch_is_supervised_negated():
+    torch.manual_seed(0)
+    model = ZOO["reverse_attention"]().train()
+    for module in model.modules():
+        if isinstance(module, nn.Dropout2d):
+            module.p = 0.0
+    x = torch.randn(1, 3, 40, 40)
+    out = model(x)
+    assert len(out["aux"]) == 2 and out["aux_weight"] == 1.0
+    conv5 = model.trunk(x)[-1]
+    original, reverse = model.original(conv5), model.reverse(conv5)
+    resize = lambda t: F.interpolate(t, size=x.shape[-2:], mode="bilinear")  # noqa: E731
+    assert torch.allclose(out["aux"][0], resize(original), atol=1e-5)
+    assert torch.allclose(out["aux"][1], resize(-reverse), atol=1e-5)
+    assert torch.allclose(out["out"], resize(reverse_attention_fusion(original, reverse)), atol=1e-5)
+
+
+def test_pan_matches_segmentation_models_pytorch():
+    """Same encoder (ResNet-34 at stride 16), decoder width 32 and 1-channel pyramid: the parameter counts
+    differ only by smp's conv biases in front of BN, which BN cancels and segtrain leaves out."""
+    smp = pytest.importorskip("segmentation_models_pytorch")
+    theirs = smp.PAN("resnet34", encoder_weights=None, decoder_channels=32, classes=5).eval()
+    ours = PyramidAttentionNetwork(
+        5, backbone={"name": "resnet34", "output_stride": 16}, channels=32, pyramid_channels=1
+    ).eval()
+    redundant = sum(m.conv.bias.numel() for m in theirs.decoder.modules() if type(m).__name__ == "ConvBnRelu")
+    count = lambda model: sum(p.numel() for p in model.parameters())  # noqa: E731
+    assert count(ours) == count(theirs) - redundant
+    x = torch.randn(1, 3, 128, 160)
+    with torch.no_grad():
+        assert ours(x).shape == theirs(x).shape == (1, 5, 128, 160)
+
+
+def test_danet_attention_starts_as_the_identity():
+    x = torch.randn(2, 16, 7, 9)
+    assert torch.equal(PositionAttention(16)(x), x)
+    assert torch.equal(ChannelAttention()(x), x)
+
+
+def test_danet_attention_formulas():
+    torch.manual_seed(0)
+    x = torch.randn(1, 16, 3, 4)
+    position = PositionAttention(16)
+    position.gamma.data.fill_(0.5)
+    q, k, v = (conv(x).flatten(2)[0] for conv in (position.query, position.key, position.value))
+    attention = (q.T @ k).softmax(-1)  # [positions, positions]: row i attends over j
+    expected = 0.5 * (v @ attention.T).view_as(x) + x
+    assert torch.allclose(position(x), expected, atol=1e-5)
+    channel = ChannelAttention()
+    channel.beta.data.fill_(2.0)
+    flat = x.flatten(2)[0]
+    energy = flat @ flat.T
+    weights = (energy.max(-1, keepdim=True).values - energy).softmax(-1)
+    assert torch.allclose(channel(x), 2.0 * (weights @ flat).view_as(x) + x, atol=1e-5)
+
+
+def test_danet_supervises_the_sum_and_each_branch():
+    model = ZOO["danet"]().train()
+    out = model(torch.randn(2, 3, 64, 64))
+    assert len(out["aux"]) == 2 and out["aux_weight"] == 1.0
+
+
+def _context_layout(batch: int, generator: torch.Generator):
+    """A layout only context resolves: an ambiguous block (unary 50/50 between classes 1 and 2) whose class
+    is 1 when a class-0 marker sits left of it and 2 when it sits right of it."""
+    unary = torch.zeros(batch, 3, 24, 24)
+    target = torch.zeros(batch, 24, 24, dtype=torch.long)
+    for i in range(batch):
+        left = bool(torch.rand((), generator=generator) < 0.5)
+        marker = slice(2, 6) if left else slice(18, 22)
+        unary[i, :, :, :] = torch.tensor([-4.0, 0.0, 0.0]).view(3, 1, 1)
+        target[i] = 1 if left else 2
+        unary[i, :, :, marker] = torch.tensor([4.0, -4.0, -4.0]).view(3, 1, 1)
+        target[i, :, marker] = 0
+    return unary, target
+
+
+def test_dpn_mrf_uses_context_the_unary_cannot_see():
+    """A unary that sees one pixel (a 1x1 conv over the unary maps) cannot place the ambiguous block; the
+    MRF's 50x50 spatial and 9x9 context layers can, so their loss falls below the unary-only loss."""
+    generator = torch.Generator().manual_seed(0)
+    unary_maps, target = _context_layout(16, generator)
+
+    def trained_loss(stage: str) -> float:
+        torch.manual_seed(0)
+        model = DeepParsingNetwork(3, fc_channels=8, local_size=25, schedule=[stage], backbone=VGG)
+        model.unary = nn.Conv2d(3, 3, 1)
+        optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
+        for _ in range(150):
+            optimizer.zero_grad()
+            loss = F.cross_entropy(model(unary_maps), target)
+            loss.backward()
+            optimizer.step()
+        return loss.item()
+
+    unary_only, with_mrf = trained_loss("unary"), trained_loss("joint")
+    assert unary_only > 0.4  # log 2 on the ambiguous pixels, at best
+    assert with_mrf < 0.5 * unary_only
+
+
+def test_dpn_incremental_schedule_trains_one_stage_at_a_time():
+    model = ZOO["dpn"]().train()
+    stages = []
+    for epoch in range(8):
+        model.begin_epoch(epoch, 8)
+        stages.append(model.stage)
+    assert stages == ["unary"] * 2 + ["local"] * 2 + ["global"] * 2 + ["joint"] * 2
+    model.begin_epoch(2, 8)  # local: the unary is held fixed, the label context is not used
+    model(torch.randn(1, 3, 40, 40)).square().mean().backward()
+    assert all(p.grad is None for p in model.unary.parameters())
+    assert model.mrf.local.weight.grad.abs().sum() > 0 and model.mrf.context.weight.grad is None
+    with pytest.raises(SegtrainError, match="model.schedule"):
+        DeepParsingNetwork(3, schedule=["unary", "crf"], backbone=VGG)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from segtrain.errors import SegtrainError
 
 
 class ConvBNReLU(nn.Sequential):
@@ -109,10 +111,11 @@ def resize_to(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     return F.interpolate(x, size=reference.shape[-2:], mode="bilinear", align_corners=False)
 
 
-def with_aux(model: nn.Module, out: torch.Tensor, aux: list[torch.Tensor]):
-    """Deep supervision contract: aux logits only in training mode, where a loss consumes them."""
+def with_aux(model: nn.Module, out: torch.Tensor, aux: list[torch.Tensor], weight: float | Sequence[float]):
+    """Deep supervision contract: aux logits only in training mode, where a loss consumes them, with the
+    paper's loss ``weight`` of each (``loss.aux_weight`` overrides it)."""
     if model.training and aux:
-        return {"out": out, "aux": aux}
+        return {"out": out, "aux": aux, "aux_weight": weight}
     return out
 
 
@@ -200,3 +203,61 @@ def max_unpool2d(x: torch.Tensor, indices: torch.Tensor, size: Sequence[int]) ->
     batch, channels = x.shape[:2]
     out = x.new_zeros(batch, channels, size[0] * size[1])
     return out.scatter(2, indices.flatten(2), x.flatten(2)).reshape(batch, channels, size[0], size[1])
+
+
+#: What each scale's network returns: (features, score map), both at the network's output stride.
+ScaleNetwork = Callable[[torch.Tensor], "tuple[torch.Tensor, torch.Tensor]"]
+
+
+def rescale(x: torch.Tensor, scale: float) -> torch.Tensor:
+    if scale == 1.0:
+        return x
+    return F.interpolate(
+        x, scale_factor=scale, mode="bilinear", align_corners=False, recompute_scale_factor=False
+    )
+
+
+class ScaleFusion(nn.Module):
+    """Multi-scale inputs (Chen et al., "Attention to Scale", CVPR 2016; DeepLab v2's MSC): a network runs at
+    each of ``scales`` (the first is 1.0) and the score maps are merged at scale 1, by a per-pixel max (MSC)
+    or by attention weights computed from the scales' features (``models.attention_to_scale``)."""
+
+    def __init__(
+        self,
+        scales: Sequence[float] = (1.0, 0.75, 0.5),
+        merge: str = "attention",
+        feature_channels: int | None = None,
+        attention_channels: int = 512,
+    ):
+        super().__init__()
+        self.scales = tuple(scales)
+        if self.scales[0] != 1.0:
+            raise SegtrainError(
+                f"model.scales={list(scales)} must start with 1.0, the scale whose score map the others join"
+            )
+        if merge not in ("max", "attention"):
+            raise SegtrainError(f"model.merge={merge} is not a scale fusion; use attention or max")
+        self.merge = merge
+        if merge == "attention":
+            self.attention = nn.Sequential(
+                nn.Conv2d(feature_channels * len(self.scales), attention_channels, 3, padding=1),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(attention_channels, len(self.scales), 1),
+            )
+
+    def attention_weights(self, features: list[torch.Tensor]) -> torch.Tensor:
+        """[B, scales, H, W], summing to 1 over the scales at each pixel."""
+        return self.attention(torch.cat(features, dim=1)).softmax(dim=1)
+
+    def forward(self, network: ScaleNetwork, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The merged score map and each scale's, all at the output stride of scale 1."""
+        features, scores = [], []
+        for scale in self.scales:
+            feature, score = network(rescale(x, scale))
+            reference = scores[0] if scores else score
+            features.append(resize_to(feature, reference))
+            scores.append(resize_to(score, reference))
+        if self.merge == "max":
+            return torch.stack(scores).amax(dim=0), scores
+        weights = self.attention_weights(features)
+        return sum(weights[:, i : i + 1] * score for i, score in enumerate(scores)), scores

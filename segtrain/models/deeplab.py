@@ -24,10 +24,9 @@ from typing import Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from segtrain.models.backbones import VGG16, create_backbone
-from segtrain.models.blocks import ASPP, ConvBNReLU, SeparableConvBNReLU, resize_to, with_aux
+from segtrain.models.blocks import ASPP, ConvBNReLU, ScaleFusion, SeparableConvBNReLU, resize_to, with_aux
 
 _DEFAULT_BACKBONE = {"name": "resnet101", "output_stride": 16, "multi_grid": (1, 2, 4)}
 
@@ -94,9 +93,9 @@ class DeepLabV1(nn.Module):
 class DeepLabV2(nn.Module):
     """ASPP-L over ResNet-101 (output stride 8) or VGG16 (``backbone.name=vgg16``).
 
-    ``scales`` other than (1.0,): the input runs at each scale and the logits, resized to the
-    input, are fused by a per-pixel max; in training the per-scale logits are also returned as
-    auxiliary outputs, as the paper supervises each scale and the fusion.
+    ``scales`` other than (1.0,): the input runs at each scale and the score maps, resized to
+    scale 1's, are fused by a per-pixel max; in training the per-scale logits are also returned as
+    auxiliary outputs (weight 1), as the paper supervises each scale and the fusion.
     """
 
     def __init__(
@@ -111,7 +110,7 @@ class DeepLabV2(nn.Module):
     ):
         super().__init__()
         spec = {"name": "resnet101", "output_stride": 8, **(backbone or {})}
-        self.scales = tuple(scales)
+        self.fusion = None if tuple(scales) == (1.0,) else ScaleFusion(scales, merge="max")
         if spec["name"] == "vgg16":
             vgg = {key: spec[key] for key in ("weights", "pretrained", "width") if key in spec}
             self.trunk = VGG16(in_channels, dilated=True, **vgg)
@@ -129,32 +128,16 @@ class DeepLabV2(nn.Module):
                 nn.Conv2d(channels, num_classes, 3, padding=rate, dilation=rate) for rate in atrous_rates
             )
 
-    def single_scale(self, x: torch.Tensor) -> torch.Tensor:
+    def features_and_scores(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.trunk(x)[-1]
-        return resize_to(sum(branch(features) for branch in self.branches), x)
+        return features, sum(branch(features) for branch in self.branches)
 
     def forward(self, x: torch.Tensor):
-        if self.scales == (1.0,):
-            return self.single_scale(x)
-        outputs = [
-            resize_to(
-                self.single_scale(
-                    x
-                    if scale == 1.0
-                    else F.interpolate(
-                        x,
-                        scale_factor=scale,
-                        mode="bilinear",
-                        align_corners=False,
-                        recompute_scale_factor=False,
-                    )
-                ),
-                x,
-            )
-            for scale in self.scales
-        ]
-        fused = torch.stack(outputs).amax(dim=0)
-        return with_aux(self, fused, outputs)
+        if self.fusion is None:
+            return resize_to(self.features_and_scores(x)[1], x)
+        fused, scores = self.fusion(self.features_and_scores, x)
+        aux = [resize_to(score, x) for score in scores] if self.training else []
+        return with_aux(self, resize_to(fused, x), aux, weight=1.0)
 
 
 class DeepLabV3(nn.Module):

@@ -91,4 +91,4 @@ class FCN(nn.Module):
         res4, res5 = self.backbone(x)
         out = resize_to(self.head(res5), x)
         aux = [resize_to(self.aux_head(res4), x)] if self.aux_head is not None and self.training else []
-        return with_aux(self, out, aux)
+        return with_aux(self, out, aux, weight=0.5)  # torchvision's reference recipe

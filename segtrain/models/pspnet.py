@@ -4,7 +4,7 @@ Zhao, Shi, Qi, Wang, Jia. "Pyramid Scene Parsing Network", CVPR 2017. A dilated 
 stride 8; the pyramid pooling module pools res5 to 1x1, 2x2, 3x3 and 6x6 bins, reduces each to
 C/4 channels by a 1x1 convolution, upsamples them bilinearly and concatenates them with res5;
 a 3x3 convolution (512, BN, ReLU), dropout 0.1 and a 1x1 classifier follow. An auxiliary FCN head
-on res4 is trained with loss weight 0.4 (``loss.aux_weight``).
+on res4 is trained with loss weight 0.4 (``loss.aux_weight`` overrides it).
 
 The pooling is written as matrix products (``blocks.adaptive_avg_pool2d``), so the ONNX export
 keeps H and W dynamic.
@@ -48,4 +48,4 @@ class PSPNet(nn.Module):
         res4, res5 = self.backbone(x)
         out = resize_to(self.head(self.ppm(res5)), x)
         aux = [resize_to(self.aux_head(res4), x)] if self.aux_head is not None and self.training else []
-        return with_aux(self, out, aux)
+        return with_aux(self, out, aux, weight=0.4)

@@ -182,6 +182,12 @@ class SegmentationTask(pl.LightningModule):
             "trainer.gradient_clip_val, or check the data."
         )
 
+    def on_train_epoch_start(self) -> None:
+        # A model trained in stages (DPN's incremental schedule) picks its stage from the epoch.
+        begin_epoch = getattr(self.model, "begin_epoch", None)
+        if begin_epoch is not None:
+            begin_epoch(self.current_epoch, self.trainer.max_epochs)
+
     def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
         if self.launch_to_first_step_s is None:
             self.launch_to_first_step_s = time.monotonic() - LAUNCHED_AT
