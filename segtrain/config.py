@@ -440,8 +440,36 @@ def _check_task(cfg: DictConfig) -> None:
             )
 
 
+def _check_adversarial(cfg: DictConfig) -> None:
+    """Adversarial training steps its two optimizers itself (Lightning's manual optimization), so the
+    Trainer's own clipping and accumulation cannot apply."""
+    if not cfg.get("adversarial"):
+        return
+    task = OmegaConf.select(cfg, "task.name", default="semantic")
+    if task != "semantic":
+        raise SegtrainError(
+            f"adversarial training is for semantic segmentation; remove adversarial for task={task}"
+        )
+    if OmegaConf.select(cfg, "trainer.gradient_clip_val"):
+        raise SegtrainError(
+            "trainer.gradient_clip_val is not applied with adversarial training (both networks step in the "
+            "task's own training step); set trainer.gradient_clip_val=null"
+        )
+    if str(OmegaConf.select(cfg, "trainer.precision")).startswith("16"):
+        raise SegtrainError(
+            f"trainer.precision={OmegaConf.select(cfg, 'trainer.precision')} scales the loss, which the "
+            "adversarial discriminator's optimizer does not undo; use trainer.precision=bf16-mixed or 32-true"
+        )
+    if (OmegaConf.select(cfg, "trainer.accumulate_grad_batches") or 1) > 1:
+        raise SegtrainError(
+            "trainer.accumulate_grad_batches>1 is not applied with adversarial training (both networks step "
+            "every batch); set it to 1 and raise data.batch_size instead"
+        )
+
+
 def _check_consistency(cfg: DictConfig) -> None:
     _check_task(cfg)
+    _check_adversarial(cfg)
     classes = list(cfg.data.classes)
     # Instance labels are 1..K: torchvision's detectors count the background as class 0.
     instance = OmegaConf.select(cfg, "task.name") == "instance"

@@ -210,14 +210,19 @@ class SegmentationTask(pl.LightningModule):
             self.raise_if_nonfinite()
 
     def configure_optimizers(self):
-        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer, scheduler = self.model_optimization()
+        return optimizer if scheduler is None else {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+    def model_optimization(self) -> tuple[torch.optim.Optimizer, dict | None]:
+        """The model's optimizer (lr scaled, ``scale_lr``) and its per-step scheduler, if any."""
+        params = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = self.optimizer_factory(params=params, **fused_on_gpu(self.optimizer_factory, params))
         self.scale_lr(optimizer)
         if self.scheduler_factory is None:
-            return optimizer
+            return optimizer, None
         total_steps = int(self.trainer.estimated_stepping_batches)
         scheduler = self.scheduler_factory(optimizer, total_steps=total_steps)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return optimizer, {"scheduler": scheduler, "interval": "step"}
 
     def scale_lr(self, optimizer: torch.optim.Optimizer) -> None:
         """Reports the effective batch size and, with ``lr_base_batch_size`` set, scales the lr linearly

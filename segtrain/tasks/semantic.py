@@ -17,12 +17,14 @@ import torch.nn as nn
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
+from pytorch_lightning.utilities import rank_zero_warn
 
 from segtrain.config import MEDIAN_FREQUENCY
 from segtrain.data.io import read_image
 from segtrain.data.transforms import compose, transform_item
 from segtrain.inference import class_ids, predict_probs, score_resolution, to_original_size
 from segtrain.metrics import ConfusionMatrix, format_table, scores
+from segtrain.models.adversarial import Adversary
 from segtrain.tasks.base import ExportSpec, SegmentationTask
 from segtrain.visualize import blend, palette_image
 
@@ -34,15 +36,28 @@ class SemanticSegmentation(SegmentationTask):
     primary_metric = "mIoU"
     epoch_metrics = ("mIoU", "mDice")
 
-    def __init__(self, model: nn.Module, loss: nn.Module, **task_arguments):
+    def __init__(
+        self, model: nn.Module, loss: nn.Module, adversary: Adversary | None = None, **task_arguments
+    ):
         super().__init__(model, **task_arguments)
         self.loss = loss
+        #: ``adversarial=...``: the discriminator trained against the model (Luc et al. 2016), with its own
+        #: optimizer; both step in ``training_step``.
+        self.adversary = adversary
+        self.automatic_optimization = adversary is None
+        self.register_buffer("discriminator_hits", torch.zeros(2), persistent=False)
         self.val_confmat = ConfusionMatrix(len(self.classes), self.ignore_index)
         self.test_confmat = ConfusionMatrix(len(self.classes), self.ignore_index)
 
     @classmethod
     def from_config(cls, cfg: DictConfig, **task_arguments) -> SemanticSegmentation:
-        return super().from_config(cfg, loss=instantiate(cfg.loss), **task_arguments)
+        adversarial = cfg.get("adversarial")
+        return super().from_config(
+            cfg,
+            loss=instantiate(cfg.loss),
+            adversary=instantiate(adversarial) if adversarial else None,
+            **task_arguments,
+        )
 
     @classmethod
     def prepare_config(cls, cfg: DictConfig) -> None:
@@ -85,10 +100,64 @@ class SemanticSegmentation(SegmentationTask):
         return predict_probs(self.run_model, self.normalize(image), image=image, **self.inference)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        if self.adversary is not None:
+            return self.adversarial_step(batch)
         loss = self.loss(self(batch["image"]), batch["mask"], batch.get("weight"))
         self.watch_nonfinite(loss, (batch["mask"] == self.ignore_index).all())
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["image"].shape[0])
         return loss
+
+    def adversarial_step(self, batch: dict) -> torch.Tensor:
+        """One step of both networks from one backward pass (``Adversary.losses`` says why)."""
+        model_optimizer, discriminator_optimizer = self.optimizers()
+        image, mask = self.normalize(batch["image"]), batch["mask"]
+        output = self.run_model(image)
+        logits = output["out"] if isinstance(output, dict) else output
+        segmentation = self.loss(output, mask, batch.get("weight"))
+        discriminator, term, accuracy = self.adversary.losses(image, logits.float().softmax(1), mask)
+        loss = segmentation + self.adversary.weight * term
+        self.watch_nonfinite(loss, (mask == self.ignore_index).all())
+        model_optimizer.zero_grad()
+        discriminator_optimizer.zero_grad()
+        self.manual_backward(loss + discriminator)
+        model_optimizer.step()
+        # The plain optimizer: Lightning's wrapper would count a second step per batch in global_step (and so
+        # in max_steps and the logging interval). Float16 loss scaling, which would need the wrapper, is
+        # refused with adversarial training (config._check_adversarial).
+        discriminator_optimizer.optimizer.step()
+        scheduler = self.lr_schedulers()
+        if scheduler is not None:
+            scheduler.step()
+        self.discriminator_hits += torch.stack([accuracy.detach(), torch.ones_like(accuracy)])
+        size = image.shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=size)
+        self.log_dict(
+            {"train/segmentation_loss": segmentation, "train/discriminator_loss": discriminator},
+            batch_size=size,
+        )
+        self.log("train/discriminator_accuracy", accuracy, prog_bar=True, batch_size=size)
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        if self.adversary is None:
+            return
+        accuracy, steps = (float(v) for v in self.discriminator_hits)
+        self.discriminator_hits.zero_()
+        if steps and accuracy / steps >= 1.0:
+            rank_zero_warn(
+                f"the discriminator told every ground truth from every prediction in epoch "
+                f"{self.current_epoch} (accuracy 100%): with adversarial.input={self.adversary.input} it can "
+                "win by the label maps' values alone (one-hot against soft), the shortcut Luc et al. 2016 "
+                "describe, and then it teaches the model nothing. Use adversarial=product or "
+                "adversarial=scaling."
+            )
+
+    def configure_optimizers(self):
+        if self.adversary is None:
+            return super().configure_optimizers()
+        optimizer, scheduler = self.model_optimization()
+        discriminator = self.adversary.optimizer_factory(params=list(self.adversary.parameters()))
+        return [optimizer, discriminator], [scheduler] if scheduler else []
 
     def reference_loss(self, model: nn.Module, batch: dict, device: torch.device) -> torch.Tensor:
         """The loss of one step as a hand-written loop computes it (``segtrain bench``'s reference)."""

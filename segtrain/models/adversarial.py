@@ -1,0 +1,176 @@
+"""Adversarial training of any semantic segmentation model.
+
+Luc, Couprie, Chintala, Verbeek. "Semantic Segmentation using Adversarial Networks", NIPS 2016 Workshop on
+Adversarial Training (arXiv:1611.08408). A discriminator a(x, y) tells ground-truth label maps from the
+segmenter's s(x); the hybrid loss is
+
+    CE(s(x), y) - lambda * [BCE(a(x, y), 1) + BCE(a(x, s(x)), 0)],
+
+which the discriminator minimises with respect to its own weights (the bracket, sign flipped) and the
+segmenter minimises with respect to its weights through the second term. As the paper does, the segmenter
+takes the non-saturating form of that term, + lambda * BCE(a(x, s(x)), 1), which has larger gradients
+where the discriminator is confident. The ground truth is compared at the segmenter's output size, which
+is the input size in segtrain's model contract; ignored pixels are zero in both label maps.
+
+What the discriminator sees of a label map (``input``):
+- ``basic``: the label map only (one-hot ground truth, class probabilities of s(x));
+- ``product``: the image times each class map, 3 x classes channels;
+- ``scaling``: the ground truth made soft: the true class gets max(tau, s_l(x)) (tau = 0.9) and the other
+  classes share the rest in proportion to s(x).
+With ``basic``, a discriminator can tell one-hot maps from soft ones by their values alone and wins at
+once (its accuracy stays at 100%); ``product`` and ``scaling`` take that shortcut away.
+
+Discriminators (``architecture``), as we read the paper's figures:
+- ``stanford`` (its Stanford Background net): the label map through a 5x5 convolution to 64 channels and
+  the image through 5x5 convolutions to 16 and 64, concatenated; then 3x3 convolutions 128, max-pool,
+  256, max-pool, 512, and a 3x3 convolution to the output;
+- ``pascal`` (its PASCAL VOC net): one stream over the label map (for ``basic`` and ``scaling``
+  concatenated with the image): 3x3 convolutions 96, 128, 128, max-pool, 256, 256, max-pool, 512, then the
+  output convolution.
+The output map is averaged to one logit per image: a(x, y) is the probability that y is the ground truth.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.func import functional_call
+
+from segtrain.errors import SegtrainError
+
+INPUTS = ("basic", "product", "scaling")
+ARCHITECTURES = ("stanford", "pascal")
+
+
+def conv_relu(in_channels: int, out_channels: int, kernel_size: int) -> list[nn.Module]:
+    return [
+        nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2),
+        nn.ReLU(inplace=True),
+    ]
+
+
+def trunk(in_channels: int, layout: list) -> nn.Sequential:
+    """3x3 conv-ReLU layers of the widths in ``layout`` ("M": max-pool), then a 3x3 conv to a logit map."""
+    layers: list[nn.Module] = []
+    for width in layout:
+        if width == "M":
+            layers.append(nn.MaxPool2d(2, ceil_mode=True))
+        else:
+            layers += conv_relu(in_channels, width, 3)
+            in_channels = width
+    return nn.Sequential(*layers, nn.Conv2d(in_channels, 1, 3, padding=1))
+
+
+class StanfordDiscriminator(nn.Module):
+    def __init__(self, label_channels: int, image_channels: int = 3, width: float = 1.0):
+        super().__init__()
+        scaled = lambda n: max(1, int(n * width))  # noqa: E731
+        self.labels = nn.Sequential(*conv_relu(label_channels, scaled(64), 5))
+        self.image = nn.Sequential(
+            *conv_relu(image_channels, scaled(16), 5), *conv_relu(scaled(16), scaled(64), 5)
+        )
+        self.trunk = trunk(2 * scaled(64), [scaled(128), "M", scaled(256), "M", scaled(512)])
+
+    def forward(self, image: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.trunk(torch.cat([self.image(image), self.labels(labels)], dim=1))
+
+
+class PascalDiscriminator(nn.Module):
+    def __init__(self, label_channels: int, image_channels: int = 3, width: float = 1.0, with_image=True):
+        super().__init__()
+        layout = [w if w == "M" else max(1, int(w * width)) for w in (96, 128, 128, "M", 256, 256, "M", 512)]
+        self.with_image = with_image
+        self.trunk = trunk(label_channels + (image_channels if with_image else 0), layout)
+
+    def forward(self, image: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.trunk(torch.cat([image, labels], dim=1) if self.with_image else labels)
+
+
+class Adversary(nn.Module):
+    """The discriminator with its input encoding, its loss weight (lambda) and its optimizer factory."""
+
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int = 3,
+        ignore_index: int = 255,
+        input: str = "product",
+        architecture: str = "stanford",
+        weight: float = 0.1,
+        tau: float = 0.9,
+        width: float = 1.0,
+        optimizer: Callable | None = None,
+    ):
+        super().__init__()
+        if input not in INPUTS:
+            raise SegtrainError(f"adversarial.input={input} is not one of {', '.join(INPUTS)}")
+        if architecture not in ARCHITECTURES:
+            raise SegtrainError(
+                f"adversarial.architecture={architecture} is not one of {', '.join(ARCHITECTURES)}"
+            )
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.input = input
+        self.weight = weight
+        self.tau = tau
+        self.optimizer_factory = optimizer or torch.optim.Adam
+        label_channels = num_classes * (in_channels if input == "product" else 1)
+        if architecture == "stanford":
+            self.discriminator = StanfordDiscriminator(label_channels, in_channels, width)
+        else:
+            self.discriminator = PascalDiscriminator(
+                label_channels, in_channels, width, with_image=input != "product"
+            )
+
+    def label_maps(self, probs: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(ground truth, prediction) as class maps over labelled pixels; ``scaling`` softens the first."""
+        valid = (mask != self.ignore_index).unsqueeze(1)
+        target = mask.long().where(valid.squeeze(1), 0)
+        truth = F.one_hot(target, self.num_classes).movedim(-1, 1).to(probs.dtype)
+        if self.input == "scaling":
+            soft = probs.detach()
+            true_prob = soft.gather(1, target.unsqueeze(1))
+            raised = true_prob.clamp(min=self.tau)
+            others = soft * (1 - raised) / (1 - true_prob).clamp(min=1e-6)
+            truth = torch.where(truth.bool(), raised.expand_as(soft), others)
+        return truth * valid, probs * valid
+
+    def encode(self, image: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if self.input != "product":
+            return labels
+        return (image.unsqueeze(2) * labels.unsqueeze(1)).flatten(1, 2)
+
+    def logits(
+        self, image: torch.Tensor, labels: torch.Tensor, parameters: dict | None = None
+    ) -> torch.Tensor:
+        """One logit per image; ``parameters``: the discriminator's weights to use instead of its own."""
+        encoded = self.encode(image, labels)
+        if parameters is None:
+            out = self.discriminator(image, encoded)
+        else:
+            out = functional_call(self.discriminator, parameters, (image, encoded))
+        return out.float().mean(dim=(1, 2, 3))
+
+    def losses(
+        self, image: torch.Tensor, probs: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(discriminator loss, segmenter's adversarial term, discriminator accuracy) for one batch.
+
+        One backward pass of ``segmentation loss + weight * term + discriminator loss`` gives each network
+        its own gradient: the discriminator's loss sees the prediction detached, and the segmenter's term
+        runs the discriminator with detached weights. Both optimizers then step (simultaneous updates),
+        which keeps DistributedDataParallel's one backward per step.
+        """
+        truth, predicted = self.label_maps(probs, mask)
+        real_and_fake = self.logits(torch.cat([image, image]), torch.cat([truth, predicted.detach()]))
+        labels = torch.cat([torch.ones(len(image)), torch.zeros(len(image))]).to(real_and_fake)
+        # BCE(a(x, y), 1) + BCE(a(x, s(x)), 0): twice the mean over the two halves.
+        discriminator_loss = 2 * F.binary_cross_entropy_with_logits(real_and_fake, labels)
+        accuracy = ((real_and_fake > 0).float() == labels).float().mean()
+        frozen = {name: p.detach() for name, p in self.discriminator.named_parameters()}
+        fooled = self.logits(image, predicted, frozen)
+        term = F.binary_cross_entropy_with_logits(fooled, torch.ones_like(fooled))
+        return discriminator_loss, term, accuracy
