@@ -20,6 +20,7 @@ GROUPS = [
     ("model", "models"),
     ("data", "datasets"),
     ("loss", "losses"),
+    ("adversarial", "adversarial training"),
     ("experiment", "experiments (paper recipes and quick runs)"),
 ]
 
