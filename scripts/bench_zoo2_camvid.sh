@@ -15,7 +15,7 @@ declare -A RUNS=(
   [pan]="model=pan $RESNET model.channels=64"
   [danet]="model=danet $RESNET model.channels=64 inference.mode=whole"
   [dpn]="model=dpn $VGG"
-  [pan_product]="model=pan $RESNET model.channels=64 adversarial=product adversarial.weight=0.1"
+  [pan_product]="model=pan $RESNET model.channels=64 adversarial=product adversarial.weight=0.1 adversarial.width=0.25"
 )
 for name in "${@:-attention_to_scale reverse_attention pan danet dpn pan_product}"; do
   for run in $name; do
