@@ -73,13 +73,17 @@ def test_one_backward_gives_each_network_its_own_gradient():
         logits = segmenter(image)
         discriminator, term, _ = adversary.losses(image, logits.softmax(1), mask)
         segmentation = F.cross_entropy(logits, mask.long(), ignore_index=255)
-        total = {"all": segmentation + 0.5 * term + discriminator, "d": discriminator}.get(which)
-        if which == "s":
-            total = segmentation + 0.5 * term
-        total.backward()
-        return [
-            p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in segmenter.parameters()
-        ], [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in adversary.parameters()]
+        totals = {
+            "all": segmentation + 0.5 * term + discriminator,
+            "s": segmentation + 0.5 * term,
+            "d": discriminator,
+        }
+        totals[which].backward()
+
+        def gradients(module):
+            return [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in module.parameters()]
+
+        return gradients(segmenter), gradients(adversary)
 
     s_all, d_all = grads("all")
     s_only, d_from_s = grads("s")

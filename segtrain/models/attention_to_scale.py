@@ -16,13 +16,12 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-import torch.nn as nn
 
 from segtrain.models.blocks import ScaleFusion, resize_to, with_aux
-from segtrain.models.deeplab import LargeFOV
+from segtrain.models.deeplab import DeepLabV1
 
 
-class AttentionToScale(nn.Module):
+class AttentionToScale(DeepLabV1):
     """DeepLab-LargeFOV shared across scales, merged by attention (``merge="max"``: max fusion)."""
 
     def __init__(
@@ -37,14 +36,8 @@ class AttentionToScale(nn.Module):
         dropout: float = 0.5,
         backbone: dict | None = None,
     ):
-        super().__init__()
-        self.features = LargeFOV(in_channels, fc_channels, fc6_dilation, dropout, backbone)
-        self.classifier = nn.Conv2d(fc_channels, num_classes, 1)
+        super().__init__(num_classes, in_channels, fc_channels, fc6_dilation, dropout, backbone)
         self.fusion = ScaleFusion(scales, merge, fc_channels, attention_channels)
-
-    def features_and_scores(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        features = self.features(x)
-        return features, self.classifier(features)
 
     def forward(self, x: torch.Tensor):
         merged, scores = self.fusion(self.features_and_scores, x)

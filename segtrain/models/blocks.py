@@ -255,8 +255,9 @@ class ScaleFusion(nn.Module):
         for scale in self.scales:
             feature, score = network(rescale(x, scale))
             reference = scores[0] if scores else score
-            features.append(resize_to(feature, reference))
             scores.append(resize_to(score, reference))
+            if self.merge == "attention":
+                features.append(resize_to(feature, reference))
         if self.merge == "max":
             return torch.stack(scores).amax(dim=0), scores
         weights = self.attention_weights(features)

@@ -101,8 +101,9 @@ class DeepParsingNetwork(nn.Module):
         if self.stage == "unary":
             return resize_to(unary, x)
         fixed = self.training and self.stage != "joint"
-        spatial = self.mrf.spatial(torch.sigmoid(unary.detach() if fixed else unary))
+        held = unary.detach() if fixed else unary
+        spatial = self.mrf.spatial(torch.sigmoid(held))
         if self.stage == "local":
-            return resize_to(unary.detach() - spatial, x)
+            return resize_to(held - spatial, x)
         penalty = self.mrf.label_context(spatial.detach() if fixed else spatial)
-        return resize_to((unary.detach() if fixed else unary) - penalty, x)
+        return resize_to(held - penalty, x)

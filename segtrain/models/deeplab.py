@@ -86,8 +86,13 @@ class DeepLabV1(nn.Module):
         self.features = LargeFOV(in_channels, fc_channels, fc6_dilation, dropout, backbone)
         self.classifier = nn.Conv2d(fc_channels, num_classes, 1)
 
+    def features_and_scores(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """fc7 features and class scores, both at output stride 8."""
+        features = self.features(x)
+        return features, self.classifier(features)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return resize_to(self.classifier(self.features(x)), x)
+        return resize_to(self.features_and_scores(x)[1], x)
 
 
 class DeepLabV2(nn.Module):

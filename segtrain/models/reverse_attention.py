@@ -39,12 +39,13 @@ class ReverseAttentionNetwork(nn.Module):
         super().__init__()
         self.trunk = VGG16(in_channels, dilated=True, **(backbone or {}))
         channels = self.trunk.stage_channels[-1]
-        self.original = nn.Sequential(
-            fc6_fc7(channels, fc_channels, fc6_dilation, dropout), nn.Conv2d(fc_channels, num_classes, 1)
-        )
-        self.reverse = nn.Sequential(
-            fc6_fc7(channels, fc_channels, fc6_dilation, dropout), nn.Conv2d(fc_channels, num_classes, 1)
-        )
+
+        def branch() -> nn.Sequential:
+            return nn.Sequential(
+                fc6_fc7(channels, fc_channels, fc6_dilation, dropout), nn.Conv2d(fc_channels, num_classes, 1)
+            )
+
+        self.original, self.reverse = branch(), branch()
 
     def forward(self, x: torch.Tensor):
         conv5 = self.trunk(x)[-1]
