@@ -191,7 +191,9 @@ def test_voc_trains_with_deeplabv3plus(tmp_path):
 @pytest.mark.slow
 def test_unknown_group_option_and_key_list_choices(tmp_path):
     assert_clean_error(
-        run_cli("model=deeplabv9", cwd=tmp_path), "model=deeplabv9", "choose one of: deconvnet, deeplabv1"
+        run_cli("model=deeplabv9", cwd=tmp_path),
+        "model=deeplabv9",
+        "choose one of: attention_to_scale, danet, deconvnet, deeplabv1",
     )
     assert_clean_error(run_cli("optimizer.learning_rate=0.1", cwd=tmp_path), "unknown config key", "lr")
     assert not (tmp_path / "outputs").exists()
