@@ -1,4 +1,4 @@
-"""Model zoo I: every model at odd sizes, with gradients, exported (ONNX at two sizes, TorchScript),
+"""The model zoo: every model at odd sizes, with gradients, exported (ONNX at two sizes, TorchScript),
 and at its paper configuration with the paper's parameter count."""
 
 import pytest
@@ -18,9 +18,11 @@ from segtrain.models.deep_parsing_network import DeepParsingNetwork
 from segtrain.models.deeplab import DeepLabV1, DeepLabV2, DeepLabV3, DeepLabV3Plus
 from segtrain.models.fcn import FCN, FCNVGG
 from segtrain.models.fpn import SemanticFPN
+from segtrain.models.lstm2d import SceneLabelingLSTM
 from segtrain.models.parsenet import ParseNet
 from segtrain.models.pspnet import PSPNet
 from segtrain.models.pyramid_attention import PyramidAttentionNetwork
+from segtrain.models.reseg import ReSeg
 from segtrain.models.reverse_attention import ReverseAttentionNetwork, reverse_attention_fusion
 from segtrain.models.segnet import SegNet
 from segtrain.models.unet import UNet
@@ -50,6 +52,9 @@ ZOO = {
     "pan": lambda: PyramidAttentionNetwork(5, backbone=RESNET, channels=32),
     "danet": lambda: DANet(5, backbone=RESNET, channels=32),
     "dpn": lambda: DeepParsingNetwork(5, fc_channels=32, backbone=VGG),
+    # Zoo III.
+    "lstm2d": lambda: SceneLabelingLSTM(5, lstm_channels=(4, 6), hidden_channels=(5,)),
+    "reseg": lambda: ReSeg(5, hidden=8, upsample_channels=6, backbone=VGG),
     # The spine's models, exported the same way.
     "fcn_resnet": lambda: FCN(5, backbone=RESNET),
     "deeplabv3": lambda: DeepLabV3(5, backbone={**RESNET, "multi_grid": None}, channels=32),
