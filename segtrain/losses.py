@@ -135,3 +135,21 @@ class CEDiceLoss(SegmentationLoss):
         return self.ce_weight * self.ce.compute(logits, target) + self.dice_weight * self.dice.compute(
             logits, target
         )
+
+
+class WeightedSigmoidCrossEntropy(SegmentationLoss):
+    """Per-pixel sigmoid cross-entropy of one-channel logits against a 0/1 mask, with the negative pixels
+    weighted ``negative_weight`` (Hu et al. 2016: 1/3, since the referred object is a small part of the
+    image), averaged over the labelled pixels."""
+
+    def __init__(self, negative_weight: float = 1 / 3, **kwargs):
+        super().__init__(**kwargs)
+        self.negative_weight = negative_weight
+
+    def compute(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        logits = logits[:, 0].float()
+        labelled = target != self.ignore_index
+        positive = (target == 1).float()
+        weights = torch.where(target == 1, 1.0, self.negative_weight) * labelled
+        loss = F.binary_cross_entropy_with_logits(logits, positive, reduction="none")
+        return (loss * weights).sum() / labelled.sum().clamp(min=1)

@@ -196,3 +196,35 @@ def format_coco_table(result: dict, title: str = "") -> str:
 
 def _ap(value: float | None) -> str:
     return percent(None if value is None or value < 0 else value)
+
+
+#: The IoU thresholds of referring segmentation's precision (Hu et al. 2016, Table 1).
+PRECISION_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+def referring_scores(intersections: torch.Tensor, unions: torch.Tensor) -> dict:
+    """Overall IoU (summed intersections over summed unions, which favours large objects), mean IoU (of
+    the per-expression IoUs) and precision@t, the share of expressions whose IoU is at least t. An
+    expression whose object and prediction are both empty counts as IoU 1."""
+    intersections, unions = intersections.double().cpu(), unions.double().cpu()
+    ious = torch.where(unions > 0, intersections / unions.clamp(min=1), torch.ones_like(unions))
+    count = len(ious)
+    result = {
+        "overall_IoU": float(intersections.sum() / unions.sum().clamp(min=1)),
+        "mean_IoU": float(ious.mean()) if count else float("nan"),
+        "expressions": count,
+    }
+    for threshold in PRECISION_THRESHOLDS:
+        result[f"precision@{threshold}"] = (
+            float((ious >= threshold).double().mean()) if count else float("nan")
+        )
+    return result
+
+
+def format_referring_table(result: dict, title: str = "") -> str:
+    lines = [title] if title else []
+    lines.append("  ".join(f"{key:>13}" for key in ("overall IoU", "mean IoU")))
+    lines.append("  ".join(f"{percent(result[key]):>13}" for key in ("overall_IoU", "mean_IoU")))
+    lines.append("  ".join(f"{'prec@' + str(t):>9}" for t in PRECISION_THRESHOLDS))
+    lines.append("  ".join(f"{percent(result[f'precision@{t}']):>9}" for t in PRECISION_THRESHOLDS))
+    return "\n".join(lines)

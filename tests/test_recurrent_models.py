@@ -1,9 +1,13 @@
-"""Zoo III's recurrent models: the 2D-LSTM's anti-diagonal sweep against a cell-by-cell one, its
-receptive field, and ReSeg's sweeps."""
+"""Zoo III's recurrent and graph models: the 2D-LSTM's anti-diagonal sweep against a cell-by-cell one,
+its receptive field, ReSeg's sweeps, and the Graph LSTM's neighbours, update order and superpixels."""
+
+from functools import partial
 
 import pytest
 import torch
 
+from segtrain.data.datasets.shapes import Shapes
+from segtrain.models.graph_lstm import GraphLSTMNet, neighbours
 from segtrain.models.lstm2d import FLIPS, LSTM2d, SceneLabelingLSTM, skew, unskew
 from segtrain.models.reseg import ReSeg, sweep
 
@@ -92,3 +96,110 @@ def test_reseg_paper_configuration():
     assert frozen == 1_735_488
     assert model.renet[0].vertical.hidden_size == 100 and model.upsample[0].out_channels == 50
     assert trainable == 809_061
+
+
+def shapes_image(size: int = 64) -> torch.Tensor:
+    """A [1, 3, H, W] image with regions for SLIC to find."""
+    return Shapes("train", image_size=size)[3]["image"][None].float()
+
+
+def tiny_graph_lstm() -> GraphLSTMNet:
+    return GraphLSTMNet(
+        4,
+        hidden=8,
+        fc_channels=16,
+        superpixels={"n_segments": 40, "compactness": 10.0},
+        backbone={"width": 0.0625},
+    )
+
+
+def test_neighbours_are_the_touching_superpixels():
+    superpixels = torch.tensor([[[0, 0, 1], [2, 2, 1], [2, 3, 3]]])
+    index, mask = neighbours(superpixels, 4)
+    found = [sorted(index[0, node][mask[0, node]].tolist()) for node in range(4)]
+    assert found == [[1, 2], [0, 2, 3], [0, 1, 3], [1, 2]]
+
+
+def test_graph_lstm_updates_nodes_in_confidence_order():
+    torch.manual_seed(0)
+    model = tiny_graph_lstm().eval()
+    image = shapes_image()
+    superpixels = model.superpixels_of(image)
+    captured = {}
+    model.confidence.register_forward_hook(lambda m, args, out: captured.update(confidence=out))
+    model.graph[0].register_forward_pre_hook(lambda m, args: captured.update(order=args[1]))
+    with torch.no_grad():
+        model(image, superpixels)
+    top = captured["confidence"].softmax(1).amax(1)[0]
+    # Each superpixel's confidence: the mean over its pixels of their stride-8 cell's top class probability.
+    cells = top[torch.arange(64)[:, None] // 8, torch.arange(64)[None, :] // 8]
+    nodes = int(superpixels.max()) + 1
+    assert nodes > 5
+    confidence = torch.stack([cells[superpixels[0] == node].mean() for node in range(nodes)])
+    assert captured["order"][0].tolist() == torch.argsort(confidence, descending=True).tolist()
+
+
+def test_graph_lstm_output_does_not_depend_on_superpixel_ids():
+    torch.manual_seed(0)
+    model = tiny_graph_lstm().eval()
+    image = shapes_image()
+    superpixels = model.superpixels_of(image)
+    relabelled = torch.randperm(int(superpixels.max()) + 1)[superpixels]
+    with torch.no_grad():
+        assert torch.allclose(model(image, superpixels), model(image, relabelled), atol=1e-5)
+    # Given none, the model computes from its normalised input the superpixels the workers compute from uint8.
+    assert torch.equal(model.superpixels_of((image - 100) / 50), superpixels)
+
+
+def test_graph_lstm_trains_every_part_at_odd_sizes():
+    torch.manual_seed(0)
+    model = tiny_graph_lstm().train()
+    image = torch.nn.functional.interpolate(shapes_image(), size=(45, 71))
+    out = model(image)
+    assert out["out"].shape == (1, 4, 45, 71) and out["aux"][0].shape == (1, 4, 45, 71)
+    (out["out"].square().mean() + out["aux"][0].square().mean()).backward()
+    assert all(p.grad is not None for p in model.parameters())
+    assert model.graph[0].neighbour_forget.weight.grad.abs().sum() > 0
+
+
+def test_data_workers_compute_superpixels_for_training_batches():
+    from segtrain.data.datamodule import SegDataModule
+
+    datamodule = SegDataModule(
+        dataset=partial(Shapes, lengths={"train": 4, "val": 2}, image_size=32),
+        classes=["a"] * 6,
+        palette=[[0, 0, 0]] * 6,
+        num_classes=6,
+        batch_size=2,
+        num_workers=0,
+        superpixels={"n_segments": 20, "compactness": 10.0},
+    )
+    batch = next(iter(datamodule.loader("train")))
+    assert batch["superpixels"].shape == (2, 32, 32) and batch["superpixels"].min() == 0
+    assert "superpixels" not in next(iter(datamodule.loader("val")))
+
+
+@pytest.mark.slow
+def test_graph_lstm_trains_evaluates_and_refuses_export(tmp_path):
+    from tests.conftest import checkpoints, run_cli
+
+    run = [
+        "model=graph_lstm",
+        "model.hidden=8",
+        "model.fc_channels=16",
+        "+model.backbone.width=0.0625",
+        "model.backbone.pretrained=false",
+        "model.superpixels.n_segments=20",
+        "data.dataset.lengths={train:16,val:4,test:4}",
+        "data.dataset.image_size=32",
+        "trainer.max_epochs=1",
+        "callbacks.progress_bar=null",
+    ]
+    result = run_cli(*run, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ckpt = checkpoints(tmp_path / "outputs")[0]
+    result = run_cli("eval", f"ckpt={ckpt}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_cli("export", f"ckpt={ckpt}", f"output={tmp_path / 'model.onnx'}", cwd=tmp_path)
+    assert result.returncode != 0 and "Graph LSTM cannot be exported" in result.stderr
+    assert not (tmp_path / "model.onnx").exists()

@@ -28,7 +28,7 @@ from segtrain.tasks.base import ExportSpec
 
 def export_onnx(
     model: torch.nn.Module,
-    sample: torch.Tensor,
+    sample: torch.Tensor | tuple[torch.Tensor, ...],
     path: Path,
     opset: int,
     exporter: str = "torchscript",
@@ -39,6 +39,7 @@ def export_onnx(
     but able to trace the size-dependent Python branches that torch.export rejects (U-Net's crop, for one)
     and the detectors' data-dependent number of detections."""
     spec = spec or ExportSpec(model, [sample])
+    inputs = sample if isinstance(sample, tuple) else (sample,)
     names = {"input_names": spec.input_names, "output_names": spec.output_names, "opset_version": opset}
     if exporter == "torch.export":
         dims = {}
@@ -51,7 +52,7 @@ def export_onnx(
         )
         torch.onnx.export(
             model,
-            (sample,),
+            inputs,
             str(path),
             dynamo=True,
             dynamic_shapes=shapes,
@@ -60,7 +61,7 @@ def export_onnx(
             **names,
         )
         return
-    torch.onnx.export(model, (sample,), str(path), dynamic_axes=spec.dynamic_axes, dynamo=False, **names)
+    torch.onnx.export(model, inputs, str(path), dynamic_axes=spec.dynamic_axes, dynamo=False, **names)
 
 
 def embed_metadata(path: Path, meta: dict) -> None:
@@ -90,14 +91,15 @@ def check_output(path: Path) -> None:
 
 
 def compare(
-    exported, model: torch.nn.Module, samples: list[torch.Tensor], label: str, align: Callable | None = None
+    exported, model: torch.nn.Module, samples: list, label: str, align: Callable | None = None
 ) -> float:
     """The largest difference between the exported model and PyTorch over ``samples`` and every output
     (infinite where an output's shape differs, e.g. another number of detections); ``align`` puts the
     export's outputs in PyTorch's order first."""
     worst = 0.0
     for sample in samples:
-        ours, theirs = as_tuple(exported(sample)), as_tuple(model(sample))
+        inputs = sample if isinstance(sample, tuple) else (sample,)
+        ours, theirs = as_tuple(exported(*inputs)), as_tuple(model(*inputs))
         if align is not None:
             ours = align(theirs, ours)
         diff = 0.0
@@ -107,7 +109,7 @@ def compare(
             elif mine.numel():
                 diff = max(diff, (mine.float() - reference.float()).abs().max().item())
         shapes = ", ".join(str(tuple(output.shape)) for output in theirs)
-        print(f"{label} vs PyTorch at {tuple(sample.shape)}: max abs diff {diff:.3e} (outputs {shapes})")
+        print(f"{label} vs PyTorch at {tuple(inputs[0].shape)}: max abs diff {diff:.3e} (outputs {shapes})")
         worst = max(worst, diff)
     return worst
 
@@ -166,6 +168,9 @@ def export(cfg: DictConfig) -> Path:
     )
     check_output(path)
     task, merged = load_task(cfg, data_root=False)
+    # A model that cannot be exported says why (Graph LSTM: SLIC and a data-dependent update order).
+    if getattr(task.model, "export_error", None):
+        raise SegtrainError(task.model.export_error)
     spec = task.export_spec([tuple(size) for size in cfg.export.check_sizes])
     path.parent.mkdir(parents=True, exist_ok=True)
     # Written beside the target and renamed into place once checked: a failed export keeps the old file.

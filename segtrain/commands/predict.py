@@ -1,4 +1,6 @@
 """``segtrain predict``: predictions for a directory of images from a checkpoint or an exported model.
+A referring model also takes an expression: ``text="the blue square"`` for every image, or
+``input=pairs.tsv`` of image and expression pairs.
 
 The checkpoint's (or the export's) task writes them: palette PNG masks and overlays (semantic), COCO
 results json and instance overlays (instance). Each image goes through the model's evaluation transforms
@@ -76,7 +78,9 @@ def load_exported(path: Path) -> tuple[Callable[[torch.Tensor], torch.Tensor], d
             f"ckpt={path} is not a readable ONNX model ({str(err).splitlines()[0][:200]})"
         ) from None
     first = session.get_outputs()[0]
-    channels = first.shape[1] if first.name == "logits" else None
+    # A semantic model's logits hold one channel per class (a referring model's one, whatever the classes).
+    semantic = meta.get("task", DEFAULT_TASK) == "semantic"
+    channels = first.shape[1] if first.name == "logits" and semantic else None
     if isinstance(channels, int) and channels != len(meta["classes"]):
         raise SegtrainError(
             f"{path} outputs {channels} classes but its metadata {meta_path} lists {len(meta['classes'])}: "
@@ -86,11 +90,13 @@ def load_exported(path: Path) -> tuple[Callable[[torch.Tensor], torch.Tensor], d
 
 
 def session_runner(session) -> Callable:
-    """An onnxruntime session as a function: one tensor in; a tensor out, or a tuple of them."""
-    input_name = session.get_inputs()[0].name
+    """An onnxruntime session as a function: its inputs in order (an image; the referring task's also token
+    ids); a tensor out, or a tuple of them."""
+    input_names = [node.name for node in session.get_inputs()]
 
-    def run(x: torch.Tensor):
-        outputs = tuple(torch.from_numpy(output) for output in session.run(None, {input_name: x.numpy()}))
+    def run(*inputs: torch.Tensor):
+        feed = {name: x.numpy() for name, x in zip(input_names, inputs)}
+        outputs = tuple(torch.from_numpy(output) for output in session.run(None, feed))
         return outputs[0] if len(outputs) == 1 else outputs
 
     return run
@@ -142,7 +148,6 @@ def predict(cfg: DictConfig) -> Path:
     inputs = list_inputs(cfg.input)
     out_dir = Path(cfg.output)
     written_before = check_output(out_dir, inputs, Path(cfg.input))
-    names = output_names(inputs)
     ckpt = Path(cfg.ckpt)
     if ckpt.suffix in EXPORTED_SUFFIXES:
         run, meta = load_exported(ckpt)
@@ -160,7 +165,9 @@ def predict(cfg: DictConfig) -> Path:
         inference = task.inference_settings(merged)
         transforms = merged.data.val_transforms
     writer = task_class(meta.get("task", DEFAULT_TASK))
-    targets = [name for path in inputs for name in writer.prediction_files(names[path])]
+    requests = writer.prediction_requests(cfg, inputs)
+    names = writer.prediction_names(requests)
+    targets = [name for request in requests for name in writer.prediction_files(names[request])]
     targets += writer.prediction_summary_files
     foreign = [name for name in targets if (out_dir / name).exists() and name not in written_before]
     if foreign:
@@ -172,6 +179,8 @@ def predict(cfg: DictConfig) -> Path:
     # Recorded before writing, so that a run killed midway still owns the files it wrote.
     (out_dir / MANIFEST).write_text(json.dumps(sorted(written_before | set(targets))))
     with torch.inference_mode():
-        message = writer.predict_images(run, meta, inference, instantiate(transforms), inputs, names, out_dir)
+        message = writer.predict_images(
+            run, meta, inference, instantiate(transforms), requests, names, out_dir
+        )
     print(message)
     return out_dir

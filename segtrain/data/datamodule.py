@@ -33,6 +33,10 @@ class SegDataModule(pl.LightningDataModule):
     ``weight_map``: the U-Net paper's per-pixel loss weights (``unet_weight_map`` arguments),
     computed for training samples in the workers; ``loss=unet_weight_map`` sets it.
 
+    ``superpixels``: SLIC settings (``n_segments``, ``compactness``) of the graph models' nodes, computed for
+    training samples in the workers (batches carry them as ``superpixels``, -1 in padding);
+    ``model=graph_lstm`` sets it.
+
     ``score_resolution`` (``inference.score_resolution``, which the semantic task passes): ``original`` keeps
     validation and evaluation masks as annotated, so predictions are scored at each image's own size
     whatever ``val_transforms`` do; ``transformed`` transforms them with the image.
@@ -71,6 +75,7 @@ class SegDataModule(pl.LightningDataModule):
         color_map: dict | Sequence | str | None = None,
         label_check_batches: int = 20,
         weight_map: dict | None = None,
+        superpixels: dict | None = None,
         seed: int | None = None,
         score_resolution: str = "original",
     ):
@@ -97,6 +102,7 @@ class SegDataModule(pl.LightningDataModule):
         self.encoding = LabelEncoding(ignore_index, label_map, reduce_zero_label, color_map, self.palette)
         self.label_check_batches = label_check_batches
         self.weight_map = dict(weight_map) if weight_map else None
+        self.superpixels = dict(superpixels) if superpixels else None
         self.labels_seen: torch.Tensor | None = None
         self.datasets: dict[str, SegmentationDataset] = {}
 
@@ -114,11 +120,15 @@ class SegDataModule(pl.LightningDataModule):
 
     def build(self, stage: str) -> SegmentationDataset:
         if stage not in self.datasets:
+            # Evaluation inputs reach the model windowed, flipped or rescaled: it computes their
+            # superpixels itself.
+            extra = {"superpixels": self.superpixels} if self.superpixels and stage == "train" else {}
             self.datasets[stage] = self.reader(
                 self.splits[stage],
                 transform=self.transforms["train" if stage == "train" else "val"],
                 weight_map=self.weight_map if stage == "train" else None,
                 original_mask=self.original_masks and stage != "train",
+                **extra,
             )
             unpaired = getattr(self.datasets[stage], "unpaired", [])
             if unpaired:

@@ -191,7 +191,17 @@ class VGG16(nn.Module):
         if weights is not None or pretrained:
             self.load_torchvision_weights(weights, name)
         else:
+            self.initialize()
             record_source(self, name, RANDOM_INIT)
+
+    def initialize(self) -> None:
+        """torchvision's initialisation of a VGG trained from scratch (He et al. 2015, fan-out): PyTorch's
+        default conv initialisation shrinks the signal at every one of the 13 layers, and an unnormalised VGG
+        then hardly trains."""
+        for module in self.features.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(module.bias)
 
     def load_torchvision_weights(self, weights: str | None, name: str) -> None:
         import torch

@@ -21,6 +21,10 @@ TASKS = {
         "segtrain.tasks.instance:InstanceSegmentation",
         "model=mask_rcnn, mask_rcnn_v2, panet or masklab and data=coco_instances or instances_folder",
     ),
+    "referring": (
+        "segtrain.tasks.referring:ReferringSegmentation",
+        "model=text_objseg and data=shapes_referring or refcoco",
+    ),
 }
 
 

@@ -23,17 +23,19 @@ from pytorch_lightning.utilities import rank_zero_info
 from segtrain import LAUNCHED_AT, __version__
 from segtrain.data.description import DatasetDescription
 from segtrain.errors import SegtrainError
+from segtrain.inference import score_resolution
 from segtrain.runtime.checkpoint import composed_config
 
 
 @dataclass
 class ExportSpec:
-    """What ``segtrain export`` writes for a task: ``module`` run on ``samples`` (one per check size), the
-    graph's names and dynamic axes, the ONNX exporters worth trying in order, and how TorchScript is made
-    (``trace`` or ``script``). ``input``/``output`` describe the graph in the metadata."""
+    """What ``segtrain export`` writes for a task: ``module`` run on ``samples`` (one per check size; a tuple
+    where the graph takes several inputs, in ``input_names``' order), the graph's names and dynamic axes,
+    the ONNX exporters worth trying in order, and how TorchScript is made (``trace`` or ``script``).
+    ``input``/``output`` describe the graph in the metadata."""
 
     module: nn.Module
-    samples: list[torch.Tensor]
+    samples: list[torch.Tensor | tuple[torch.Tensor, ...]]
     input_names: list[str] = field(default_factory=lambda: ["image"])
     output_names: list[str] = field(default_factory=lambda: ["logits"])
     dynamic_axes: dict[str, dict[int, str]] = field(
@@ -245,6 +247,30 @@ class SegmentationTask(pl.LightningModule):
                 f"to {optimizer.param_groups[0]['lr']:g}"
             )
         rank_zero_info(message)
+
+    @staticmethod
+    def inference_settings(cfg: DictConfig) -> dict:
+        """The inference settings eval records and export stores, with the resolution scores are taken at."""
+        settings = OmegaConf.to_container(cfg.inference, resolve=True)
+        return {**settings, "score_resolution": score_resolution(cfg.inference)}
+
+    @staticmethod
+    def prediction_requests(cfg: DictConfig, inputs: list) -> list:
+        """What ``predict`` runs the model on: the input images (the referring task pairs them with
+        expressions)."""
+        if cfg.get("text"):
+            raise SegtrainError(
+                f"text={cfg.text!r} is for referring checkpoints (task=referring); this model segments "
+                "images without an expression. Drop text="
+            )
+        return inputs
+
+    @staticmethod
+    def prediction_names(requests: list) -> dict:
+        """The output file name of each request: its image's stem, or whole name where stems collide."""
+        from segtrain.commands.predict import output_names
+
+        return output_names(requests)
 
     def metadata(self) -> dict:
         """What eval, predict and export need besides the weights."""

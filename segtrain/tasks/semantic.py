@@ -93,8 +93,10 @@ class SemanticSegmentation(SegmentationTask):
             "segtrain check-data with the same data overrides; it names the values found and the fix"
         )
 
-    def forward(self, image: torch.Tensor):
-        return self.run_model(self.normalize(image))
+    def forward(self, image: torch.Tensor, superpixels: torch.Tensor | None = None):
+        # The graph models take the superpixels the data workers computed (data.superpixels).
+        extra = {} if superpixels is None else {"superpixels": superpixels}
+        return self.run_model(self.normalize(image), **extra)
 
     def predict_probs(self, image: torch.Tensor) -> torch.Tensor:
         return predict_probs(self.run_model, self.normalize(image), image=image, **self.inference)
@@ -102,7 +104,7 @@ class SemanticSegmentation(SegmentationTask):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         if self.adversary is not None:
             return self.adversarial_step(batch)
-        loss = self.loss(self(batch["image"]), batch["mask"], batch.get("weight"))
+        loss = self.loss(self(batch["image"], batch.get("superpixels")), batch["mask"], batch.get("weight"))
         self.watch_nonfinite(loss, (batch["mask"] == self.ignore_index).all())
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["image"].shape[0])
         return loss
@@ -210,11 +212,6 @@ class SemanticSegmentation(SegmentationTask):
     def describe_scoring(cfg: DictConfig) -> str:
         """The inference settings and resolution a table was made with, for titles and messages."""
         return f"{describe_inference(cfg)}, scored at {describe_resolution(cfg)}"
-
-    @staticmethod
-    def inference_settings(cfg: DictConfig) -> dict:
-        settings = OmegaConf.to_container(cfg.inference, resolve=True)
-        return {**settings, "score_resolution": score_resolution(cfg.inference)}
 
     @staticmethod
     def describe_predictions(cfg: DictConfig) -> str:

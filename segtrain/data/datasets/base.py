@@ -26,6 +26,7 @@ from torch.utils.data import Dataset
 from segtrain.data.checks import check_pair
 from segtrain.data.encoding import LabelEncoding
 from segtrain.data.io import read_image, read_mask
+from segtrain.data.superpixels import slic_superpixels
 from segtrain.data.transforms import transform_item
 from segtrain.data.weight_map import unet_weight_map
 from segtrain.errors import SegtrainError
@@ -45,8 +46,11 @@ class SegmentationDataset(Dataset):
         encoding: LabelEncoding | None = None,
         weight_map: dict | None = None,
         original_mask: bool = False,
+        superpixels: dict | None = None,
     ):
         self.split = split
+        #: SLIC settings for the graph models' superpixels, computed here in the workers (or None).
+        self.superpixels = superpixels
         self.original_mask = original_mask
         self.weight_map = weight_map
         self.num_classes = num_classes
@@ -98,6 +102,8 @@ class SegmentationDataset(Dataset):
             item["weight"] = torch.from_numpy(
                 unet_weight_map(mask, ignore_index=self.ignore_index, **self.weight_map)
             )
+        if self.superpixels is not None:
+            item["superpixels"] = torch.from_numpy(slic_superpixels(image, **self.superpixels))
         return item
 
 
@@ -223,4 +229,9 @@ def pad_collate(batch: Sequence[dict], ignore_index: int = 255) -> dict:
     collated = {"image": images, "mask": masks, "meta": [item["meta"] for item in batch]}
     if weights is not None:
         collated["weight"] = weights
+    if "superpixels" in first:
+        superpixels = first["superpixels"].new_full((len(batch), *image_size), -1)
+        for i, item in enumerate(batch):
+            superpixels[(i, *(slice(0, n) for n in item["superpixels"].shape))] = item["superpixels"]
+        collated["superpixels"] = superpixels
     return collated

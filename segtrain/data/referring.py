@@ -1,0 +1,137 @@
+"""Referring segmentation data: an image, an expression, and the mask of the one object it refers to.
+
+Items: ``{"image": uint8 CxHxW, "tokens": int64 [T], "mask": uint8 HxW (1: the referred object, 0: the
+rest, 255: ignore), "meta": {"expression": str, "name", "size", "region", ...}}``. Evaluation items keep the
+mask as annotated, as semantic ones do, so predictions are scored at each image's own size.
+
+Expressions are lower-cased and split into words; a word the vocabulary does not hold becomes ``<unk>``.
+Token ids are left-padded with ``<pad>`` (0) to ``max_length`` and cut after it, so that the last step of
+the language model has read the last word whatever the length (Hu et al. 2016 do the same).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from functools import partial
+from typing import Iterable, Sequence
+
+import albumentations as A
+import torch
+
+from segtrain.data.datamodule import SegDataModule
+from segtrain.data.datasets.base import SegmentationDataset, pad_collate
+from segtrain.errors import SegtrainError
+
+PAD, UNK = "<pad>", "<unk>"
+
+
+def tokenize(expression: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+(?:'[a-z]+)?", expression.lower())
+
+
+def build_vocabulary(expressions: Iterable[str], min_count: int = 1) -> list[str]:
+    """``<pad>``, ``<unk>``, then the words seen at least ``min_count`` times, most frequent first (ties
+    alphabetically, so that the same expressions always give the same ids)."""
+    counts = Counter(word for expression in expressions for word in tokenize(expression))
+    words = sorted((w for w, n in counts.items() if n >= min_count), key=lambda w: (-counts[w], w))
+    return [PAD, UNK, *words]
+
+
+def encode(expression: str, ids: dict[str, int], max_length: int) -> torch.Tensor:
+    """int64 [max_length]: the first ``max_length`` words' ids, left-padded with 0."""
+    words = tokenize(expression)[:max_length]
+    tokens = [ids.get(word, ids[UNK]) for word in words]
+    return torch.tensor([0] * (max_length - len(tokens)) + tokens, dtype=torch.int64)
+
+
+def word_ids(vocabulary: Sequence[str]) -> dict[str, int]:
+    if len(vocabulary) < 2 or list(vocabulary[:2]) != [PAD, UNK]:
+        raise SegtrainError(
+            f"data.vocabulary must start with {PAD!r} and {UNK!r} (it starts {list(vocabulary[:2])}); leave "
+            "it null and training builds it from the train split's expressions"
+        )
+    return {word: index for index, word in enumerate(vocabulary)}
+
+
+class ReferringDataset(SegmentationDataset):
+    """Base of the referring readers: ``read_raw`` gives the image, the referred object's 0/1 mask and
+    meta with its ``expression``; ``expressions()`` lists them without reading images (for the vocabulary).
+    Without a ``vocabulary`` items carry no tokens."""
+
+    def __init__(self, split: str, vocabulary: Sequence[str] | None = None, max_length: int = 20, **kwargs):
+        super().__init__(split, num_classes=2, **kwargs)
+        self.ids = word_ids(vocabulary) if vocabulary is not None else None
+        self.max_length = max_length
+
+    def expressions(self) -> list[str]:
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> dict:
+        item = super().__getitem__(index)
+        if self.ids is not None:
+            item["tokens"] = encode(item["meta"]["expression"], self.ids, self.max_length)
+        return item
+
+
+def referring_collate(batch: Sequence[dict], ignore_index: int = 255) -> dict:
+    collated = pad_collate(batch, ignore_index)
+    collated["tokens"] = torch.stack([item["tokens"] for item in batch])
+    return collated
+
+
+#: Augmentations that swap sides or turn the image: an expression's "left" or "above" would then point at
+#: another object than its mask.
+GEOMETRY_FLIPS = (A.HorizontalFlip, A.VerticalFlip, A.RandomRotate90, A.Transpose, A.D4)
+
+
+class ReferringDataModule(SegDataModule):
+    """Train / val / eval loaders of a referring reader (``dataset``: a partial taking ``split``,
+    ``vocabulary``, ``max_length``, ``ignore_index``, ``in_channels``, ``transform``, ``original_mask``).
+
+    ``vocabulary``: the words the model reads, ``<pad>`` and ``<unk>`` first; null until training builds it
+    from the train split's words seen ``min_word_count`` times or more
+    (``ReferringSegmentation.prepare_config``), after which checkpoints carry it. ``max_length``: words
+    read per expression (the paper's 20).
+    """
+
+    task = "referring"
+
+    def __init__(
+        self, vocabulary: Sequence[str] | None = None, max_length: int = 20, min_word_count: int = 1, **data
+    ):
+        # min_word_count is read where the vocabulary is built (ReferringSegmentation.prepare_config).
+        super().__init__(label_check_batches=0, **data)
+        self.vocabulary = list(vocabulary) if vocabulary is not None else None
+        self.max_length = max_length
+        pipeline = self.transforms["train"]
+        listed = pipeline.transforms if pipeline is not None else []
+        flips = [type(t).__name__ for t in listed if isinstance(t, GEOMETRY_FLIPS)]
+        if flips:
+            raise SegtrainError(
+                f"data.train_transforms hold {', '.join(flips)}: expressions name sides ('the disc left of "
+                "the square'), so a flipped or turned image no longer matches its expression. Remove them "
+                "from data.train_transforms"
+            )
+
+    def reader(self, split: str, **options) -> ReferringDataset:
+        options.pop("weight_map", None)
+        return self.dataset_factory(
+            split=split,
+            vocabulary=options.pop("vocabulary", self.vocabulary),
+            max_length=self.max_length,
+            ignore_index=self.ignore_index,
+            in_channels=self.in_channels,
+            **options,
+        )
+
+    def build(self, stage: str) -> ReferringDataset:
+        if self.vocabulary is None:
+            raise SegtrainError(
+                "data.vocabulary is null: `segtrain train` builds it from the train split's expressions and "
+                "stores it in the checkpoint. Train first, or pass the checkpoint (ckpt=...)"
+            )
+        return super().build(stage)
+
+    def collate(self):
+        return partial(referring_collate, ignore_index=self.ignore_index)

@@ -1,0 +1,393 @@
+"""Referring segmentation: the mask of the one object an expression refers to ("the red disc left of the
+square"), scored by overall IoU, mean IoU and precision at IoU 0.5-0.9 (Hu et al. 2016).
+
+Items: ``{"image": uint8 CHW, "tokens": int64 [T], "mask": uint8 HW (1 the object, 0 the rest, 255
+ignore), "meta": {"expression", ...}}`` (``segtrain.data.referring``). The model takes the normalised image
+and the token ids and returns one logit per pixel. The vocabulary is built from the train split's
+expressions when training starts, and travels in the config, so checkpoints and exports carry it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.distributed
+import torch.nn as nn
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from PIL import Image, ImageDraw
+
+from segtrain.data.io import read_image
+from segtrain.data.referring import build_vocabulary, encode, tokenize, word_ids
+from segtrain.data.transforms import compose, transform_item
+from segtrain.errors import SegtrainError
+from segtrain.inference import score_resolution, to_original_size
+from segtrain.metrics import PRECISION_THRESHOLDS, format_referring_table, referring_scores
+from segtrain.tasks.base import ExportSpec, SegmentationTask
+from segtrain.visualize import blend
+
+log = logging.getLogger(__name__)
+
+
+class ReferringSegmentation(SegmentationTask):
+    name = "referring"
+    primary_metric = "overall_IoU"
+    epoch_metrics = ("overall_IoU", "mean_IoU")
+
+    def __init__(
+        self, model: nn.Module, loss: nn.Module, vocabulary: list[str], max_length: int, **arguments
+    ):
+        super().__init__(model, **arguments)
+        self.loss = loss
+        self.vocabulary = list(vocabulary)
+        self.max_length = max_length
+        self.threshold = float(self.inference.get("mask_threshold", 0.5))
+        #: Per stage, [2, N] intersections and unions of the expressions scored so far on this rank.
+        self.overlaps: dict[str, list[torch.Tensor]] = {"val": [], "test": []}
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig, **task_arguments) -> ReferringSegmentation:
+        inference = cfg.inference
+        unsupported = {
+            "inference.mode=slide": inference.mode != "whole",
+            "inference.flip=true": inference.flip,
+            f"inference.scales={list(inference.scales)}": list(inference.scales) != [1.0],
+            "inference.crf=true": inference.get("crf"),
+        }
+        typed = [key for key, on in unsupported.items() if on]
+        if typed:
+            raise SegtrainError(
+                f"task=referring runs whole images once: {', '.join(typed)} would change what the expression "
+                "means (a flipped image swaps left and right) or needs class scores. Drop these overrides"
+            )
+        if cfg.data.get("vocabulary") is None:
+            raise SegtrainError(
+                "data.vocabulary is null: `segtrain train` builds it from the train split before the model; "
+                "eval, predict and export take it from the checkpoint (ckpt=...)"
+            )
+        return super().from_config(
+            cfg,
+            loss=instantiate(cfg.loss),
+            vocabulary=list(cfg.data.vocabulary),
+            max_length=int(cfg.data.max_length),
+            **task_arguments,
+        )
+
+    @classmethod
+    def prepare_config(cls, cfg: DictConfig) -> None:
+        """``data.vocabulary=null``: built from the train split's expressions and written into the config."""
+        if cfg.data.get("vocabulary") is not None:
+            return
+        datamodule = instantiate(cfg.data)
+        expressions = datamodule.reader(datamodule.splits["train"], vocabulary=None).expressions()
+        vocabulary = build_vocabulary(expressions, int(cfg.data.get("min_word_count", 1)))
+        log.info(
+            "vocabulary: %d words from %d train expressions (%s, ...)",
+            len(vocabulary) - 2,
+            len(expressions),
+            ", ".join(vocabulary[2:8]),
+        )
+        cfg.data.vocabulary = vocabulary
+
+    @classmethod
+    def build_datamodule(cls, cfg: DictConfig) -> pl.LightningDataModule:
+        return instantiate(cfg.data, score_resolution=score_resolution(cfg.inference))
+
+    @staticmethod
+    def check_data(cfg: DictConfig):
+        """``segtrain check-data``: expressions, words past ``data.max_length``, and empty masks."""
+        datamodule = instantiate(cfg.data)
+        dataset = datamodule.reader(cfg.data.split, vocabulary=None)
+        report = ReferringReport(expressions=len(dataset))
+        for index in range(len(dataset)):
+            _, mask, meta = dataset.load(index)
+            words = len(tokenize(meta["expression"]))
+            report.longest = max(report.longest, words)
+            report.cut += words > datamodule.max_length
+            report.object_pixels += float((mask == 1).mean())
+            if not (mask == 1).any():
+                report.errors.append(f"{meta['name']}: the mask of '{meta['expression']}' is empty")
+        lines = [
+            f"data={cfg.data.get('name', '?')} split={cfg.data.split}: {report.expressions} expressions, "
+            f"the longest {report.longest} words ({report.cut} cut at data.max_length="
+            f"{datamodule.max_length}); the referred object covers "
+            f"{100 * report.object_pixels / max(report.expressions, 1):.1f}% of an "
+            "image on average",
+            *report.errors[:20],
+        ]
+        return report, "\n".join(lines)
+
+    @property
+    def unlabelled_batch_hint(self) -> str:
+        return f"every pixel is ignore_index={self.ignore_index}, so the loss is undefined: check the masks"
+
+    def forward(self, image: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        return self.run_model(self.normalize(image), tokens)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss = self.loss(self(batch["image"], batch["tokens"]), batch["mask"])
+        self.watch_nonfinite(loss, (batch["mask"] == self.ignore_index).all())
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["image"].shape[0])
+        return loss
+
+    def reference_loss(self, model: nn.Module, batch: dict, device: torch.device) -> torch.Tensor:
+        """The loss of one step as a hand-written loop computes it (``segtrain bench``'s reference)."""
+        image = batch["image"].to(device, non_blocking=True)
+        normalized = ((image.float() - self.pixel_mean) / self.pixel_std).contiguous(
+            memory_format=self.memory_format
+        )
+        tokens = batch["tokens"].to(device, non_blocking=True)
+        return self.loss(model(normalized, tokens), batch["mask"].to(device, non_blocking=True))
+
+    @staticmethod
+    def bench_batch(batch: dict) -> dict:
+        pin = torch.cuda.is_available()
+        return {key: batch[key].pin_memory() if pin else batch[key] for key in ("image", "tokens", "mask")}
+
+    def _evaluate_batch(self, batch: dict, stage: str) -> torch.Tensor:
+        logits = to_original_size(self(batch["image"], batch["tokens"]).float(), batch["meta"])
+        predicted = torch.sigmoid(logits[:, 0]) > self.threshold
+        mask = batch["mask"]
+        labelled, target = mask != self.ignore_index, mask == 1
+        intersection = (predicted & target & labelled).flatten(1).sum(1)
+        union = ((predicted | target) & labelled).flatten(1).sum(1)
+        self.overlaps[stage].append(torch.stack([intersection, union]))
+        return predicted
+
+    def validation_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self._evaluate_batch(batch, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self._evaluate_batch(batch, "test")
+
+    def _score(self, stage: str) -> dict:
+        overlaps = torch.cat(self.overlaps[stage], 1).cpu() if self.overlaps[stage] else torch.zeros(2, 0)
+        self.overlaps[stage] = []
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            gathered = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(gathered, overlaps)
+            overlaps = torch.cat(gathered, 1)
+        result = referring_scores(overlaps[0], overlaps[1])
+        # Every rank holds the same numbers: sync_dist averages equal values and keeps Lightning quiet.
+        self.log(f"{stage}/overall_IoU", result["overall_IoU"], prog_bar=True, sync_dist=True)
+        self.log_dict(
+            {f"{stage}/{key}": result[key] for key in ("mean_IoU", "precision@0.5", "precision@0.9")},
+            sync_dist=True,
+        )
+        return result
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            self.overlaps["val"] = []
+            return
+        self.val_scores = self._score("val")
+
+    def on_test_epoch_end(self) -> None:
+        self.test_scores = self._score("test")
+
+    def metadata(self) -> dict:
+        return {**super().metadata(), "vocabulary": self.vocabulary, "max_length": self.max_length}
+
+    # What the commands ask of a task.
+
+    @staticmethod
+    def score_table(result: dict, title: str) -> str:
+        return format_referring_table(result, title=title)
+
+    @staticmethod
+    def describe_scoring(cfg: DictConfig) -> str:
+        return (
+            "overall IoU, mean IoU and precision@0.5-0.9 of masks cut at probability "
+            f"inference.mask_threshold={cfg.inference.mask_threshold}, at each image's own resolution"
+        )
+
+    @staticmethod
+    def describe_predictions(cfg: DictConfig) -> str:
+        return "as 0/255 masks at each image's own size, overlays and expressions.json"
+
+    @staticmethod
+    def count_scored(result: dict) -> str:
+        return f"{result['expressions']} expressions"
+
+    @staticmethod
+    def write_report(result: dict, directory: Path, title: str) -> Path:
+        from segtrain.plots import per_class_chart
+
+        bars = {f"precision@{t}": {"precision": result[f"precision@{t}"]} for t in PRECISION_THRESHOLDS}
+        bars["mean IoU"] = {"precision": result["mean_IoU"]}
+        chart = {"per_class": bars, "overall_IoU": result["overall_IoU"]}
+        return per_class_chart(
+            chart, directory / "precision.png", title=title, score="precision", mean="overall_IoU"
+        )
+
+    def prediction_writer(self, directory: Path, dataset) -> pl.Callback:
+        return ReferringPredictionWriter(directory, self.palette)
+
+    def exported_module(self) -> nn.Module:
+        """What export writes and predict runs: the model, on normalised images and token ids."""
+        return self.model.eval()
+
+    def export_spec(self, sizes: list[tuple[int, ...]]) -> ExportSpec:
+        channels = self.description.in_channels
+        generator = torch.Generator().manual_seed(0)
+        samples = []
+        for batch, size in zip((1, 2), sizes):
+            tokens = torch.randint(1, len(self.vocabulary), (batch, self.max_length), generator=generator)
+            tokens[:, : self.max_length // 2] = 0  # left padding, as expressions are encoded
+            samples.append((torch.randn(batch, channels, *size, generator=generator), tokens))
+        return ExportSpec(
+            self.exported_module(),
+            samples,
+            input_names=["image", "tokens"],
+            dynamic_axes={
+                "image": {0: "batch", 2: "height", 3: "width"},
+                "tokens": {0: "batch"},
+                "logits": {0: "batch", 2: "height", 3: "width"},
+            },
+            input=(
+                "image float32 [batch, C, H, W], RGB, (x / 255 - mean) / std; tokens int64 "
+                "[batch, max_length]: the expression's word ids in vocabulary, left-padded with 0, unknown "
+                "words 1"
+            ),
+            output="logits [batch, 1, H, W]: sigmoid > inference.mask_threshold is the referred object",
+        )
+
+    @staticmethod
+    def prediction_requests(cfg: DictConfig, inputs: list[Path]) -> list[tuple[Path, str]]:
+        """(image, expression) pairs: every input image with ``text=...``, or the lines of a
+        tab-separated ``input=pairs.tsv`` (image path, relative to the file, then the expression)."""
+        if cfg.get("text"):
+            return [(path, str(cfg.text)) for path in inputs]
+        source = Path(cfg.input)
+        if source.suffix != ".tsv":
+            raise SegtrainError(
+                'task=referring predicts the object an expression names: pass text="the blue square" with '
+                "input=IMAGE_OR_DIR, or input=pairs.tsv with one 'image<TAB>expression' per line"
+            )
+        requests = []
+        for number, line in enumerate(source.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            image, tab, expression = line.partition("\t")
+            path = (
+                (source.parent / image.strip()).resolve()
+                if not Path(image.strip()).is_absolute()
+                else Path(image)
+            )
+            if not tab or not expression.strip():
+                raise SegtrainError(
+                    f"{source} line {number}: expected 'image<TAB>expression', got {line[:80]!r}"
+                )
+            if not path.is_file():
+                raise SegtrainError(f"{source} line {number}: the image {path} does not exist")
+            requests.append((path, expression.strip()))
+        if not requests:
+            raise SegtrainError(f"{source} holds no 'image<TAB>expression' lines")
+        return requests
+
+    @staticmethod
+    def prediction_names(requests: list[tuple[Path, str]]) -> dict:
+        return {request: f"{number:04d}_{request[0].stem}" for number, request in enumerate(requests)}
+
+    @staticmethod
+    def prediction_files(name: str) -> list[str]:
+        return [f"{name}.png", f"overlays/{name}.jpg"]
+
+    #: Which expression each mask answers.
+    prediction_summary_files = ["expressions.json"]
+
+    @staticmethod
+    def predict_images(run, meta: dict, inference: dict, transforms, requests, names, out_dir: Path) -> str:
+        """A 0/255 mask and an overlay per (image, expression), at the image's own size; ``run`` takes
+        normalised images and token ids (the model, or its export)."""
+        pipeline = compose(transforms, track_extent=True)
+        mean = torch.tensor(meta["mean"]).view(1, -1, 1, 1) * 255
+        std = torch.tensor(meta["std"]).view(1, -1, 1, 1) * 255
+        ids = word_ids(meta["vocabulary"])
+        written = []
+        for request in requests:
+            path, expression = request
+            original = read_image(path, len(meta["mean"]))
+            image, _, region = transform_item(pipeline, original, None, True)
+            rgb = torch.from_numpy(image).permute(2, 0, 1)[None].float()
+            tokens = encode(expression, ids, meta["max_length"])[None]
+            logits = run((rgb - mean) / std, tokens)
+            logits = to_original_size(logits.float(), [{"size": original.shape[:2], "region": region}])
+            mask = (torch.sigmoid(logits[0, 0]) > inference["mask_threshold"]).numpy().astype(np.uint8)
+            name = names[request]
+            Image.fromarray(mask * 255).save(out_dir / f"{name}.png")
+            overlay = captioned(blend(original, mask, meta["palette"]), expression)
+            Image.fromarray(overlay).save(out_dir / "overlays" / f"{name}.jpg", quality=90)
+            written.append({"image": str(path), "expression": expression, "mask": f"{name}.png"})
+        (out_dir / "expressions.json").write_text(json.dumps(written, indent=1))
+        return (
+            f"wrote {len(written)} masks to {out_dir} (which expression each answers: expressions.json) and "
+            f"overlays to {out_dir / 'overlays'}"
+        )
+
+    def overlay_panels(self, batch: dict, preds: torch.Tensor, count: int, alpha: float) -> list[np.ndarray]:
+        """Image | ground truth | prediction, each captioned with the expression."""
+        shown = (
+            to_original_size(batch["image"][:count].float(), batch["meta"][:count]).round().to(torch.uint8)
+        )
+        panels = []
+        for image, truth, pred, meta in zip(
+            shown.permute(0, 2, 3, 1).cpu().numpy(),
+            batch["mask"][:count].cpu().numpy(),
+            preds[:count].cpu().numpy().astype(np.uint8),
+            batch["meta"][:count],
+        ):
+            row = np.concatenate(
+                [
+                    image,
+                    blend(image, (truth == 1).astype(np.uint8), self.palette, alpha),
+                    blend(image, pred, self.palette, alpha),
+                ],
+                axis=1,
+            )
+            panels.append(captioned(row, meta["expression"]))
+        return panels
+
+
+def captioned(image: np.ndarray, text: str) -> np.ndarray:
+    """``image`` under a white band holding ``text``."""
+    band = Image.new("RGB", (image.shape[1], 14), (255, 255, 255))
+    ImageDraw.Draw(band).text((2, 1), text, fill=(0, 0, 0))
+    return np.concatenate([np.asarray(band), image if image.shape[-1] == 3 else np.repeat(image, 3, -1)], 0)
+
+
+@dataclass
+class ReferringReport:
+    """What ``check-data`` found in a referring split."""
+
+    expressions: int = 0
+    longest: int = 0
+    cut: int = 0
+    object_pixels: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+
+class ReferringPredictionWriter(pl.Callback):
+    """``eval save_predictions=true``: each evaluated prediction as a 0/255 mask at its image's own size,
+    and ``expressions.json`` saying which expression each answers."""
+
+    def __init__(self, directory: Path, palette: list[list[int]]):
+        self.directory = Path(directory)
+        self.palette = palette
+        self.written: list[dict] = []
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for pred, meta in zip(outputs.to(torch.uint8).cpu().numpy(), batch["meta"]):
+            height, width = meta["size"]
+            Image.fromarray(pred[:height, :width] * 255).save(self.directory / f"{meta['name']}.png")
+            self.written.append({"name": meta["name"], "expression": meta["expression"]})
+
+    def on_test_end(self, trainer, pl_module) -> None:
+        (self.directory / "expressions.json").write_text(json.dumps(self.written, indent=1))
