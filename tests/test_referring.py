@@ -207,12 +207,29 @@ RUN = [
 ]
 
 
-@pytest.mark.slow
-def test_train_eval_predict_export(tmp_path):
-    result = run_cli(*RUN, cwd=tmp_path)
+def train_referring(tmp_path: Path, name: str, *overrides: str) -> tuple[float, Path]:
+    """``segtrain task=referring`` (the embedded data, the small model) for 4 epochs: its last val
+    overall IoU and checkpoint."""
+    result = run_cli(
+        "task=referring", "trainer.max_epochs=4", "callbacks.progress_bar=null", f"run_name={name}", *overrides,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert re.search(r"vocabulary: 1\d words from 48 train expressions", result.stdout + result.stderr)
-    ckpt = checkpoints(tmp_path / "outputs")[0]
+    assert re.search(r"vocabulary: 1\d words from 3000 train expressions", result.stdout + result.stderr)
+    (metrics,) = (tmp_path / "outputs" / name).rglob("val_metrics.json")
+    return json.loads(metrics.read_text())["overall_IoU"], checkpoints(tmp_path / "outputs" / name)[0]
+
+
+@pytest.mark.slow
+def test_model_beats_both_blind_baselines_then_evaluates_predicts_and_exports(tmp_path):
+    """What a user checks first: the model reads both inputs. The same network and budget with the
+    expression zeroed (it can only guess among the four objects) and with the image zeroed (it can only guess
+    where the object is from the words) stay far below it."""
+    full, ckpt = train_referring(tmp_path, "full")
+    expression_blind, _ = train_referring(tmp_path, "expression_blind", "model.blind=expression")
+    image_blind, _ = train_referring(tmp_path, "image_blind", "model.blind=image")
+    assert full > max(expression_blind, image_blind) + 0.1, (full, expression_blind, image_blind)
+
     stored = torch.load(ckpt, map_location="cpu", weights_only=False)["segtrain"]
     assert (
         stored["task"] == "referring"
@@ -223,9 +240,10 @@ def test_train_eval_predict_export(tmp_path):
     result = run_cli("eval", f"ckpt={ckpt}", "save_predictions=true", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads(next((tmp_path / "outputs").rglob("eval/*/metrics.json")).read_text())
-    assert metrics["expressions"] == 12 and 0 <= metrics["overall_IoU"] <= 1 and "precision@0.9" in metrics
+    assert metrics["expressions"] == 300 and metrics["overall_IoU"] == pytest.approx(full, abs=1e-6)
+    assert "precision@0.9" in metrics
     written = json.loads(next((tmp_path / "outputs").rglob("predictions/expressions.json")).read_text())
-    assert len(written) == 12
+    assert len(written) == 300
 
     image = tmp_path / "scene.png"
     Image.fromarray(ShapesReferring("val")[0]["image"].permute(1, 2, 0).numpy()).resize((123, 77)).save(image)

@@ -28,7 +28,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from segtrain.config import check_accelerator, validate
 from segtrain.errors import SegtrainError
 from segtrain.runtime.trainer import build_trainer, output_dir
-from segtrain.tasks import build_task
+from segtrain.tasks import build_task, task_class, task_name
 from segtrain.tasks.base import fused_on_gpu
 
 #: Dense bf16 tensor-core peaks (TFLOP/s) of the cards segtrain is measured on, from their data sheets.
@@ -187,6 +187,8 @@ def bench(cfg: DictConfig) -> dict:
     if cfg.bench.get("data"):
         return bench_data(cfg)
     check_accelerator(cfg)
+    # What training derives from the data first (class weights, a referring model's vocabulary).
+    task_class(task_name(cfg)).prepare_config(cfg)
     pl.seed_everything(cfg.seed)
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
