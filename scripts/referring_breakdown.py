@@ -41,7 +41,11 @@ def main() -> None:
                 overlaps[kind].append(((pred & truth).sum(), (pred | truth).sum()))
     for kind, pairs in overlaps.items():
         intersections, unions = (torch.stack(column) for column in zip(*pairs))
-        print(format_referring_table(referring_scores(intersections, unions), f"{kind}: {len(pairs)} expressions"))
+        print(
+            format_referring_table(
+                referring_scores(intersections, unions), f"{kind}: {len(pairs)} expressions"
+            )
+        )
 
 
 if __name__ == "__main__":

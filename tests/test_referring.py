@@ -211,7 +211,11 @@ def train_referring(tmp_path: Path, name: str, *overrides: str) -> tuple[float, 
     """``segtrain task=referring`` (the embedded data, the small model) for 4 epochs: its last val
     overall IoU and checkpoint."""
     result = run_cli(
-        "task=referring", "trainer.max_epochs=4", "callbacks.progress_bar=null", f"run_name={name}", *overrides,
+        "task=referring",
+        "trainer.max_epochs=4",
+        "callbacks.progress_bar=null",
+        f"run_name={name}",
+        *overrides,
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]

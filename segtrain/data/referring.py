@@ -115,7 +115,11 @@ class ReferringDataModule(SegDataModule):
             )
 
     def reader(self, split: str, **options) -> ReferringDataset:
-        options.pop("weight_map", None)
+        if options.pop("weight_map", None) is not None:
+            raise SegtrainError(
+                "data.weight_map (U-Net's per-pixel loss weights) is for semantic data; task=referring "
+                "weighs pixels by loss.negative_weight. Set data.weight_map=null"
+            )
         return self.dataset_factory(
             split=split,
             vocabulary=options.pop("vocabulary", self.vocabulary),
