@@ -127,3 +127,13 @@ def trained_run(tmp_path_factory) -> dict:
     assert result.returncode == 0, result.stderr[-3000:]
     (best,) = checkpoints(cwd / "outputs", "best.ckpt")
     return {"cwd": cwd, "best": best, "last": best.with_name("last.ckpt"), "stdout": result.stdout}
+
+
+#: The files holding the longest end-to-end runs (minutes each). The workers take whole files
+#: (``--dist loadfile``) in collection order, so these go first: a long file that starts last keeps the
+#: run going while the other worker sits idle.
+LONGEST_FILES = ("test_referring.py", "test_slurm.py", "test_scale_out.py")
+
+
+def pytest_collection_modifyitems(items: list) -> None:
+    items.sort(key=lambda item: item.path.name not in LONGEST_FILES)

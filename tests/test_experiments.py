@@ -35,6 +35,12 @@ TINY_MODELS = {
     ],
     "UNet": ["model.base_channels=4", "model.depth=2", "model.padding=same"],
     "SegNet": ["+model.backbone.width=0.125", "model.backbone.pretrained=false"],
+    "ReSeg": [
+        "+model.backbone.width=0.125",
+        "model.backbone.pretrained=false",
+        "model.hidden=8",
+        "model.upsample_channels=8",
+    ],
 }
 
 
