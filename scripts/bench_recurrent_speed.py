@@ -62,11 +62,12 @@ class GraphLayers(nn.Module):
         super().__init__()
         self.layers = graph.graph
         self.order = torch.argsort(torch.rand(superpixels.shape[0], nodes), dim=1)
-        self.index, self.mask = neighbours(superpixels, nodes)
+        self.index, mask = neighbours(superpixels, nodes)
+        self.weights = mask.float() / mask.sum(-1, keepdim=True).clamp(min=1)
 
     def forward(self, states: torch.Tensor) -> torch.Tensor:
         for layer in self.layers:
-            states = layer(states, self.order, self.index, self.mask)
+            states = layer(states, self.order, self.index, self.weights)
         return states
 
 

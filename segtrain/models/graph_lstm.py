@@ -100,27 +100,23 @@ class GraphLSTM(nn.Module):
         features: torch.Tensor,
         order: torch.Tensor,
         neighbour_index: torch.Tensor,
-        neighbour_mask: torch.Tensor,
+        neighbour_weights: torch.Tensor,
     ) -> torch.Tensor:
-        """``features`` [B, N, C], ``order`` [B, N] -> hidden states [B, N, H]."""
+        """``features`` [B, N, C], ``order`` [B, N], each node's neighbours and their weights in its mean
+        [B, N, D] -> hidden states [B, N, H]."""
         batch, nodes, _ = features.shape
         projected = self.input(features)
         hidden = features.new_zeros(batch, nodes, self.hidden)
         memory = features.new_zeros(batch, nodes, self.hidden)
+        rows = torch.arange(batch, device=features.device)
         for step in range(nodes):
-            node = order[:, step : step + 1]
-            around = torch.gather(
-                neighbour_index, 1, node[..., None].expand(-1, -1, neighbour_index.shape[-1])
-            )[:, 0]
-            present = torch.gather(
-                neighbour_mask, 1, node[..., None].expand(-1, -1, neighbour_mask.shape[-1])
-            )[:, 0]
-            weights = present.float() / present.sum(1, keepdim=True).clamp(min=1)
+            node = order[:, step]
+            around, weights = neighbour_index[rows, node], neighbour_weights[rows, node]
             # Neighbours updated earlier in this layer hold their new states already.
             around_hidden, around_memory = gather_nodes(hidden, around), gather_nodes(memory, around)
-            own_hidden, own_memory = gather_nodes(hidden, node)[:, 0], gather_nodes(memory, node)[:, 0]
+            own_hidden, own_memory = hidden[rows, node], memory[rows, node]
             mean_hidden = (weights[..., None] * around_hidden).sum(1)
-            w_u, w_f, w_o, w_c = gather_nodes(projected, node)[:, 0].chunk(4, 1)
+            w_u, w_f, w_o, w_c = projected[rows, node].chunk(4, 1)
             o_u, o_f, o_o, o_c = self.own(own_hidden).chunk(4, 1)
             n_u, n_o, n_c = self.mean_neighbour(mean_hidden).chunk(3, 1)
             forget_each = torch.sigmoid(w_f[:, None] + self.neighbour_forget(around_hidden))
@@ -130,7 +126,7 @@ class GraphLSTM(nn.Module):
                 + torch.sigmoid(w_u + o_u + n_u) * torch.tanh(w_c + o_c + n_c)
             )
             new_hidden = torch.tanh(torch.sigmoid(w_o + o_o + n_o) * new_memory)
-            at = node[..., None].expand(-1, -1, self.hidden)
+            at = node[:, None, None].expand(-1, 1, self.hidden)
             hidden = hidden.scatter(1, at, new_hidden[:, None])
             memory = memory.scatter(1, at, new_memory[:, None])
         return hidden
@@ -195,9 +191,11 @@ class GraphLSTMNet(nn.Module):
         )
         order = self.update_order(confidence_logits.detach().softmax(1).amax(1), areas)
         neighbour_index, neighbour_mask = neighbours(superpixels, nodes)
+        # Each neighbour's share of a node's mean, the same in every layer.
+        neighbour_weights = neighbour_mask.float() / neighbour_mask.sum(-1, keepdim=True).clamp(min=1)
         states = node_features
         for layer in self.graph:
-            states = layer(states, order, neighbour_index, neighbour_mask)
+            states = layer(states, order, neighbour_index, neighbour_weights)
         # Each cell takes its superpixels' states, weighted by the share of its pixels they cover.
         projected = (areas.transpose(1, 2) @ states).transpose(1, 2).reshape(x.shape[0], -1, *grid)
         logits = self.classifier(torch.cat([features, projected], 1))

@@ -143,7 +143,8 @@ class SegmentationTask(pl.LightningModule):
 
     @classmethod
     def build_datamodule(cls, cfg: DictConfig) -> pl.LightningDataModule:
-        return instantiate(cfg.data)
+        """The data config's module, told at which resolution validation and evaluation score."""
+        return instantiate(cfg.data, score_resolution=score_resolution(cfg.inference))
 
     def setup(self, stage: str) -> None:
         """``trainer.channels_last`` and ``trainer.compile`` (benchmarks/gpu.md says where they pay)."""

@@ -27,7 +27,7 @@ from segtrain.data.io import read_image
 from segtrain.data.referring import build_vocabulary, encode, tokenize, word_ids
 from segtrain.data.transforms import compose, transform_item
 from segtrain.errors import SegtrainError
-from segtrain.inference import score_resolution, to_original_size
+from segtrain.inference import to_original_size
 from segtrain.metrics import PRECISION_THRESHOLDS, format_referring_table, referring_scores
 from segtrain.tasks.base import ExportSpec, SegmentationTask
 from segtrain.visualize import blend
@@ -95,10 +95,6 @@ class ReferringSegmentation(SegmentationTask):
         )
         cfg.data.vocabulary = vocabulary
 
-    @classmethod
-    def build_datamodule(cls, cfg: DictConfig) -> pl.LightningDataModule:
-        return instantiate(cfg.data, score_resolution=score_resolution(cfg.inference))
-
     @staticmethod
     def check_data(cfg: DictConfig):
         """``segtrain check-data``: expressions, words past ``data.max_length``, and empty masks."""
@@ -138,12 +134,9 @@ class ReferringSegmentation(SegmentationTask):
 
     def reference_loss(self, model: nn.Module, batch: dict, device: torch.device) -> torch.Tensor:
         """The loss of one step as a hand-written loop computes it (``segtrain bench``'s reference)."""
-        image = batch["image"].to(device, non_blocking=True)
-        normalized = ((image.float() - self.pixel_mean) / self.pixel_std).contiguous(
-            memory_format=self.memory_format
-        )
+        image = self.normalize(batch["image"].to(device, non_blocking=True))
         tokens = batch["tokens"].to(device, non_blocking=True)
-        return self.loss(model(normalized, tokens), batch["mask"].to(device, non_blocking=True))
+        return self.loss(model(image, tokens), batch["mask"].to(device, non_blocking=True))
 
     @staticmethod
     def bench_batch(batch: dict) -> dict:

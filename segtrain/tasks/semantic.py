@@ -80,11 +80,6 @@ class SemanticSegmentation(SegmentationTask):
         datamodule, report = scan_split(cfg.data, cfg.data.split, cfg.check.workers)
         return report, format_report(report, datamodule.classes, datamodule.ignore_index, datamodule.name)
 
-    @classmethod
-    def build_datamodule(cls, cfg: DictConfig):
-        """The data config's module, told at which resolution validation and evaluation score."""
-        return instantiate(cfg.data, score_resolution=score_resolution(cfg.inference))
-
     @property
     def unlabelled_batch_hint(self) -> str:
         return (
@@ -163,10 +158,8 @@ class SemanticSegmentation(SegmentationTask):
 
     def reference_loss(self, model: nn.Module, batch: dict, device: torch.device) -> torch.Tensor:
         """The loss of one step as a hand-written loop computes it (``segtrain bench``'s reference)."""
-        image = batch["image"].to(device, non_blocking=True)
-        mask = batch["mask"].to(device, non_blocking=True)
-        normalized = (image.float() - self.pixel_mean) / self.pixel_std
-        return self.loss(model(normalized.contiguous(memory_format=self.memory_format)), mask)
+        image = self.normalize(batch["image"].to(device, non_blocking=True))
+        return self.loss(model(image), batch["mask"].to(device, non_blocking=True))
 
     @staticmethod
     def bench_batch(batch: dict) -> dict:
