@@ -60,15 +60,13 @@ class GraphLayers(nn.Module):
 
     def __init__(self, graph: GraphLSTMNet, superpixels: torch.Tensor, nodes: int):
         super().__init__()
-        self.layers = graph.graph
+        self.graph = graph
         self.order = torch.argsort(torch.rand(superpixels.shape[0], nodes), dim=1)
         self.index, mask = neighbours(superpixels, nodes)
         self.weights = mask.float() / mask.sum(-1, keepdim=True).clamp(min=1)
 
-    def forward(self, states: torch.Tensor) -> torch.Tensor:
-        for layer in self.layers:
-            states = layer(states, self.order, self.index, self.weights)
-        return states
+    def forward(self, node_features: torch.Tensor) -> torch.Tensor:
+        return self.graph.propagate(node_features, self.order, self.index, self.weights)
 
 
 def conv_stack(channels: list[int]) -> nn.Sequential:
@@ -177,7 +175,7 @@ def main() -> None:
         rows.append(
             (
                 f"Graph LSTM's 2 layers, {nodes} superpixels",
-                parameters(layers),
+                parameters(graph.graph),
                 (args.batch, nodes, 256),
                 step_ms(layers, node_features, repeats=args.repeats),
             )

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from segtrain.data.datasets.shapes import Shapes
-from segtrain.models.graph_lstm import GraphLSTMNet, neighbours
+from segtrain.models.graph_lstm import GraphLSTM, GraphLSTMNet, neighbours
 from segtrain.models.lstm2d import FLIPS, LSTM2d, SceneLabelingLSTM, skew, unskew
 from segtrain.models.reseg import ReSeg, sweep
 
@@ -127,7 +127,7 @@ def test_graph_lstm_updates_nodes_in_confidence_order():
     superpixels = model.superpixels_of(image)
     captured = {}
     model.confidence.register_forward_hook(lambda m, args, out: captured.update(confidence=out))
-    model.graph[0].register_forward_pre_hook(lambda m, args: captured.update(order=args[1]))
+    model.graph[0].register_forward_pre_hook(lambda m, args: captured.update(order=args[2]))
     with torch.no_grad():
         model(image, superpixels)
     top = captured["confidence"].softmax(1).amax(1)[0]
@@ -151,6 +151,90 @@ def test_graph_lstm_output_does_not_depend_on_superpixel_ids():
     assert torch.equal(model.superpixels_of((image - 100) / 50), superpixels)
 
 
+def touching(superpixels: list[list[int]]) -> dict[int, set[int]]:
+    """Each superpixel's 4-connected neighbours, read pixel by pixel."""
+    around = {label: set() for row in superpixels for label in row}
+    for i, row in enumerate(superpixels):
+        for j, label in enumerate(row):
+            for di, dj in ((0, 1), (1, 0), (0, -1), (-1, 0)):
+                if 0 <= i + di < len(superpixels) and 0 <= j + dj < len(row):
+                    other = superpixels[i + di][j + dj]
+                    if other != label:
+                        around[label].add(other)
+    return around
+
+
+def paper_graph_lstm(layers, features, order, around):
+    """Liang et al. 2016, Eq. 1-2, node by node: layer t+1 visits the nodes in ``order``; a visited
+    neighbour offers its layer-t+1 states, the others their layer-t states; the node reads its own layer-t
+    states. The first layer starts from zeros."""
+    hidden_size = layers[0].hidden
+    h = {i: torch.zeros(hidden_size) for i in around}
+    m = {i: torch.zeros(hidden_size) for i in around}
+    for layer in layers:
+        w_u, w_f, w_o, w_c = layer.input.weight.split(hidden_size)
+        b_u, b_f, b_o, b_c = layer.input.bias.split(hidden_size)
+        n_u, n_o, n_c = layer.mean_neighbour.weight.split(hidden_size)
+        n_f = layer.neighbour_forget.weight
+        zero = torch.zeros(hidden_size, hidden_size)
+        u_u, u_f, u_o, u_c = layer.own.weight.split(hidden_size) if layer.own is not None else (zero,) * 4
+        new_h, new_m = {}, {}
+        for i in order:
+            f = features[i]
+            seen_h = [new_h.get(j, h[j]) for j in sorted(around[i])]
+            seen_m = [new_m.get(j, m[j]) for j in sorted(around[i])]
+            count = max(len(seen_h), 1)
+            h_bar = sum(seen_h, torch.zeros(hidden_size)) / count
+            g_u = torch.sigmoid(w_u @ f + b_u + u_u @ h[i] + n_u @ h_bar)
+            g_o = torch.sigmoid(w_o @ f + b_o + u_o @ h[i] + n_o @ h_bar)
+            g_c = torch.tanh(w_c @ f + b_c + u_c @ h[i] + n_c @ h_bar)
+            g_f_own = torch.sigmoid(w_f @ f + b_f + u_f @ h[i])
+            neighbour_memory = sum(
+                (torch.sigmoid(w_f @ f + b_f + n_f @ h_j) * m_j for h_j, m_j in zip(seen_h, seen_m)),
+                torch.zeros(hidden_size),
+            )
+            new_m[i] = neighbour_memory / count + g_f_own * m[i] + g_u * g_c
+            new_h[i] = torch.tanh(g_o * new_m[i])
+        h, m = new_h, new_m
+    return torch.stack([h[i] for i in sorted(h)])
+
+
+def test_graph_lstm_layers_equal_the_papers_equations_node_by_node():
+    torch.manual_seed(0)
+    maps = [
+        [[0, 0, 1, 1, 4], [2, 2, 1, 3, 4], [2, 5, 5, 3, 3], [6, 6, 5, 3, 3]],
+        [[3, 3, 0, 0, 0], [3, 1, 1, 2, 2], [4, 4, 1, 2, 5], [4, 4, 6, 6, 5]],
+    ]
+    superpixels = torch.tensor(maps)
+    nodes = 7
+    layers = torch.nn.ModuleList([GraphLSTM(5, 4, first=True), GraphLSTM(5, 4)])
+    for parameter in layers.parameters():
+        torch.nn.init.normal_(parameter, std=0.7)
+    features = torch.randn(2, nodes, 5)
+    order = torch.stack([torch.randperm(nodes) for _ in maps])
+    index, mask = neighbours(superpixels, nodes)
+    weights = mask.float() / mask.sum(-1, keepdim=True).clamp(min=1)
+    state = (torch.zeros(2, nodes, 4),) * 2
+    with torch.no_grad():
+        for layer in layers:
+            state = layer(features, state, order, index, weights)
+        for item, superpixel_map in enumerate(maps):
+            expected = paper_graph_lstm(layers, features[item], order[item].tolist(), touching(superpixel_map))
+            assert torch.allclose(state[0][item], expected, atol=1e-5)
+
+
+def test_graph_lstm_feeds_node_features_to_every_layer_and_carries_states():
+    model = tiny_graph_lstm().eval()
+    seen = []
+    for layer in model.graph:
+        layer.register_forward_hook(lambda m, args, out: seen.append((args[0], args[1], out)))
+    with torch.no_grad():
+        model(shapes_image())
+    (features_1, state_1, out_1), (features_2, state_2, _) = seen
+    assert torch.equal(features_1, features_2) and not state_1[0].any()
+    assert state_2[0] is out_1[0] and state_2[1] is out_1[1]
+
+
 def test_graph_lstm_trains_every_part_at_odd_sizes():
     torch.manual_seed(0)
     model = tiny_graph_lstm().train()
@@ -158,8 +242,9 @@ def test_graph_lstm_trains_every_part_at_odd_sizes():
     out = model(image)
     assert out["out"].shape == (1, 4, 45, 71) and out["aux"][0].shape == (1, 4, 45, 71)
     (out["out"].square().mean() + out["aux"][0].square().mean()).backward()
-    assert all(p.grad is not None for p in model.parameters())
-    assert model.graph[0].neighbour_forget.weight.grad.abs().sum() > 0
+    dead = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.any()]
+    assert dead == []
+    assert model.graph[0].own is None and model.graph[1].own.weight.grad.abs().min() > 0
 
 
 def test_data_workers_compute_superpixels_for_training_batches():

@@ -7,17 +7,22 @@ neighbours. Over DeepLab-LargeFOV's VGG16 features (stride 8, fc6/fc7):
 - a node's feature is the fc7 features averaged over its superpixel;
 - a 1x1 conv predicts a confidence map (class scores, supervised with cross-entropy), and the nodes are
   updated in order of their confidence, the most confident first;
-- updating node i, a neighbour already updated in this layer contributes its new state, the others their
-  old one; each neighbour's memory passes through its own adaptive forget gate:
+- Graph LSTM layers, each a sweep over all nodes in that order. Layer t+1 reads the node features f and
+  the states (h_t, m_t) that layer t left; a neighbour already visited in this sweep offers its new state
+  (h_{t+1}, m_{t+1}), the others their layer-t state, and each neighbour's memory passes through its own
+  adaptive forget gate (Eq. 1-2 of the paper):
 
       h_bar = mean over neighbours j of h_j
       u = s(W_u f + U_u h_i + N_u h_bar),  o = s(W_o f + U_o h_i + N_o h_bar)
       c = tanh(W_c f + U_c h_i + N_c h_bar),  f_i = s(W_f f + U_f h_i),  f_ij = s(W_f f + N_f h_j)
       m_i' = mean over j of f_ij * m_j + f_i * m_i + u * c,  h_i' = tanh(o * m_i')
 
-- two Graph LSTM layers (the second reads the first's hidden states); the last one's states are projected
-  back onto the feature grid (each cell mixes its superpixels by area), concatenated with fc7, and a 1x1
-  conv classifies. Cross-entropy goes on the output and on the confidence map.
+  with h_i, m_i the node's own layer-t states. The first layer starts from the LSTM's zero state, so it
+  holds no U weights (they would only ever multiply zeros). The paper writes f_ij with h_{j,t}; we give it
+  the neighbour's state as this sweep sees it, the same one its memory term m_j takes.
+- two Graph LSTM layers; the last one's hidden states are projected back onto the feature grid (each cell
+  mixes its superpixels by area), concatenated with fc7, and a 1x1 conv classifies. Cross-entropy goes on
+  the output and on the confidence map.
 
 Superpixels come with the training batches from the data workers (``data.superpixels``, which the model
 config sets); given none, the model computes the same ones from its input. Hidden size 512 and about 1000
@@ -85,51 +90,52 @@ def gather_nodes(states: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 
 class GraphLSTM(nn.Module):
-    """One Graph LSTM layer over all nodes, in the given order."""
+    """One Graph LSTM layer: a sweep over all nodes in the given order, from the previous layer's states.
 
-    def __init__(self, in_channels: int, hidden: int):
+    ``first``: the layer starts from the zero state and has no weights on the node's own old state."""
+
+    def __init__(self, in_channels: int, hidden: int, first: bool = False):
         super().__init__()
         self.hidden = hidden
         self.input = nn.Linear(in_channels, 4 * hidden)  # u, f, o, c
-        self.own = nn.Linear(hidden, 4 * hidden, bias=False)
+        self.own = None if first else nn.Linear(hidden, 4 * hidden, bias=False)
         self.mean_neighbour = nn.Linear(hidden, 3 * hidden, bias=False)  # u, o, c
         self.neighbour_forget = nn.Linear(hidden, hidden, bias=False)
 
     def forward(
         self,
         features: torch.Tensor,
+        state: tuple[torch.Tensor, torch.Tensor],
         order: torch.Tensor,
         neighbour_index: torch.Tensor,
         neighbour_weights: torch.Tensor,
-    ) -> torch.Tensor:
-        """``features`` [B, N, C], ``order`` [B, N], each node's neighbours and their weights in its mean
-        [B, N, D] -> hidden states [B, N, H]."""
-        batch, nodes, _ = features.shape
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``features`` [B, N, C], the previous layer's (hidden, memory) [B, N, H] each, ``order`` [B, N],
+        each node's neighbours and their weights in its mean [B, N, D] -> this layer's (hidden, memory)."""
+        batch = features.shape[0]
         projected = self.input(features)
-        hidden = features.new_zeros(batch, nodes, self.hidden)
-        memory = features.new_zeros(batch, nodes, self.hidden)
+        # Nodes not yet visited hold the previous layer's states; each visit overwrites one node.
+        hidden, memory = state
         rows = torch.arange(batch, device=features.device)
-        for step in range(nodes):
+        for step in range(features.shape[1]):
             node = order[:, step]
             around, weights = neighbour_index[rows, node], neighbour_weights[rows, node]
-            # Neighbours updated earlier in this layer hold their new states already.
             around_hidden, around_memory = gather_nodes(hidden, around), gather_nodes(memory, around)
-            own_hidden, own_memory = hidden[rows, node], memory[rows, node]
             mean_hidden = (weights[..., None] * around_hidden).sum(1)
             w_u, w_f, w_o, w_c = projected[rows, node].chunk(4, 1)
-            o_u, o_f, o_o, o_c = self.own(own_hidden).chunk(4, 1)
             n_u, n_o, n_c = self.mean_neighbour(mean_hidden).chunk(3, 1)
             forget_each = torch.sigmoid(w_f[:, None] + self.neighbour_forget(around_hidden))
-            new_memory = (
-                (weights[..., None] * forget_each * around_memory).sum(1)
-                + torch.sigmoid(w_f + o_f) * own_memory
-                + torch.sigmoid(w_u + o_u + n_u) * torch.tanh(w_c + o_c + n_c)
-            )
-            new_hidden = torch.tanh(torch.sigmoid(w_o + o_o + n_o) * new_memory)
+            new_memory = (weights[..., None] * forget_each * around_memory).sum(1)
+            if self.own is not None:
+                o_u, o_f, o_o, o_c = self.own(hidden[rows, node]).chunk(4, 1)
+                w_u, w_o, w_c = w_u + o_u, w_o + o_o, w_c + o_c
+                new_memory = new_memory + torch.sigmoid(w_f + o_f) * memory[rows, node]
+            new_memory = new_memory + torch.sigmoid(w_u + n_u) * torch.tanh(w_c + n_c)
+            new_hidden = torch.tanh(torch.sigmoid(w_o + n_o) * new_memory)
             at = node[:, None, None].expand(-1, 1, self.hidden)
             hidden = hidden.scatter(1, at, new_hidden[:, None])
             memory = memory.scatter(1, at, new_memory[:, None])
-        return hidden
+        return hidden, memory
 
 
 class GraphLSTMNet(nn.Module):
@@ -149,13 +155,14 @@ class GraphLSTMNet(nn.Module):
         backbone: dict | None = None,
     ):
         super().__init__()
+        self.hidden = hidden
         #: SLIC settings (``n_segments``, ``compactness``) for inputs that come without superpixels.
         self.superpixel_options = dict(superpixels or {"n_segments": 1000, "compactness": 10.0})
         self.trunk = VGG16(in_channels, dilated=True, **(backbone or {}))
         self.fc = fc6_fc7(self.trunk.stage_channels[-1], fc_channels, fc6_dilation, dropout)
         self.confidence = nn.Conv2d(fc_channels, num_classes, 1)
         self.graph = nn.ModuleList(
-            GraphLSTM(fc_channels if index == 0 else hidden, hidden) for index in range(layers)
+            GraphLSTM(fc_channels, hidden, first=index == 0) for index in range(layers)
         )
         self.classifier = nn.Conv2d(fc_channels + hidden, num_classes, 1)
 
@@ -172,6 +179,20 @@ class GraphLSTMNet(nn.Module):
         node_confidence = (areas @ confidence.flatten(1)[..., None])[..., 0] / covered.clamp(min=1e-6)
         node_confidence = torch.where(covered > 0, node_confidence, -1.0)
         return torch.argsort(node_confidence, dim=1, descending=True, stable=True)
+
+    def propagate(
+        self,
+        node_features: torch.Tensor,
+        order: torch.Tensor,
+        neighbour_index: torch.Tensor,
+        neighbour_weights: torch.Tensor,
+    ) -> torch.Tensor:
+        """The Graph LSTM layers from the zero state, each reading the node features [B, N, C] and the
+        states the layer before it left -> the last layer's hidden states [B, N, H]."""
+        state = (node_features.new_zeros(*node_features.shape[:2], self.hidden),) * 2
+        for layer in self.graph:
+            state = layer(node_features, state, order, neighbour_index, neighbour_weights)
+        return state[0]
 
     def forward(self, x: torch.Tensor, superpixels: torch.Tensor | None = None):
         if superpixels is None:
@@ -193,9 +214,7 @@ class GraphLSTMNet(nn.Module):
         neighbour_index, neighbour_mask = neighbours(superpixels, nodes)
         # Each neighbour's share of a node's mean, the same in every layer.
         neighbour_weights = neighbour_mask.float() / neighbour_mask.sum(-1, keepdim=True).clamp(min=1)
-        states = node_features
-        for layer in self.graph:
-            states = layer(states, order, neighbour_index, neighbour_weights)
+        states = self.propagate(node_features, order, neighbour_index, neighbour_weights)
         # Each cell takes its superpixels' states, weighted by the share of its pixels they cover.
         projected = (areas.transpose(1, 2) @ states).transpose(1, 2).reshape(x.shape[0], -1, *grid)
         logits = self.classifier(torch.cat([features, projected], 1))
