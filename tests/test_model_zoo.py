@@ -1,4 +1,4 @@
-"""The model zoo: every model at odd sizes, with gradients, exported (ONNX at two sizes, TorchScript),
+"""The model zoo: every model exported (ONNX at two sizes, TorchScript),
 and at its paper configuration with the paper's parameter count."""
 
 import pytest
@@ -66,28 +66,6 @@ ZOO = {
 # convolutions) more than 108 px (their size rules, tested below and in test_models.py).
 SIZES = {"deconvnet": [(197, 229), (225, 259)], "unet_valid": [(113, 131), (129, 150)]}
 ODD_SIZES = [(97, 131), (64, 83)]
-
-
-def logits_of(out):
-    return out["out"] if isinstance(out, dict) else out
-
-
-@pytest.mark.parametrize("name", ZOO)
-def test_forward_at_odd_sizes_and_backward(name):
-    torch.manual_seed(0)
-    model = ZOO[name]().train()
-    height, width = SIZES.get(name, ODD_SIZES)[0]
-    out = model(torch.randn(2, 3, height, width))
-    assert logits_of(out).shape == (2, 5, height, width)
-    loss = logits_of(out).square().mean() + sum(
-        a.square().mean() for a in (out.get("aux", []) if isinstance(out, dict) else [])
-    )
-    loss.backward()
-    grads = [p.grad for p in model.parameters() if p.requires_grad]
-    assert all(g is not None for g in grads), "every parameter takes part in the loss"
-    # The stem's gradient is non-zero: the loss reaches the input end. (timm zero-initialises the
-    # last BN of each residual block, so some branch weights start with zero gradient.)
-    assert grads[0].abs().sum() > 0
 
 
 @pytest.mark.parametrize("name", ZOO)

@@ -219,7 +219,9 @@ def test_graph_lstm_layers_equal_the_papers_equations_node_by_node():
         for layer in layers:
             state = layer(features, state, order, index, weights)
         for item, superpixel_map in enumerate(maps):
-            expected = paper_graph_lstm(layers, features[item], order[item].tolist(), touching(superpixel_map))
+            expected = paper_graph_lstm(
+                layers, features[item], order[item].tolist(), touching(superpixel_map)
+            )
             assert torch.allclose(state[0][item], expected, atol=1e-5)
 
 
