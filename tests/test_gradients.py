@@ -27,7 +27,7 @@ DEAD_AT_START = {
     # b13 (label context) starts at zero, so that the full network starts from the unary's output; b12
     # reaches the output only through b13 and gets its first gradient at the second step. The paper's
     # staged schedule trains b12 alone before b13 (stage "local").
-    "dpn": {"mrf.local.weight"},
+    "dpn": {"mrf.local"},
     # The paper starts the position attention's scale (alpha) at zero, so that the module starts as the
     # identity; its query, key and value convs get their first gradient once alpha has moved.
     "danet": {
