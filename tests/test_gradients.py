@@ -72,6 +72,7 @@ CASES = {
     ),
     "mask_rcnn": (lambda: MaskRCNN(**TINY, mask_channels=32), instance_loss),
     "panet": (lambda: PANet(**TINY, mask_channels=32), instance_loss),
+    "panet_group_norm": (lambda: PANet(**TINY, mask_channels=32, group_norm=True), instance_loss),
     "masklab": (lambda: MaskLab(**TINY, head_channels=16, refine_channels=16), instance_loss),
     "text_objseg": (
         lambda: TextObjSeg(VOCABULARY, **TINY_MODEL),

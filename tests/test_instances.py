@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
@@ -83,6 +84,28 @@ def test_panet_switches_change_the_network_and_train(switches):
     with torch.no_grad():
         outputs = model(images)
     assert outputs[1]["masks"].shape[-2:] == (71, 66)
+
+
+def test_panet_fc_fusion_adds_a_rectified_fc_mask_and_group_norm_follows_each_conv():
+    """The fc branch's 28x28 mask passes a ReLU before it is added to every class's logits (the authors'
+    mask_fc); with group_norm, each conv of the path and the mask head is conv (no bias), GN, ReLU."""
+    torch.manual_seed(0)
+    model = PANet(**TINY, mask_channels=32).eval()
+    head, predictor = model.roi_heads.mask_head, model.roi_heads.mask_predictor
+    pooled = torch.randn(3, 4, 32, 14, 14)
+    packed = head(pooled)
+    features, fc_mask = packed[:, :32], F.pixel_shuffle(packed[:, 32:], 2)
+    assert fc_mask.min() >= 0 and (fc_mask == 0).any() and fc_mask.max() > 0
+    per_class = predictor.mask_fcn_logits(F.relu(predictor.conv5_mask(features)))
+    assert torch.allclose(predictor(packed), per_class + fc_mask)
+    grouped = PANet(**TINY, mask_channels=32, group_norm=True)
+    heads = [grouped.backbone.steps, grouped.roi_heads.mask_head]
+    convs = [
+        m for head in heads for m in head.modules() if isinstance(m, torch.nn.Sequential) and len(m) == 3
+    ]
+    assert len(convs) == 3 * 2 + 4 + 3 + 2  # path steps, conv1 per level, conv2-4, the fc branch's two
+    for conv, norm, relu in convs:
+        assert conv.bias is None and isinstance(norm, torch.nn.GroupNorm) and isinstance(relu, torch.nn.ReLU)
 
 
 def test_masklab_losses_and_outputs():

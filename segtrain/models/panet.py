@@ -8,11 +8,16 @@ Mask R-CNN, each switchable so that its gain can be measured:
 - adaptive feature pooling (Sec. 3.2): every RoI is pooled from every level; a separate first layer per
   level (fc1 of the box head, conv1 of the mask head), then element-wise max fusion;
 - fully-connected fusion (Sec. 3.4): from the mask head's conv3, a class-agnostic branch (conv 256, conv
-  128, fc to 28x28) whose mask is added to every class's mask logits.
+  128, fc to 28x28, then ReLU as the authors' code has it) whose mask is added to every class's mask logits.
+
+``group_norm=True`` puts GroupNorm (32 groups) after every conv of the bottom-up path and the mask head, as
+the authors' GN configurations do; their box head is then 4 convs + 1 fc, which segtrain does not build
+(the box head stays Mask R-CNN's two fc layers).
 """
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 
 import torch
@@ -24,17 +29,26 @@ from torchvision.ops import roi_align
 from segtrain.models.mask_rcnn import MaskRCNN
 
 
-def conv_relu(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, stride, 1), nn.ReLU(inplace=True))
+def conv_relu(
+    in_channels: int, out_channels: int, stride: int = 1, group_norm: bool = False
+) -> nn.Sequential:
+    """3x3 conv, then GroupNorm (no conv bias: the norm's own replaces it) if asked, then ReLU."""
+    if not group_norm:
+        return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, stride, 1), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False),
+        nn.GroupNorm(math.gcd(32, out_channels), out_channels),
+        nn.ReLU(inplace=True),
+    )
 
 
 class PathStep(nn.Module):
     """One step up the bottom-up path: N(i+1) = conv3x3(P(i+1) + conv3x3/stride 2(N(i)))."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, group_norm: bool = False):
         super().__init__()
-        self.downsample = conv_relu(channels, channels, stride=2)
-        self.fuse = conv_relu(channels, channels)
+        self.downsample = conv_relu(channels, channels, stride=2, group_norm=group_norm)
+        self.fuse = conv_relu(channels, channels, group_norm=group_norm)
 
     def forward(self, previous: torch.Tensor, lateral: torch.Tensor) -> torch.Tensor:
         down = self.downsample(previous)
@@ -48,12 +62,12 @@ class BottomUpPath(nn.Module):
     """FPN levels "0".."3" (P2-P5) in, N2-N5 out under the same names, and "pool" (N6, a stride-2
     subsample of N5, for the largest anchors as FPN's P6)."""
 
-    def __init__(self, fpn: nn.Module, levels: int = 4):
+    def __init__(self, fpn: nn.Module, levels: int = 4, group_norm: bool = False):
         super().__init__()
         self.fpn = fpn
         self.out_channels = fpn.out_channels
         self.names = [str(level) for level in range(levels)]
-        self.steps = nn.ModuleList(PathStep(self.out_channels) for _ in range(levels - 1))
+        self.steps = nn.ModuleList(PathStep(self.out_channels, group_norm) for _ in range(levels - 1))
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         pyramid = self.fpn(x)
@@ -117,17 +131,24 @@ class AdaptiveMaskHead(nn.Module):
     runs the fc branch from conv3 and returns its 28x28 mask packed behind conv4's channels, as four
     14x14 channels (pixel_unshuffle): torchvision's RoIHeads passes one tensor from head to predictor."""
 
-    def __init__(self, channels: int, levels: int, convs: int = 4, fc_fusion: bool = True):
+    def __init__(
+        self, channels: int, levels: int, convs: int = 4, fc_fusion: bool = True, group_norm: bool = False
+    ):
         super().__init__()
-        self.conv1 = nn.ModuleList(conv_relu(channels, channels) for _ in range(levels))
-        self.convs = nn.ModuleList(conv_relu(channels, channels) for _ in range(convs - 1))
+        self.conv1 = nn.ModuleList(
+            conv_relu(channels, channels, group_norm=group_norm) for _ in range(levels)
+        )
+        self.convs = nn.ModuleList(
+            conv_relu(channels, channels, group_norm=group_norm) for _ in range(convs - 1)
+        )
         self.fc_fusion = fc_fusion
         self.fc_branch = (
             nn.Sequential(
-                conv_relu(channels, channels),
-                conv_relu(channels, channels // 2),
+                conv_relu(channels, channels, group_norm=group_norm),
+                conv_relu(channels, channels // 2, group_norm=group_norm),
                 nn.Flatten(),
                 nn.Linear(channels // 2 * 14 * 14, 28 * 28),
+                nn.ReLU(inplace=True),
             )
             if fc_fusion
             else nn.Identity()
@@ -173,12 +194,13 @@ class PANet(MaskRCNN):
         bottom_up_path: bool = True,
         adaptive_pooling: bool = True,
         fc_fusion: bool = True,
+        group_norm: bool = False,
         **mask_rcnn_arguments,
     ):
         super().__init__(num_classes, **mask_rcnn_arguments)
         channels = self.backbone.out_channels
         if bottom_up_path:
-            self.backbone = BottomUpPath(self.backbone)
+            self.backbone = BottomUpPath(self.backbone, group_norm=group_norm)
         heads = self.roi_heads
         levels = ["0", "1", "2", "3"]
         mask_channels = heads.mask_predictor.conv5_mask.in_channels
@@ -187,10 +209,14 @@ class PANet(MaskRCNN):
             heads.box_roi_pool = AllLevelsRoIAlign(levels, 7)
             heads.box_head = AdaptiveBoxHead(channels * 7 * 7, len(levels), representation)
             heads.mask_roi_pool = AllLevelsRoIAlign(levels, 14)
-            heads.mask_head = AdaptiveMaskHead(channels, len(levels), fc_fusion=fc_fusion)
+            heads.mask_head = AdaptiveMaskHead(
+                channels, len(levels), fc_fusion=fc_fusion, group_norm=group_norm
+            )
             mask_channels = channels
-        elif fc_fusion:
-            heads.mask_head = AdaptiveMaskHead(channels, 1, fc_fusion=True)
+        elif fc_fusion or group_norm:
+            heads.mask_head = AdaptiveMaskHead(channels, 1, fc_fusion=fc_fusion, group_norm=group_norm)
             mask_channels = channels
         if fc_fusion:
             heads.mask_predictor = FusedMaskPredictor(mask_channels, num_classes)
+        elif mask_channels != heads.mask_predictor.conv5_mask.in_channels:
+            heads.mask_predictor = mask_rcnn.MaskRCNNPredictor(mask_channels, mask_channels, num_classes)
