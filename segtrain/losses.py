@@ -2,7 +2,9 @@
 
 Auxiliary outputs (deep supervision) add ``aux_weight * loss(aux, target)``; ``aux_weight`` is a
 number for every aux output or a list with one weight each. Left null, each model's paper weights
-apply (the output dict's ``aux_weight``: PSPNet 0.4, DANet 1 per branch, ...).
+apply (the output dict's ``aux_weight``: PSPNet 0.4, DANet 1 per branch, ...). An aux output smaller than
+the target is scored against the target subsampled to its size (nearest), as DeepLab's multi-scale
+training shrinks its labels for each scale.
 """
 
 from __future__ import annotations
@@ -48,8 +50,16 @@ class SegmentationLoss(nn.Module):
         if len(weights) != len(aux):
             raise ValueError(f"loss.aux_weight has {len(weights)} weights for {len(aux)} auxiliary outputs")
         for weight, logits in zip(weights, aux):
-            loss = loss + weight * self.compute(logits, target)
+            loss = loss + weight * self.compute(logits, subsample_to(target, logits))
         return loss
+
+
+def subsample_to(target: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """The [B, H, W] (or [B, D, H, W]) labels at the logits' spatial size, by nearest neighbour."""
+    size = logits.shape[2:]
+    if target.shape[1:] == size:
+        return target
+    return F.interpolate(target[:, None].float(), size=size, mode="nearest")[:, 0].long()
 
 
 class CrossEntropyLoss(SegmentationLoss):

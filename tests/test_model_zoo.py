@@ -13,6 +13,7 @@ from hydra.utils import instantiate
 from segtrain.commands.export import export_onnx, onnx_runner, write_and_compare
 from segtrain.config import compose, config_groups, config_task
 from segtrain.errors import SegtrainError
+from segtrain.losses import CrossEntropyLoss
 from segtrain.models.attention_to_scale import AttentionToScale
 from segtrain.models.blocks import ScaleFusion, adaptive_avg_pool2d, max_unpool2d
 from segtrain.models.danet import ChannelAttention, DANet, PositionAttention
@@ -271,21 +272,37 @@ def test_attention_weights_sum_to_one_and_max_fusion_is_the_same_module():
     weights = attention.attention_weights(features)
     assert weights.shape == (2, 3, *scores[0].shape[-2:])
     assert torch.allclose(weights.sum(dim=1), torch.ones(()), atol=1e-6)
-    assert torch.allclose(merged, sum(weights[:, i : i + 1] * scores[i] for i in range(3)), atol=1e-5)
+    # Each scale's scores come back at that scale's own size; the merge reads them resized to scale 1's.
+    assert [tuple(s.shape[-2:]) for s in scores] == [(16, 23), (12, 17), (8, 11)]
+    aligned = [F.interpolate(s, size=(16, 23), mode="bilinear") for s in scores]
+    assert torch.allclose(merged, sum(weights[:, i : i + 1] * aligned[i] for i in range(3)), atol=1e-5)
 
     fused, same_scores = ScaleFusion((1.0, 0.75, 0.5), merge="max")(_scale_network, x)
     assert all(torch.equal(a, b) for a, b in zip(scores, same_scores))
-    assert torch.equal(fused, torch.stack(scores).amax(0))
+    assert torch.equal(fused, torch.stack(aligned).amax(0))
     # DeepLab v2's MSC is this module; Attention to Scale with merge=max is DeepLab v2's fusion.
     assert DeepLabV2(5, backbone={"name": "vgg16", **VGG}, scales=(1.0, 0.5)).fusion.merge == "max"
     assert AttentionToScale(5, fc_channels=8, merge="max", backbone=VGG).fusion.merge == "max"
 
 
-def test_attention_to_scale_supervises_the_merge_and_every_scale():
+def test_attention_to_scale_supervises_the_merge_and_every_scale_at_its_own_size():
+    """The merged output at the input's size; each scale's scores at that scale's stride-8 size, against the
+    labels subsampled there by nearest neighbour (the authors' shrunk labels)."""
+    torch.manual_seed(0)
     model = ZOO["attention_to_scale"]().train()
     out = model(torch.randn(2, 3, 65, 71))
-    assert len(out["aux"]) == 3 and out["aux_weight"] == 1.0
-    assert all(a.shape == out["out"].shape for a in out["aux"])
+    assert out["out"].shape[-2:] == (65, 71) and out["aux_weight"] == 1.0
+    assert [tuple(a.shape[-2:]) for a in out["aux"]] == [(9, 9), (6, 7), (4, 5)]  # 65x71, 48x53, 32x35 in
+    target = torch.randint(0, 5, (2, 65, 71))
+    target[:, :5] = 255
+    loss = CrossEntropyLoss()(out, target)
+    expected = F.cross_entropy(out["out"], target, ignore_index=255)
+    for aux in out["aux"]:
+        height, width = aux.shape[-2:]
+        rows = (torch.arange(height) * 65 / height).floor().long()
+        columns = (torch.arange(width) * 71 / width).floor().long()
+        expected = expected + F.cross_entropy(aux, target[:, rows][:, :, columns], ignore_index=255)
+    assert torch.allclose(loss, expected, atol=1e-5)
 
 
 def test_reverse_attention_fusion_on_hand_made_tensors():

@@ -6,7 +6,9 @@ map is resized to the score map of scale 1. The attention model reads the fc7 fe
 (resized likewise and concatenated): a 3x3 convolution to 512 channels with ReLU, then a 1x1 convolution
 to one channel per scale, and a softmax over the scales at each pixel. The merged score map is
 sum_s w_s * score_s. Extra supervision, which the paper finds essential, puts the same cross-entropy on
-the merged output and on every scale's output (weight 1 each).
+the merged output and on every scale's output (weight 1 each). Each scale's score map is supervised at its
+own size, against the ground truth subsampled (nearest) to it, as the authors' DeepLab MSC training does
+with its shrunk labels; the merged output is supervised at the input's size.
 
 The fusion is ``blocks.ScaleFusion``, which is also DeepLab v2's multi-scale input (MSC) with ``merge="max"``.
 """
@@ -41,5 +43,5 @@ class AttentionToScale(DeepLabV1):
 
     def forward(self, x: torch.Tensor):
         merged, scores = self.fusion(self.features_and_scores, x)
-        aux = [resize_to(score, x) for score in scores] if self.training else []
+        aux = scores if self.training else []
         return with_aux(self, resize_to(merged, x), aux, weight=1.0)

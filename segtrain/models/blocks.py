@@ -250,15 +250,17 @@ class ScaleFusion(nn.Module):
         return self.attention(torch.cat(features, dim=1)).softmax(dim=1)
 
     def forward(self, network: ScaleNetwork, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """The merged score map and each scale's, all at the output stride of scale 1."""
-        features, scores = [], []
+        """The merged score map, at the output stride of scale 1, and each scale's score map at its own
+        size (the papers supervise each there, against the ground truth subsampled to it)."""
+        features, scores, aligned = [], [], []
         for scale in self.scales:
             feature, score = network(rescale(x, scale))
             reference = scores[0] if scores else score
-            scores.append(resize_to(score, reference))
+            scores.append(score)
+            aligned.append(resize_to(score, reference))
             if self.merge == "attention":
                 features.append(resize_to(feature, reference))
         if self.merge == "max":
-            return torch.stack(scores).amax(dim=0), scores
+            return torch.stack(aligned).amax(dim=0), scores
         weights = self.attention_weights(features)
-        return sum(weights[:, i : i + 1] * score for i, score in enumerate(scores)), scores
+        return sum(weights[:, i : i + 1] * score for i, score in enumerate(aligned)), scores

@@ -99,8 +99,9 @@ class DeepLabV2(nn.Module):
     """ASPP-L over ResNet-101 (output stride 8) or VGG16 (``backbone.name=vgg16``).
 
     ``scales`` other than (1.0,): the input runs at each scale and the score maps, resized to
-    scale 1's, are fused by a per-pixel max; in training the per-scale logits are also returned as
-    auxiliary outputs (weight 1), as the paper supervises each scale and the fusion.
+    scale 1's, are fused by a per-pixel max; in training each scale's logits are also returned, at their
+    own size, as auxiliary outputs (weight 1, scored against the labels subsampled to that size), as the
+    paper supervises each scale and the fusion.
     """
 
     def __init__(
@@ -141,7 +142,7 @@ class DeepLabV2(nn.Module):
         if self.fusion is None:
             return resize_to(self.features_and_scores(x)[1], x)
         fused, scores = self.fusion(self.features_and_scores, x)
-        aux = [resize_to(score, x) for score in scores] if self.training else []
+        aux = scores if self.training else []
         return with_aux(self, resize_to(fused, x), aux, weight=1.0)
 
 
