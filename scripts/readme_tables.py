@@ -3,8 +3,9 @@
     python scripts/readme_tables.py           # print the tables
     python scripts/readme_tables.py --write   # replace them in README.md
 
-Each entry is described by the opening comment of its config file. tests/test_readme.py checks that the
-README holds exactly what this prints.
+Each entry is described by the opening comment of its config file; the recipes table reads each experiment's
+"# Paper: number | metric | data" line. tests/test_readme.py checks that the README holds exactly what this
+prints.
 """
 
 from __future__ import annotations
@@ -45,6 +46,34 @@ def describe(path: Path) -> str:
     return text.replace("|", "\\|")
 
 
+def paper_line(path: Path) -> list[str] | None:
+    """An experiment's "# Paper: number | metric | data" line, split, or None."""
+    for line in path.read_text().splitlines():
+        if line.startswith("# Paper:"):
+            return [part.strip() for part in line.removeprefix("# Paper:").split("|")]
+    return None
+
+
+def recipes() -> str:
+    """One row per paper recipe: the system, its experiment, the data it trains on, and the paper's number."""
+    rows = []
+    for path in sorted((ROOT / "conf" / "experiment").glob("*.yaml")):
+        paper = paper_line(path)
+        if paper is None:
+            continue
+        text = path.read_text()
+        overrides = dict(re.findall(r"override /(\w+): (\w+)", text))
+        system = (
+            f"adversarial={overrides['adversarial']}" if "adversarial" in overrides else overrides["model"]
+        )
+        number, metric, where = paper
+        rows.append(
+            f"| `{system}` | `experiment={path.stem}` | {overrides['data']} | {number} | {metric} | {where} |"
+        )
+    header = "| system | experiment | trains on | paper's number | metric | the paper's data and setting |"
+    return "\n".join([f"**Paper recipes** ({len(rows)})", "", header, "|---|---|---|---|---|---|", *rows])
+
+
 def tables() -> str:
     blocks = []
     for group, title in GROUPS:
@@ -55,7 +84,7 @@ def tables() -> str:
         blocks.append(
             "\n".join([f"**{title.capitalize()}** ({len(files)})", "", "| | |", "|---|---|", *rows])
         )
-    return "\n\n".join([BEGIN, *blocks, END])
+    return "\n\n".join([BEGIN, *blocks, recipes(), END])
 
 
 def readme_with_tables(readme: str) -> str:

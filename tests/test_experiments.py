@@ -1,6 +1,7 @@
 """Every experiment overlay composes, validates, loads a batch of its layout and runs its model on it."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,6 +19,7 @@ from tests.layouts import (
     make_folder_tree,
 )
 
+ROOT = Path(__file__).parents[1]
 TREES = {
     "camvid": make_camvid_tree,
     "cityscapes": make_cityscapes_tree,
@@ -40,6 +42,33 @@ TINY_MODELS = {
         "model.backbone.pretrained=false",
         "model.hidden=8",
         "model.upsample_channels=8",
+    ],
+    "PSPNet": ["model.backbone.name=resnet18", "model.backbone.pretrained=false", "model.channels=16"],
+    "DANet": ["model.backbone.name=resnet18", "model.backbone.pretrained=false", "model.channels=16"],
+    "SemanticFPN": [
+        "model.backbone.name=resnet18",
+        "model.backbone.pretrained=false",
+        "model.fpn_channels=32",
+        "model.head_channels=32",  # GroupNorm's 32 groups
+    ],
+    "SceneLabelingLSTM": ["model.lstm_channels=[4,6]", "model.hidden_channels=[5]"],
+    "AttentionToScale": [
+        "+model.backbone.width=0.0625",
+        "model.backbone.pretrained=false",
+        "model.fc_channels=16",
+        "model.attention_channels=8",
+    ],
+    "ReverseAttentionNetwork": [
+        "+model.backbone.width=0.0625",
+        "model.backbone.pretrained=false",
+        "model.fc_channels=16",
+    ],
+    "GraphLSTMNet": [
+        "+model.backbone.width=0.0625",
+        "model.backbone.pretrained=false",
+        "model.fc_channels=16",
+        "model.hidden=8",
+        "model.superpixels.n_segments=20",
     ],
 }
 
@@ -128,3 +157,97 @@ def test_vnet_trains_and_evaluates_on_decathlon_volumes(tmp_path):
     assert scores["images"] == 1 and scores["pixels"] == 20 * 16 * 12
     assert scores["per_class"]["spleen"]["pixels"] == 8 * 7 * 6
     assert torch.load(best, weights_only=True)["segtrain"]["config"]["model"]["_target_"].endswith("VNet")
+
+
+#: The reading list's 25 systems and the model config (or adversarial group) each recipe must train.
+SYSTEMS = [
+    "fcn8s", "parsenet", "deeplabv1", "deeplabv2", "deeplabv3", "deeplabv3plus", "dpn", "deconvnet", "segnet",
+    "unet", "vnet", "fpn", "pspnet", "mask_rcnn", "panet", "masklab", "lstm2d", "reseg", "graph_lstm",
+    "text_objseg", "attention_to_scale", "reverse_attention", "pan", "danet", "adversarial",
+]  # fmt: skip
+
+
+def paper_recipes() -> dict[str, str]:
+    """System -> the experiment whose header carries a "# Paper: number | metric | data" line."""
+    found = {}
+    for name in config_groups()["experiment"]:
+        text = (ROOT / "conf" / "experiment" / f"{name}.yaml").read_text()
+        paper = [line for line in text.splitlines() if line.startswith("# Paper:")]
+        if paper:
+            assert len(paper[0].split("|")) == 3, f"{name}: # Paper: number | metric | the paper's data"
+            system = (
+                "adversarial"
+                if "override /adversarial:" in text
+                else text.split("override /model: ")[1].split()[0]
+            )
+            assert system not in found, f"two paper recipes for {system}: {found.get(system)} and {name}"
+            found[system] = name
+    return found
+
+
+def test_every_system_has_one_paper_recipe_that_trains_its_model():
+    recipes = paper_recipes()
+    assert sorted(recipes) == sorted(SYSTEMS)
+    for system, experiment in recipes.items():
+        cfg = compose_experiment(experiment, "data.root=/tmp")
+        validate(cfg)
+        if system == "adversarial":
+            assert cfg.adversarial is not None
+        else:
+            expected = compose("config", [f"model={system}", f"data={cfg.data.name}", "data.root=/tmp"]).model
+            assert cfg.model._target_ == expected._target_, experiment
+        # Its optimizer and schedule build and step (on one parameter: the networks are tested elsewhere).
+        parameter = torch.nn.Parameter(torch.zeros(1))
+        optimizer = instantiate(cfg.optimizer)(params=[parameter])
+        steps = cfg.trainer.get("max_steps", -1)
+        scheduler = instantiate(cfg.scheduler)(optimizer, total_steps=steps if steps > 0 else 1000)
+        optimizer.step()
+        scheduler.step()
+        assert optimizer.param_groups[0]["lr"] > 0
+
+
+def test_step_schedule_equals_torchs_multistep_and_step_schedules():
+    from segtrain.schedulers import step
+
+    def lrs(make):
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.02)
+        schedule = make(optimizer)
+        seen = []
+        for _ in range(40):
+            seen.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            schedule.step()
+        return seen
+
+    ours = lrs(lambda o: step(o, 40, milestones=[30, 12]))
+    torchs = lrs(lambda o: torch.optim.lr_scheduler.MultiStepLR(o, [12, 30], gamma=0.1))
+    assert ours == pytest.approx(torchs)
+    ours = lrs(lambda o: step(o, 40, every=7, gamma=0.5))
+    torchs = lrs(lambda o: torch.optim.lr_scheduler.StepLR(o, 7, gamma=0.5))
+    assert ours == pytest.approx(torchs)
+    # Warm-up: linear from warmup_ratio x lr to lr over warmup_steps, then the steps.
+    warm = lrs(lambda o: step(o, 40, milestones=[30], warmup_steps=4, warmup_ratio=0.25))
+    assert warm[:5] == pytest.approx([0.005, 0.00875, 0.0125, 0.01625, 0.02]) and warm[30] == pytest.approx(
+        0.002
+    )
+
+
+def test_text_objseg_paper_config_keeps_vgg_fixed_and_the_small_one_trains_it():
+    from segtrain.models.text_objseg import TextObjSeg
+
+    paper = compose("config", ["task=referring", "model=text_objseg"]).model
+    small = compose("config", ["task=referring"]).model
+    assert paper.freeze_vgg and not small.freeze_vgg
+    model = TextObjSeg(
+        ["<pad>", "<unk>", "a"],
+        freeze_vgg=True,
+        embedding_dim=4,
+        lstm_hidden=4,
+        fc_width=8,
+        image_features=4,
+        mlp_hidden=4,
+        backbone={"width": 0.0625, "pretrained": False},
+    )
+    frozen = {name.split(".")[0] for name, p in model.named_parameters() if not p.requires_grad}
+    trained = {name.split(".")[0] for name, p in model.named_parameters() if p.requires_grad}
+    assert frozen == {"trunk", "fc6", "fc7", "fc8"} and trained == {"embedding", "lstm", "mlp", "upsample"}

@@ -17,7 +17,9 @@ size, so that its entries are of the order of 1, like the spatial map's. The fun
 (it equals scaling the first 1x1 conv's weights on those channels); from scratch it trains several times
 faster (benchmarks/referring.md), so the small default model sets it, while the paper's config keeps plain
 unit vectors. ``blind``: the baselines of segtrain's benchmark, the same network with the expression
-vector (``expression``) or the image feature (``image``) replaced by zeros.
+vector (``expression``) or the image feature (``image``) replaced by zeros. ``freeze_vgg``: VGG16 up to fc8
+is not trained, as the authors' code does (its ``fix_convnet``); only the language model, the MLP and the
+upsampling learn.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ class TextObjSeg(nn.Module):
         mlp_hidden: int = 500,
         scale_normalized: bool = False,
         blind: str | None = None,
+        freeze_vgg: bool = False,
         backbone: dict | None = None,
     ):
         super().__init__()
@@ -88,6 +91,9 @@ class TextObjSeg(nn.Module):
             nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
             nn.init.zeros_(conv.bias)
             self.trunk.convolutionalize(conv, index)
+        if freeze_vgg:
+            for layer in (self.trunk, self.fc6, self.fc7, self.fc8):
+                layer.requires_grad_(False)
         self.embedding = nn.Embedding(len(vocabulary), embedding_dim, padding_idx=0)
         self.lstm = nn.LSTM(embedding_dim, lstm_hidden, batch_first=True)
         self.mlp = nn.Sequential(
