@@ -95,6 +95,45 @@ def test_one_backward_gives_each_network_its_own_gradient():
     assert any(g.abs().sum() > 0 for g in s_only) and any(g.abs().sum() > 0 for g in d_only)
 
 
+@pytest.mark.parametrize("kind", ["basic", "product", "scaling"])
+def test_segmenter_term_makes_predictions_look_real_to_the_discriminator(kind):
+    """The segmenter's term is BCE(a(x, s(x)), 1), the paper's -log a(x, s(x)): one gradient step of the
+    segmenter on it raises the discriminator's logit (its belief "ground truth") for the prediction. A flipped
+    sign or a target of 0 lowers it."""
+    image, mask, _ = _batch()
+    torch.manual_seed(1)
+    segmenter = torch.nn.Conv2d(3, 3, 3, padding=1)
+    adversary = Adversary(3, input=kind, architecture="pascal", width=0.125)
+    before = adversary.logits(image, adversary.label_maps(segmenter(image).softmax(1), mask)[1]).detach()
+    _, term, _ = adversary.losses(image, segmenter(image).softmax(1), mask)
+    term.backward()
+    assert all(p.grad is None for p in adversary.parameters())  # the term leaves the discriminator alone
+    with torch.no_grad():
+        for parameter in segmenter.parameters():
+            parameter -= 0.5 * parameter.grad
+    after = adversary.logits(image, adversary.label_maps(segmenter(image).softmax(1), mask)[1]).detach()
+    assert (after > before).all()
+
+
+def test_discriminator_learns_to_tell_ground_truth_from_predictions():
+    """On a fixed batch, the discriminator's own loss takes its accuracy from chance to (nearly) all right,
+    and real maps score higher than predicted ones."""
+    image, mask, probs = _batch()
+    torch.manual_seed(0)
+    adversary = Adversary(3, input="product", architecture="pascal", width=0.125)
+    optimizer = torch.optim.Adam(adversary.parameters(), lr=1e-3)
+    accuracies = []
+    for _ in range(30):
+        discriminator_loss, _, accuracy = adversary.losses(image, probs, mask)
+        optimizer.zero_grad()
+        discriminator_loss.backward()
+        optimizer.step()
+        accuracies.append(accuracy.item())
+    assert accuracies[0] <= 0.75 and accuracies[-1] == 1.0
+    truth, predicted = adversary.label_maps(probs, mask)
+    assert (adversary.logits(image, truth) > adversary.logits(image, predicted)).all()
+
+
 def test_warns_when_the_discriminator_stays_at_100_percent(tmp_path):
     cfg = compose(
         "config",
