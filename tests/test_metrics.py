@@ -71,3 +71,108 @@ def test_miou_matches_torchmetrics_jaccard():
     assert ours["mIoU"] == pytest.approx(reference.item(), abs=1e-6)
     per_class = MulticlassJaccardIndex(num_classes=5, ignore_index=255, average="none")(preds, target)
     assert [ours["per_class"][k]["IoU"] for k in "abcde"] == pytest.approx(per_class.tolist(), abs=1e-6)
+
+
+# COCO: segtrain's detections -> results conversion, scored by pycocotools, against known answers.
+CATEGORY_IDS = [3, 7, 9]  # the json's ids, with gaps; the detector's labels are 1, 2, 3
+
+
+def polygon(x: float, y: float, w: float, h: float) -> list[list[float]]:
+    return [[x, y, x + w, y, x + w, y + h, x, y + h]]
+
+
+def coco_ground_truth(tmp_path):
+    """Two 48x64 images: image 1 holds one object of each category, image 2 a category-7 object given as
+    RLE."""
+    from pycocotools import mask as mask_utils
+    from pycocotools.coco import COCO
+
+    rle_mask = np.zeros((48, 64), np.uint8, order="F")
+    rle_mask[5:25, 30:50] = 1
+    rle = mask_utils.encode(rle_mask)
+    boxes = {1: (2, 3, 10, 10), 2: (20, 4, 12, 16), 3: (4, 25, 20, 12)}
+    annotations = [
+        {"id": i, "image_id": 1, "category_id": CATEGORY_IDS[i - 1], "bbox": list(box),
+         "area": box[2] * box[3], "segmentation": polygon(*box), "iscrowd": 0}
+        for i, box in boxes.items()
+    ] + [{"id": 4, "image_id": 2, "category_id": 7, "bbox": [30, 5, 20, 20], "area": 400,
+          "segmentation": {"size": [48, 64], "counts": rle["counts"].decode()}, "iscrowd": 0}]  # fmt: skip
+    data = {
+        "images": [{"id": 1, "width": 64, "height": 48}, {"id": 2, "width": 64, "height": 48}],
+        "categories": [{"id": c, "name": f"c{c}"} for c in CATEGORY_IDS],
+        "annotations": annotations,
+    }
+    path = tmp_path / "truth.json"
+    path.write_text(__import__("json").dumps(data))
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        return COCO(str(path))
+
+
+def detector_output(truth, image_id: int, detections: list[tuple]) -> dict:
+    """(xywh box, label 1..3, score, mask or None) -> a detector output dict: boxes xyxy, masks as
+    probabilities [N, 1, H, W]; a missing mask is the box filled."""
+    boxes, labels, scores, masks = [], [], [], []
+    for (x, y, w, h), label, score, mask in detections:
+        boxes.append([x, y, x + w, y + h])
+        labels.append(label)
+        scores.append(score)
+        if mask is None:
+            mask = np.zeros((48, 64), np.float32)
+            mask[round(y) : round(y + h), round(x) : round(x + w)] = 1
+        masks.append(torch.as_tensor(mask, dtype=torch.float32) * 0.9)
+    return {
+        "boxes": torch.tensor(boxes, dtype=torch.float32),
+        "labels": torch.tensor(labels),
+        "scores": torch.tensor(scores),
+        "masks": torch.stack(masks)[:, None],
+    }
+
+
+def test_ground_truth_through_the_results_conversion_scores_ap_one(tmp_path):
+    from segtrain.metrics import coco_results, coco_scores
+
+    truth = coco_ground_truth(tmp_path)
+    results = []
+    for image_id in (1, 2):
+        detections = []
+        for annotation in truth.loadAnns(truth.getAnnIds(imgIds=[image_id])):
+            label = CATEGORY_IDS.index(annotation["category_id"]) + 1
+            detections.append(
+                (annotation["bbox"], label, 1.0, truth.annToMask(annotation).astype(np.float32))
+            )
+        results += coco_results(detector_output(truth, image_id, detections), image_id, CATEGORY_IDS, 0.5)
+    scores = coco_scores(truth, results, [1, 2], ["a", "b", "c"], CATEGORY_IDS)
+    assert scores["box_AP"] == pytest.approx(1.0) and scores["mask_AP"] == pytest.approx(1.0)
+
+
+def test_hand_made_detections_score_their_known_ap(tmp_path):
+    """Category 3: found exactly, plus a lower-scored duplicate (a false positive after the true one: AP 1).
+    Category 7: image 1's object found with its 12 px wide box shifted 2 px right (IoU 10/14 = 0.714: a match
+    at the thresholds 0.50-0.70, 5 of 10), image 2's found exactly. Category 9: its object detected under
+    the wrong class (AP 0; the wrong class's extra detection ranks below its true one). Masks are the boxes
+    filled, so they overlap alike."""
+    from segtrain.metrics import coco_results, coco_scores
+
+    truth = coco_ground_truth(tmp_path)
+    first = [
+        ((2, 3, 10, 10), 1, 0.9, None),
+        ((2, 3, 10, 10), 1, 0.5, None),  # duplicate
+        ((22, 4, 12, 16), 2, 0.8, None),  # shifted 2 px
+        ((4, 25, 20, 12), 1, 0.3, None),  # category 9's object, called category 3
+    ]
+    rle_object = ((30, 5, 20, 20), 2, 0.95, None)
+    results = coco_results(detector_output(truth, 1, first), 1, CATEGORY_IDS, 0.5)
+    results += coco_results(detector_output(truth, 2, [rle_object]), 2, CATEGORY_IDS, 0.5)
+    scores = coco_scores(truth, results, [1, 2], ["a", "b", "c"], CATEGORY_IDS)
+    per_class = scores["per_class"]
+    assert per_class["a"]["box_AP"] == pytest.approx(1.0) and per_class["c"]["box_AP"] == pytest.approx(0.0)
+    # Category 7: one exact match (score 0.95) and one at IoU 0.714 (score 0.8). Thresholds 0.50-0.70: recall
+    # 2/2 at precision 1, AP 1. Above: recall 1/2 at precision 1, then a false positive: COCO's 101-point
+    # interpolation gives precision 1 at the 51 recall points 0, 0.01, ..., 0.5 and 0 after, AP 51/101.
+    expected_b = (5 * 1.0 + 5 * 51 / 101) / 10
+    assert per_class["b"]["box_AP"] == pytest.approx(expected_b, abs=1e-3)
+    assert per_class["b"]["mask_AP"] == pytest.approx(expected_b, abs=1e-3)
+    assert scores["box_AP"] == pytest.approx((1.0 + expected_b + 0.0) / 3, abs=1e-3)
