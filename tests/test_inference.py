@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 import torch.nn as nn
@@ -37,6 +39,62 @@ def test_flip_and_multiscale_average_probabilities():
         assert torch.allclose(predict_probs(model, x, flip=True), whole, atol=1e-5)
         multi = predict_probs(model, x, mode="slide", crop_size=(16, 16), scales=(0.5, 1.0, 1.5), flip=True)
         assert multi.shape == whole.shape
+
+
+class WindowRamp(nn.Module):
+    """Logits that depend on where a pixel sits in the window it is given: class k scores
+    (k + 1) * x[0] + k * (row / height) - k * (column / width). Window placement, flips and rescaling
+    all change its output, so only the right computation reproduces them."""
+
+    def forward(self, x):
+        height, width = x.shape[-2:]
+        rows = torch.arange(height, dtype=x.dtype)[:, None] / height
+        columns = torch.arange(width, dtype=x.dtype)[None, :] / width
+        return torch.stack([(k + 1) * x[:, 0] + k * rows - k * columns for k in range(3)], 1)
+
+
+def hand_gaussian(height: int, width: int) -> torch.Tensor:
+    """exp(-d^2 / 2 (n / 8)^2) per axis around the window's centre, scaled to peak 1, floored at 1e-3."""
+    weight = torch.empty(height, width)
+    for i in range(height):
+        for j in range(width):
+            dy, dx = i - (height - 1) / 2, j - (width - 1) / 2
+            weight[i, j] = math.exp(-0.5 * (dy / (height / 8)) ** 2 - 0.5 * (dx / (width / 8)) ** 2)
+    return (weight / weight.max()).clamp(min=1e-3)
+
+
+def test_sliding_window_equals_hand_placed_windows():
+    """20x30 input, 12x16 windows, stride 5x7: rows start at 0, 5 and 8 (the last flush with the border),
+    columns at 0, 7 and 14; each window's logits weighted by the Gaussian and normalised per pixel."""
+    model = WindowRamp()
+    x = torch.randn(1, 3, 20, 30)
+    for gaussian in (True, False):
+        weight = hand_gaussian(12, 16) if gaussian else torch.ones(12, 16)
+        total, norm = torch.zeros(1, 3, 20, 30), torch.zeros(20, 30)
+        for top in (0, 5, 8):
+            for left in (0, 7, 14):
+                total[..., top : top + 12, left : left + 16] += (
+                    model(x[..., top : top + 12, left : left + 16]) * weight
+                )
+                norm[top : top + 12, left : left + 16] += weight
+        out = sliding_window(model, x, crop_size=(12, 16), stride=(5, 7), gaussian=gaussian)
+        assert torch.allclose(out, total / norm, atol=1e-5)
+        assert not torch.allclose(out, model(x), atol=1e-2)  # the windows matter for this model
+
+
+def test_flip_and_scale_tta_equal_their_direct_computation():
+    model = WindowRamp()
+    x = torch.randn(2, 3, 16, 24)
+    direct = model(x).softmax(1)
+    flipped = model(x.flip(-1)).flip(-1).softmax(1)
+    assert not torch.allclose(direct, flipped, atol=1e-3)
+    assert torch.allclose(predict_probs(model, x, flip=True), (direct + flipped) / 2, atol=1e-6)
+    half = torch.nn.functional.interpolate(x, size=(8, 12), mode="bilinear", align_corners=False)
+    at_half = torch.nn.functional.interpolate(
+        model(half), size=(16, 24), mode="bilinear", align_corners=False
+    )
+    expected = (at_half.softmax(1) + direct) / 2
+    assert torch.allclose(predict_probs(model, x, scales=(0.5, 1.0)), expected, atol=1e-6)
 
 
 def test_poly_and_cosine_are_stepped_per_iteration():
