@@ -4,6 +4,7 @@ a pairs file, ONNX export with two inputs against onnxruntime)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import pickle
 import re
@@ -301,3 +302,57 @@ def test_referring_refuses_flips_and_flipped_inference(tmp_path):
     )
     result = run_cli(*RUN, "inference.flip=true", cwd=tmp_path)
     assert result.returncode != 0 and "inference.flip=true" in result.stderr
+
+
+def test_evaluation_from_logits_to_intersection_and_union():
+    """Logits at the transformed, batch-padded size -> each expression's I and U on its image's own grid:
+    item A (4x6) was scaled x2 into the top-left 8x12 of a 10x12 batch, item B (5x5) x2 into the top-left
+    10x10. Logits are constant on 2x2 blocks, so bringing them back is exact; sigmoid > 0.5 is the mask
+    (logit 0.1 is in, -0.1 out), and pixels labelled 255 count in neither I nor U."""
+    from segtrain.tasks.referring import ReferringSegmentation
+
+    block_logits = {
+        "A": torch.tensor([[3.0, 3.0, -3.0, 0.1, -0.1, 3.0]] * 2 + [[-3.0, -3.0, 3.0, 3.0, -3.0, -3.0]] * 2),
+        "B": torch.tensor([[0.1, -0.1, 3.0, -3.0, 3.0]] * 5),
+    }
+    logits = torch.full((2, 1, 10, 12), -50.0)  # beyond each item's region: padding the model also saw
+    logits[0, 0, :8, :12] = block_logits["A"].repeat_interleave(2, 0).repeat_interleave(2, 1)
+    logits[1, 0, :10, :10] = block_logits["B"].repeat_interleave(2, 0).repeat_interleave(2, 1)
+    masks = {
+        "A": torch.tensor([[1, 1, 0, 1, 1, 255], [1, 0, 0, 0, 1, 255]] + [[0, 0, 1, 1, 1, 0]] * 2),
+        "B": torch.tensor([[1, 1, 1, 0, 0]] * 4 + [[255] * 5]),
+    }
+    batch_mask = torch.full((2, 5, 6), 255, dtype=torch.uint8)  # padded to the largest original size
+    batch_mask[0, :4, :6] = masks["A"]
+    batch_mask[1, :5, :5] = masks["B"]
+    expected = []
+    for name in ("A", "B"):
+        predicted, target = block_logits[name].sigmoid() > 0.5, masks[name]
+        intersection = union = 0
+        for (i, j), label in zip(itertools.product(*map(range, target.shape)), target.flatten().tolist()):
+            if label == 255:
+                continue
+            intersection += int(predicted[i, j] and label == 1)
+            union += int(predicted[i, j] or label == 1)
+        expected.append((intersection, union))
+
+    class Task:
+        threshold, ignore_index, overlaps = 0.5, 255, {"val": []}
+
+        def __call__(self, image, tokens):
+            return logits
+
+    batch = {
+        "image": torch.zeros(2, 3, 10, 12, dtype=torch.uint8),
+        "tokens": torch.zeros(2, 4, dtype=torch.long),
+        "mask": batch_mask,
+        "meta": [
+            {"size": [4, 6], "region": [[0, 8], [0, 12]]},
+            {"size": [5, 5], "region": [[0, 10], [0, 10]]},
+        ],
+    }
+    task = Task()
+    predicted = ReferringSegmentation._evaluate_batch(task, batch, "val")
+    assert predicted.shape == (2, 5, 6)
+    (overlaps,) = task.overlaps["val"]
+    assert [tuple(pair) for pair in overlaps.T.tolist()] == expected == [(8, 14), (8, 16)]
