@@ -64,6 +64,33 @@ def test_old_checkpoint_evaluates_predicts_and_exports(tmp_path: Path):
         assert Image.open(out / "red.png").size == (40, 30)
 
 
+def test_old_checkpoint_logits_on_fixed_images_equal_a_hand_preprocessed_forward():
+    """What a preprocessing change would break (the checkpoint predicts nearly one class, so its mIoU alone
+    would not notice one): the logits segtrain computes from uint8 images equal the U-Net's forward on
+    those images normalised by hand with 0.1.0's stored statistics, (x / 255 - 0.5) / 0.25, RGB order."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from segtrain.data.datasets.shapes import Shapes
+    from segtrain.tasks import build_task
+
+    stored = torch.load(OLD_CHECKPOINT, weights_only=True, map_location="cpu")
+    config = OmegaConf.create(stored["segtrain"]["resolved_config"])
+    task = build_task(config).eval()
+    task.load_state_dict(stored["state_dict"])
+    images = torch.stack([Shapes("test", image_size=48)[i]["image"] for i in range(3)])
+    assert images.dtype == torch.uint8
+    with torch.no_grad():
+        ours = task(images)
+    network = instantiate(config.model).eval()
+    network.load_state_dict({k.removeprefix("model."): v for k, v in stored["state_dict"].items()})
+    by_hand = (images.float() / 255 - 0.5) / 0.25
+    with torch.no_grad():
+        reference = network(by_hand)
+    assert torch.allclose(ours, reference, atol=1e-4)
+    assert not torch.allclose(network((images.flip(1).float() / 255 - 0.5) / 0.25), reference, atol=1e-2)
+
+
 def test_a_semantic_checkpoint_given_to_task_instance_is_refused(tmp_path: Path):
     result = run_cli("eval", f"ckpt={OLD_CHECKPOINT}", "task=instance", cwd=tmp_path)
     assert result.returncode == 2
