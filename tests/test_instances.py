@@ -441,6 +441,24 @@ def test_every_instance_model_trains_evaluates_predicts_and_exports(model, shape
     assert result.returncode == 0, result.stderr[-3000:]
 
 
+def test_masklab_distance_bins_pair_each_direction_with_rings():
+    """With 2 distance bins each direction has an inner and an outer channel: on the box grid, cells near
+    the centre take the inner one and corner cells the outer; a pixel's bin comes from its direction and
+    its distance relative to the instance's farthest pixel."""
+    from segtrain.models.masklab import direction_distance_bins
+
+    dy, dx = torch.tensor([0.0, 0.0, 3.0, -1.0]), torch.tensor([1.0, 4.0, 0.0, -1.0])
+    # Directions (8 bins from -pi): 0 rad -> bin 4, pi/2 -> bin 6, -3pi/4 -> bin 1; distances / 4.
+    assert direction_distance_bins(dy, dx, 4.0, 8, 2).tolist() == [4 * 2 + 0, 4 * 2 + 1, 6 * 2 + 1, 1 * 2 + 0]
+    model = MaskLab(**TINY, distances=2, head_channels=16, refine_channels=16)
+    assert model.direction_head[-1].out_channels == 16
+    rings = model.cell_bins % 2
+    assert rings[13:15, 13:15].eq(0).all() and rings[0, 0] == 1 and rings[-1, -1] == 1
+    images = [torch.rand(3, 64, 80)]
+    sum(model(images, _targets(images)).values()).backward()
+    assert model.direction_head[-1].weight.grad.abs().sum() > 0
+
+
 def fit_scene() -> tuple[torch.Tensor, dict]:
     """One 64x80 image: a bright disc (class 1) and a bright rectangle (class 2) on dark noise."""
     generator = torch.Generator().manual_seed(0)

@@ -10,6 +10,10 @@ follows the paper's Sec. 3:
 - per box, crop-and-resize of the semantic channel of the box's class, and direction pooling: the box's
   grid cells take the direction channel of the bin pointing from the cell to the box centre, assembling
   a map that is high where pixels point inward (as position-sensitive pooling assembles parts);
+- ``distances`` > 1 also quantises the distance to the centre: each (direction, distance) pair is one
+  channel. A pixel's distance is taken relative to its instance's farthest pixel, a cell's relative to
+  the box's half diagonal (both ours; the paper's text could not be checked offline for its
+  normalisation). The default, 1, quantises direction alone;
 - the two are concatenated and a 1x1 convolution gives coarse mask logits, refined with a hypercolumn of
   lower-layer (stride-4) features by three 3x3 convolutions;
 - losses: the detector's box losses, semantic cross-entropy, direction cross-entropy (on object pixels)
@@ -49,6 +53,16 @@ def direction_bins(dy: torch.Tensor, dx: torch.Tensor, bins: int) -> torch.Tenso
     return ((angle + math.pi) / (2 * math.pi / bins)).floor().long().clamp(0, bins - 1)
 
 
+def direction_distance_bins(
+    dy: torch.Tensor, dx: torch.Tensor, reach: torch.Tensor | float, directions: int, distances: int
+) -> torch.Tensor:
+    """The channel of (dy, dx): its direction bin times ``distances`` plus its distance bin, the distance
+    |(dy, dx)| / ``reach`` cut into ``distances`` equal bins over [0, 1]."""
+    distance = torch.sqrt(dy**2 + dx**2) / reach
+    ring = (distance * distances).floor().long().clamp(0, distances - 1)
+    return direction_bins(dy, dx, directions) * distances + ring
+
+
 class MaskLab(faster_rcnn.FasterRCNN):
     """``forward(images: list of float [3,H,W] in 0-1, targets=None)``: the losses while training, else one
     dict per image (boxes, labels, scores, masks [N,1,H,W] probabilities), as torchvision's detectors.
@@ -73,6 +87,7 @@ class MaskLab(faster_rcnn.FasterRCNN):
         box_detections_per_img: int = 100,
         anchor_sizes: Sequence[int] = (32, 64, 128, 256, 512),
         directions: int = 8,
+        distances: int = 1,
         head_channels: int = 256,
         refine_channels: int = 128,
         mask_size: int = 28,
@@ -97,12 +112,13 @@ class MaskLab(faster_rcnn.FasterRCNN):
         )
         self.transform = StableSizeTransform(min_size, max_size, list(image_mean), list(image_std))
         self.directions = directions
+        self.distances = distances
         self.mask_size = mask_size
         self.semantic_head = nn.Sequential(
             conv_relu(fpn_channels, head_channels), nn.Conv2d(head_channels, num_classes, 1)
         )
         self.direction_head = nn.Sequential(
-            conv_relu(fpn_channels, head_channels), nn.Conv2d(head_channels, directions, 1)
+            conv_relu(fpn_channels, head_channels), nn.Conv2d(head_channels, directions * distances, 1)
         )
         self.coarse = nn.Conv2d(2, 1, 1)
         self.refine = nn.Sequential(
@@ -111,12 +127,11 @@ class MaskLab(faster_rcnn.FasterRCNN):
             conv_relu(refine_channels, refine_channels),
             nn.Conv2d(refine_channels, 1, 1),
         )
-        # The direction bin of each cell of the box grid, pointing from the cell to the box centre.
+        # The direction (and distance) bin of each cell of the box grid, from the cell to the box centre.
         centres = (torch.arange(mask_size, dtype=torch.float32) + 0.5) / mask_size
         cell_y, cell_x = torch.meshgrid(centres, centres, indexing="ij")
-        self.register_buffer(
-            "cell_bins", direction_bins(0.5 - cell_y, 0.5 - cell_x, directions), persistent=False
-        )
+        cell_bins = direction_distance_bins(0.5 - cell_y, 0.5 - cell_x, 0.5**0.5, directions, distances)
+        self.register_buffer("cell_bins", cell_bins, persistent=False)
 
     def mask_logits(
         self,
@@ -205,9 +220,9 @@ class MaskLab(faster_rcnn.FasterRCNN):
                 region = torch.zeros((height, width), dtype=torch.bool, device=mask.device)
                 region[: mask.shape[0], : mask.shape[1]] = mask
                 classes[index][region] = label
-                bins[index][region] = direction_bins(
-                    centre_y - ys[region], centre_x - xs[region], self.directions
-                )
+                dy, dx = centre_y - ys[region], centre_x - xs[region]
+                reach = torch.sqrt(dy**2 + dx**2).max().clamp(min=1e-6)
+                bins[index][region] = direction_distance_bins(dy, dx, reach, self.directions, self.distances)
         size = semantic.shape[-2:]
         classes = F.interpolate(classes[:, None].float(), size=size, mode="nearest")[:, 0].long()
         bins = F.interpolate(bins[:, None].float(), size=size, mode="nearest")[:, 0].long()
