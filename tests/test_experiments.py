@@ -58,11 +58,7 @@ TINY_MODELS = {
         "model.fc_channels=16",
         "model.attention_channels=8",
     ],
-    "ReverseAttentionNetwork": [
-        "+model.backbone.width=0.0625",
-        "model.backbone.pretrained=false",
-        "model.fc_channels=16",
-    ],
+    "ReverseAttentionNetwork": ["model.backbone.name=resnet18", "model.backbone.pretrained=false"],
     "GraphLSTMNet": [
         "+model.backbone.width=0.0625",
         "model.backbone.pretrained=false",

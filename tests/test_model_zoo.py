@@ -53,6 +53,7 @@ ZOO = {
     # Zoo II.
     "attention_to_scale": lambda: AttentionToScale(5, fc_channels=32, attention_channels=16, backbone=VGG),
     "reverse_attention": lambda: ReverseAttentionNetwork(5, fc_channels=32, backbone=VGG),
+    "reverse_attention_resnet": lambda: ReverseAttentionNetwork(5, backbone=RESNET),
     "pan": lambda: PyramidAttentionNetwork(5, backbone=RESNET, channels=32),
     "danet": lambda: DANet(5, backbone=RESNET, channels=32),
     "dpn": lambda: DeepParsingNetwork(5, fc_channels=32, local_size=6, backbone=VGG),

@@ -49,6 +49,18 @@ def fc6_fc7(in_channels: int, channels: int, dilation: int, dropout: float) -> n
     )
 
 
+class SummedBranches(nn.ModuleList):
+    """Parallel branches over the same features, their outputs summed (DeepLab v2's ASPP-L fusion)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return sum(branch(x) for branch in self)
+
+
+def aspp_l(channels: int, num_classes: int, rates: Sequence[int]) -> SummedBranches:
+    """DeepLab v2's ASPP-L over ResNet features: one 3x3 atrous conv to the classes per rate, summed."""
+    return SummedBranches(nn.Conv2d(channels, num_classes, 3, padding=rate, dilation=rate) for rate in rates)
+
+
 class LargeFOV(nn.Module):
     """DeepLab v1's VGG16 trunk with fc6 (3x3, dilation 12) and fc7 (1x1), ReLU and dropout:
     1024-channel features at output stride 8. Shared with ParseNet."""
@@ -120,7 +132,7 @@ class DeepLabV2(nn.Module):
         if spec["name"] == "vgg16":
             vgg = {key: spec[key] for key in ("weights", "pretrained", "width") if key in spec}
             self.trunk = VGG16(in_channels, dilated=True, **vgg)
-            self.branches = nn.ModuleList(
+            self.branches = SummedBranches(
                 nn.Sequential(
                     fc6_fc7(self.trunk.stage_channels[-1], fc_channels, rate, dropout),
                     nn.Conv2d(fc_channels, num_classes, 1),
@@ -129,14 +141,11 @@ class DeepLabV2(nn.Module):
             )
         else:
             self.trunk = create_backbone(in_channels=in_channels, out_indices=(4,), **spec)
-            channels = self.trunk.feature_info.channels()[-1]
-            self.branches = nn.ModuleList(
-                nn.Conv2d(channels, num_classes, 3, padding=rate, dilation=rate) for rate in atrous_rates
-            )
+            self.branches = aspp_l(self.trunk.feature_info.channels()[-1], num_classes, atrous_rates)
 
     def features_and_scores(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.trunk(x)[-1]
-        return features, sum(branch(features) for branch in self.branches)
+        return features, self.branches(features)
 
     def forward(self, x: torch.Tensor):
         if self.fusion is None:

@@ -9,16 +9,21 @@ dilation 12, 1024), fc7 (1x1, 1024) and 1x1 classifier:
 The reverse-attention mask is sigmoid(-O): large where the original branch is not confident of c, so the
 reverse evidence counts most there. The output is O - sigmoid(-O) * R. Cross-entropy goes on the output,
 on O and on -R (weight 1 each).
+
+``backbone.name=resnet101``: the paper's headline trunk, DeepLab v2's ResNet-101 at output stride 8, each
+branch then DeepLab v2's ASPP-L (3x3 convs at rates 6, 12, 18, 24 to the classes, summed).
 """
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 import torch.nn as nn
 
-from segtrain.models.backbones import VGG16
+from segtrain.models.backbones import VGG16, create_backbone
 from segtrain.models.blocks import resize_to, with_aux
-from segtrain.models.deeplab import fc6_fc7
+from segtrain.models.deeplab import aspp_l, fc6_fc7
 
 
 def reverse_attention_fusion(original: torch.Tensor, reverse: torch.Tensor) -> torch.Tensor:
@@ -34,16 +39,26 @@ class ReverseAttentionNetwork(nn.Module):
         fc_channels: int = 1024,
         fc6_dilation: int = 12,
         dropout: float = 0.5,
+        atrous_rates: Sequence[int] = (6, 12, 18, 24),
         backbone: dict | None = None,
     ):
         super().__init__()
-        self.trunk = VGG16(in_channels, dilated=True, **(backbone or {}))
-        channels = self.trunk.stage_channels[-1]
+        spec = {"name": "vgg16", **(backbone or {})}
+        if spec.pop("name") == "vgg16":
+            self.trunk = VGG16(in_channels, dilated=True, **spec)
+            channels = self.trunk.stage_channels[-1]
 
-        def branch() -> nn.Sequential:
-            return nn.Sequential(
-                fc6_fc7(channels, fc_channels, fc6_dilation, dropout), nn.Conv2d(fc_channels, num_classes, 1)
-            )
+            def branch() -> nn.Module:
+                return nn.Sequential(
+                    fc6_fc7(channels, fc_channels, fc6_dilation, dropout),
+                    nn.Conv2d(fc_channels, num_classes, 1),
+                )
+        else:
+            spec = {"output_stride": 8, **(backbone or {})}
+            self.trunk = create_backbone(in_channels=in_channels, out_indices=(4,), **spec)
+
+            def branch() -> nn.Module:
+                return aspp_l(self.trunk.feature_info.channels()[-1], num_classes, atrous_rates)
 
         self.original, self.reverse = branch(), branch()
 
