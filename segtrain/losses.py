@@ -50,7 +50,12 @@ class SegmentationLoss(nn.Module):
         if len(weights) != len(aux):
             raise ValueError(f"loss.aux_weight has {len(weights)} weights for {len(aux)} auxiliary outputs")
         for weight, logits in zip(weights, aux):
-            loss = loss + weight * self.compute(logits, subsample_to(target, logits))
+            smaller = subsample_to(target, logits)
+            # A coarse scale can keep only ignored pixels of a sparsely labelled crop: nothing to score there
+            # (its cross-entropy would be 0/0). Only outputs smaller than the labels pay for this check.
+            if smaller is not target and not (smaller != self.ignore_index).any():
+                continue
+            loss = loss + weight * self.compute(logits, smaller)
         return loss
 
 

@@ -57,3 +57,16 @@ def test_ce_dice_sums_its_terms_and_backpropagates(batch):
     assert combo.item() == pytest.approx(expected.item(), rel=1e-6)
     combo.backward()
     assert logits.grad is not None
+
+
+def test_a_smaller_aux_output_whose_subsampled_labels_are_all_ignored_adds_nothing():
+    """Labels subsampled by nearest neighbour to a 2x2 aux output keep pixels (0, 0), (0, 2), (2, 0) and
+    (2, 2) of a 4x4 target: ignored there, the aux term is skipped instead of turning the loss into NaN."""
+    target = torch.full((1, 4, 4), 255)
+    target[0, 1, 1] = 1
+    logits = torch.randn(1, 3, 4, 4, requires_grad=True)
+    aux = torch.randn(1, 3, 2, 2, requires_grad=True)
+    loss = CrossEntropyLoss()({"out": logits, "aux": [aux], "aux_weight": 1.0}, target)
+    assert torch.isfinite(loss) and torch.allclose(loss, F.cross_entropy(logits, target, ignore_index=255))
+    loss.backward()
+    assert aux.grad is None and logits.grad.abs().sum() > 0
