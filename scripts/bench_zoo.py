@@ -310,6 +310,8 @@ def gpu_row(system: str, args, work: Path) -> dict:
         f"data.root={args.roots[data]}",
         "trainer=gpu",
         f"trainer.max_steps={args.steps}",
+        "trainer.max_epochs=-1",
+        "trainer.check_val_every_n_epoch=null",
         f"trainer.val_check_interval={args.steps}",
     ]
     seconds = segtrain(*overrides, f"hydra.run.dir={run}", "callbacks.progress_bar=null", cwd=ROOT)
