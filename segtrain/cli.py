@@ -9,7 +9,9 @@ from __future__ import annotations
 import difflib
 import importlib
 import re
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Callable, NoReturn
 
@@ -181,6 +183,14 @@ def report_errors(task: Callable, cfg, prefix: str = "error"):
     from hydra.errors import InstantiationException
     from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+    interrupted = []
+
+    def on_interrupt(signum, frame):
+        interrupted.append(signum)
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, on_interrupt)
     try:
         return task(cfg)
     except SegtrainError as err:
@@ -189,8 +199,19 @@ def report_errors(task: Callable, cfg, prefix: str = "error"):
         fail(_instantiation_message(err), prefix)
     except SIGTERMException:
         # Lightning exits 0 on SIGTERM, which a scheduler reads as success: report 128 + SIGTERM.
-        print("segtrain: stopped by SIGTERM; the checkpoints written so far are kept", file=sys.stderr)
-        sys.exit(143)
+        _stopped_by("SIGTERM", 143)
+    except KeyboardInterrupt:
+        _stopped_by("SIGINT", 130)
+    except SystemExit:
+        # Lightning turns Ctrl+C into exit 1 after its graceful shutdown; the shell's convention is 128 + 2.
+        if interrupted:
+            _stopped_by("SIGINT", 130)
+        raise
+
+
+def _stopped_by(signal_name: str, code: int) -> NoReturn:
+    print(f"segtrain: stopped by {signal_name}; the checkpoints written so far are kept", file=sys.stderr)
+    sys.exit(code)
 
 
 def run_hydra(command: str, args: list[str]) -> None:

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
-from hydra.errors import ConfigCompositionException, MissingConfigException
+from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from hydra.utils import get_class
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -87,7 +87,7 @@ def coco_categories(root: str, annotation_file: str, split: str, field: str) -> 
     if not path.is_file():
         raise SegtrainError(
             f"data.annotation_file: {path} does not exist; data=instances_folder reads the classes from it. "
-            "Point data.root and data.annotation_file ({{split}} is filled in) at your COCO-format json"
+            "Point data.root and data.annotation_file ({split} is filled in) at your COCO-format json"
         )
     categories = _coco_categories(str(path), path.stat().st_mtime)
     return ListConfig([category_id if field == "id" else name for category_id, name in categories])
@@ -134,6 +134,8 @@ def compose(config_name: str, overrides: list[str], with_hydra: bool = False) ->
             cfg = hydra_compose(config_name, overrides=overrides, return_hydra_config=with_hydra)
         except (ConfigCompositionException, MissingConfigException) as err:
             raise SegtrainError(_explain_override_error(err, config_name, overrides)) from None
+        except OverrideParseException as err:
+            raise SegtrainError(unparsable_override(overrides, err)) from None
     if with_hydra:
         HydraConfig.instance().set_config(cfg)
     return cfg
@@ -166,6 +168,25 @@ def check_fresh_directory(directory: Path, multirun: bool, may_continue: bool) -
             f"{directory} already holds a run ({earlier.relative_to(directory)}); segtrain does not write "
             f"over it. Choose another {key}, or pass resume=true to continue that run"
         )
+
+
+def unparsable_override(overrides: list[str], err: Exception) -> str:
+    """Hydra's grammar error as the override it could not read and the quoting that passes it: braces,
+    brackets, quotes and spaces in a value are grammar unless the value is quoted."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    for override in overrides:
+        try:
+            parser.parse_override(override)
+        except Exception:  # the grammar's errors reach here as HydraException
+            key, _, value = override.partition("=")
+            quoted = value.replace('"', '\\"')
+            return (
+                f"cannot read the override {override!r} ({str(err).splitlines()[0]}). Quote its value for "
+                f"Hydra, and the whole override for the shell: '{key}=\"{quoted}\"'"
+            )
+    return str(err).splitlines()[0]
 
 
 def _explain_override_error(err: Exception, config_name: str, overrides: list[str]) -> str:
@@ -365,7 +386,37 @@ RULES = (
         required=False,
     ),
     Rule("inference.crf", lambda v: isinstance(v, bool), "true or false", required=False),
+    Rule("inference.gaussian", lambda v: isinstance(v, bool), "true or false", required=False),
+    # Scores and mask probabilities are in [0, 1] and kept when above the threshold: 1 keeps nothing, and
+    # a mask cut at 0 or below is its whole box.
+    Rule(
+        "inference.score_threshold",
+        lambda v: _number(v) and 0 <= v < 1,
+        "a score in [0, 1): detections scoring above it are drawn",
+        required=False,
+    ),
+    Rule(
+        "inference.mask_threshold",
+        lambda v: _number(v) and 0 < v < 1,
+        "a probability in (0, 1): mask pixels above it are the object (0.5 is the papers')",
+        required=False,
+    ),
+    Rule("inference.crf_params.iterations", lambda v: _int(v) and v >= 1, "an integer >= 1", required=False),
+    *(
+        Rule(f"inference.crf_params.{key}", lambda v: _number(v) and v >= 0, "a number >= 0", required=False)
+        for key in ("w1", "w2")
+    ),
+    *(
+        Rule(f"inference.crf_params.{key}", lambda v: _number(v) and v > 0, "a number > 0", required=False)
+        for key in ("theta_alpha", "theta_beta", "theta_gamma")
+    ),
 )
+
+#: Keys that hold a probability, a fraction or an IoU, wherever they sit under these nodes (a model's NMS
+#: and IoU thresholds, dropout, the positive fraction of sampled boxes, the warm-up's share, the
+#: adversarial tau): each must be a number in [0, 1].
+_UNIT_KEY = re.compile(r"(^|_)(thresh|threshold|dropout|fraction|tau)$|^warmup_ratio$")
+_UNIT_NODES = ("model", "loss", "scheduler", "adversarial", "task")
 
 
 _ABSENT = object()
@@ -375,7 +426,12 @@ def _value(cfg: DictConfig, key: str):
     try:
         return OmegaConf.select(cfg, key, throw_on_missing=True, default=_ABSENT)
     except Exception as err:  # interpolation to a missing key, MISSING value
-        raise SegtrainError(f"config key {key} cannot be resolved: {err}") from None
+        cause = err
+        while cause is not None and not isinstance(cause, SegtrainError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is not None:  # a resolver's own message (an unreadable COCO json) says it all
+            raise SegtrainError(str(cause)) from None
+        raise SegtrainError(f"config key {key} cannot be resolved: {str(err).splitlines()[0]}") from None
 
 
 def validate(cfg: DictConfig, data_root: bool = True) -> None:
@@ -391,7 +447,24 @@ def validate(cfg: DictConfig, data_root: bool = True) -> None:
             continue
         if not rule.check(value):
             raise SegtrainError(f"{rule.key}={value!r} is invalid: it must be {rule.expected}")
+    for node in _UNIT_NODES:
+        _check_unit_keys(cfg.get(node), node)
     _check_consistency(cfg)
+
+
+def _check_unit_keys(node, path: str) -> None:
+    if not isinstance(node, DictConfig):
+        return
+    for key in node:
+        if isinstance(node._get_node(key), DictConfig):
+            _check_unit_keys(node[key], f"{path}.{key}")
+            continue
+        value = _value(node, str(key)) if _UNIT_KEY.search(str(key)) else None
+        if value is not None and not (_number(value) and 0 <= value <= 1):
+            raise SegtrainError(
+                f"{path}.{key}={value!r} is invalid: it must be a number in [0, 1] (a probability, a "
+                "fraction or an IoU)"
+            )
 
 
 def _check_data_root(cfg: DictConfig) -> None:

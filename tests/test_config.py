@@ -130,11 +130,43 @@ def test_nonexistent_data_root_names_path_and_layout(tmp_path):
         ("inference.score_resolution=full", "inference.score_resolution"),
         ("loss.class_weights=[a,b]", "loss.class_weights"),
         ("trainer.max_epochs=1.5", "trainer.max_epochs"),
+        # Every threshold and probability of every task's inference node, and those of models and schedules.
+        ("inference.score_threshold=2", "inference.score_threshold"),
+        ("inference.score_threshold=1.0", "inference.score_threshold"),
+        ("inference.mask_threshold=-1", "inference.mask_threshold"),
+        ("inference.mask_threshold=0", "inference.mask_threshold"),
+        ("inference.gaussian=maybe", "inference.gaussian"),
+        ("inference.crf_params.iterations=0", "inference.crf_params.iterations"),
+        ("inference.crf_params.theta_beta=0", "inference.crf_params.theta_beta"),
+        ("scheduler.warmup_ratio=1.5", "scheduler.warmup_ratio"),
+        ("model=fcn8s model.dropout=-0.5", "model.dropout"),
+        ("task=instance model=mask_rcnn data=shapes model.box_score_thresh=5", "model.box_score_thresh"),
+        ("task=instance model=mask_rcnn data=shapes +model.box_nms_thresh=1.2", "model.box_nms_thresh"),
+        ("adversarial=scaling adversarial.tau=2", "adversarial.tau"),
+        ("task=referring inference.mask_threshold=1.5", "inference.mask_threshold"),
     ],
 )
 def test_bad_values_name_the_key(override, key):
     with pytest.raises(SegtrainError, match=rf"^{key}=.* is invalid: it must be"):
-        validate(compose("config", [override]))
+        validate(compose("config", override.split()))
+
+
+def test_the_edges_of_the_unit_interval_pass():
+    validate(compose("config", ["inference.score_threshold=0", "scheduler.warmup_ratio=1"]))
+
+
+def test_an_override_hydra_cannot_parse_gets_the_quoting_that_works(capsys):
+    from segtrain.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["data.root=x", "data.annotation_file=annotations/{split}.json"])
+    assert exit_.value.code == 2
+    message = capsys.readouterr().err.strip()
+    assert message.startswith(
+        "error: cannot read the override 'data.annotation_file=annotations/{split}.json'"
+    )
+    assert message.endswith("""'data.annotation_file="annotations/{split}.json"'""")
+    assert "Traceback" not in message and len(message.splitlines()) == 1
 
 
 def test_inconsistent_pairs_are_caught():

@@ -8,6 +8,8 @@ import hashlib
 import json
 import os
 import pickle
+import re
+import resource
 import signal
 import subprocess
 import sys
@@ -91,8 +93,27 @@ def test_resume_from_a_pickle_payload_runs_nothing(tmp_path):
     hostile = tmp_path / "hostile.ckpt"
     torch.save({"state_dict": {}, "payload": _Payload(marker)}, hostile)
     result = run_cli(*TINY, f"resume={hostile}", cwd=tmp_path)
-    assert_clean_error(result, f"resume={hostile} cannot be read as a checkpoint")
+    assert_clean_error(
+        result, f"resume={hostile} holds objects other than tensors", "not written by segtrain"
+    )
     assert not marker.exists()
+
+
+def test_unreadable_checkpoints_are_named_in_the_users_terms(tmp_path):
+    """Random bytes are 'not a checkpoint' and a cut copy 'truncated', not torch's unpickling errors."""
+    from segtrain.errors import SegtrainError
+    from segtrain.runtime.checkpoint import read_metadata, torch_load
+
+    noise, cut = tmp_path / "noise.ckpt", tmp_path / "cut.ckpt"
+    noise.write_bytes(np.random.default_rng(0).bytes(5000))
+    torch.save({"state_dict": {"w": torch.zeros(50_000)}}, cut)
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
+    for path, reason in ((noise, "is not a checkpoint"), (cut, "is truncated or damaged")):
+        expected = re.escape(f"ckpt={path} {reason}")
+        with pytest.raises(SegtrainError, match=expected):
+            read_metadata(path)  # eval's and predict's read, memory-mapped
+        with pytest.raises(SegtrainError, match=expected):
+            torch_load(path, "ckpt")
 
 
 @pytest.mark.slow
@@ -313,7 +334,8 @@ def test_runs_started_together_get_their_own_directories_and_run_name_stays_insi
 
 
 @pytest.mark.slow
-def test_sigterm_exits_143_and_keeps_the_checkpoints(tmp_path):
+@pytest.mark.parametrize(("stop", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_stop_signal_exits_128_plus_it_and_keeps_the_checkpoints(tmp_path, stop, code):
     command = [sys.executable, "-m", "segtrain", *TINY, "trainer.max_epochs=200"]
     proc = subprocess.Popen(
         command,
@@ -323,14 +345,72 @@ def test_sigterm_exits_143_and_keeps_the_checkpoints(tmp_path):
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 120
-    while not checkpoints(tmp_path / "outputs") and time.monotonic() < deadline:
+    # The event is the first checkpoint on disk; the loop only guards against a run that never writes one.
+    while not checkpoints(tmp_path / "outputs"):
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
         time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(stop)
     _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 143, stderr[-2000:]
+    assert proc.returncode == code, stderr[-2000:]
+    assert f"stopped by {signal.Signals(stop).name}" in stderr
     (last,) = checkpoints(tmp_path / "outputs")
     assert torch.load(last, weights_only=True)["global_step"] >= 4
+
+
+def file_size_limit(limit: int):
+    """A ``preexec_fn`` under which no file may grow past ``limit`` bytes: the write fails with EFBIG as it
+    would with ENOSPC on a full disk (SIGXFSZ ignored so that the write fails rather than the process)."""
+
+    def apply():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+
+    return apply
+
+
+def run_limited(*args: str, cwd: Path, limit: int) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "segtrain", *args],
+        cwd=cwd,
+        env={**os.environ, **OFFLINE_ENV},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=file_size_limit(limit),
+    )
+
+
+@pytest.mark.slow
+def test_a_full_disk_during_export_is_one_error_and_the_earlier_export_stays(trained_run, tmp_path):
+    onnx = tmp_path / "m.onnx"
+    assert run_cli("export", f"ckpt={trained_run['best']}", f"output={onnx}", cwd=tmp_path).returncode == 0
+    before = digest(onnx)
+    # What a SIGKILL mid-export leaves behind: a temporary of a process that no longer runs.
+    stale = tmp_path / ".m.onnx.999999999.tmp"
+    stale.write_bytes(b"partial")
+    result = run_limited(
+        "export", f"ckpt={trained_run['best']}", f"output={onnx}", cwd=tmp_path, limit=30_000
+    )
+    assert_clean_error(result, f"cannot write the export {onnx}", "the earlier m.onnx is intact", "output")
+    assert "does not fit this model" not in result.stdout + result.stderr  # the disk is not the model's fault
+    assert digest(onnx) == before
+    assert not list(tmp_path.glob(".m.onnx.*.tmp"))
+
+
+@pytest.mark.slow
+def test_a_full_disk_while_saving_a_checkpoint_is_one_error_and_the_last_good_one_stays(
+    trained_run, tmp_path
+):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run["last"].parents[1], run_dir)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    before = digest(last)
+    result = run_limited(*TINY, "trainer.max_epochs=4", f"resume={last}", cwd=tmp_path, limit=100_000)
+    assert_clean_error(result, "cannot write the checkpoint", "File too large", "paths.log_dir")
+    assert digest(last) == before
+    assert not list(tmp_path.rglob("*.tmp"))
 
 
 # --- silent wrong numbers ------------------------------------------------------------------------------
@@ -356,7 +436,11 @@ def test_sigterm_exits_143_and_keeps_the_checkpoints(tmp_path):
         ),
         (["inference.scales=[0.001]"], ["inference.scales=[0.001] is invalid"]),
         (["data.crop_size=[0,0]"], ["data.crop_size=[0, 0] is invalid"]),
-        (["trainer=gpu"], ["no CUDA GPU is visible", "trainer=cpu"]),
+        pytest.param(
+            ["trainer=gpu"],
+            ["no CUDA GPU is visible", "trainer=cpu"],
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="trainer=gpu is valid where a GPU is"),
+        ),
         (["paths.log_dir=/proc/segtrain"], ["is not writable", "paths.log_dir"]),
         (["loss=dice", "+loss.class_weights=[1,1,1,1,1,1]"], ["takes no argument 'class_weights'"]),
         (

@@ -414,6 +414,52 @@ def test_bad_annotation_files_get_one_error_naming_the_file(case, message, tmp_p
     assert message in result.stderr and str(path) in result.stderr and "Traceback" not in result.stderr
 
 
+def spoil(data: dict, case: str) -> None:
+    """One mistake of the kind that trains silently into wrong numbers, in write_coco_layout's json."""
+    first = data["annotations"][0]
+    if case == "xyxy":  # [2, 3, 10, 10] as x1, y1, x2, y2 of a box reaching past the 50 px image
+        first["bbox"] = [30, 3, 48, 13]
+    elif case == "unknown":
+        first["category_id"] = 99
+    elif case == "empty":
+        first["segmentation"] = []
+    else:  # the json says 50x40; the file on disk is another size
+        from PIL import Image
+
+        Image.new("RGB", (60, 40), (90, 90, 90)).save(Path(data["root"]) / "val2017" / "a.png")
+
+
+@pytest.mark.parametrize(
+    "case, fragments",
+    [
+        ("xyxy", ["look like x1, y1, x2, y2", "write [x1, y1, x2 - x1, y2 - y1]", "annotation_check=warn"]),
+        ("unknown", ["categories that 'categories' does not list, e.g. (1, 99)", "annotation_check=warn"]),
+        ("empty", ["1 annotations have an empty mask", "annotation_check=warn"]),
+        ("size", ["a.png is 60x40 pixels, but", "says 50x40", "fix the json's width and height"]),
+    ],
+)
+def test_training_refuses_annotations_that_would_make_its_numbers_wrong(case, fragments, tmp_path):
+    """check-data's json findings stop training before its first step, with the fix (the image size is
+    checked where the image is read)."""
+    data = write_coco_layout(tmp_path)
+    path = tmp_path / "annotations" / "instances_val2017.json"
+    spoil({**data, "root": str(tmp_path)}, case)
+    path.write_text(json.dumps(data))
+    args = ["task=instance", "model=mask_rcnn", "data=instances_folder", f"data.root={tmp_path}"]
+    args += ['data.annotation_file="annotations/instances_{split}2017.json"', 'data.image_dir="{split}2017"']
+    args += ["data.train_split=val", "data.num_workers=0", *TINY_DETECTOR, "trainer.max_epochs=1"]
+    result = run_cli(*args, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr and result.stderr.count("error: ") == 1
+    for fragment in fragments:
+        assert fragment in result.stderr, result.stderr[-2000:]
+    assert not checkpoints(tmp_path)
+    if case == "xyxy":  # one case is enough to show the key lets training go on
+        allowed = run_cli(*args, "data.annotation_check=warn", "callbacks.progress_bar=null", cwd=tmp_path)
+        assert allowed.returncode == 0, allowed.stderr[-2000:]
+        assert "Training on without those annotations" in allowed.stderr + allowed.stdout
+
+
 def test_semantic_and_instance_configs_do_not_mix(tmp_path):
     result = run_cli("model=mask_rcnn", cwd=tmp_path)
     assert result.returncode == 2

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from segtrain.commands.predict import metadata_path, session_runner
 from segtrain.config import check_writable
 from segtrain.errors import SegtrainError
+from segtrain.runtime.checkpoint import save_failure, temporary_beside
 from segtrain.runtime.trainer import output_dir
 from segtrain.tasks import load_task
 from segtrain.tasks.base import ExportSpec
@@ -149,7 +150,11 @@ def write_and_compare(spec: ExportSpec, path: Path, fmt: str, opset: int, atol: 
                 if worst <= atol:
                     return worst, exporter
                 reason = f"it differs from PyTorch by {worst:.3e}"
+            except OSError:
+                raise  # a full disk or a refused write is not the model's fault
             except Exception as err:
+                if isinstance(err.__cause__, OSError):
+                    raise err.__cause__ from None
                 reason = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip().splitlines()[0][:160]
             print(f"the {exporter} ONNX exporter does not fit this model ({reason}); trying the next one")
         export_onnx(model, samples[0], path, opset, exporters[-1], spec)
@@ -174,7 +179,7 @@ def export(cfg: DictConfig) -> Path:
     spec = task.export_spec([tuple(size) for size in cfg.export.check_sizes])
     path.parent.mkdir(parents=True, exist_ok=True)
     # Written beside the target and renamed into place once checked: a failed export keeps the old file.
-    written = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    written = temporary_beside(path)
     try:
         worst, exporter = write_and_compare(spec, written, fmt, cfg.export.opset, cfg.export.atol)
         if worst > cfg.export.atol:
@@ -198,9 +203,11 @@ def export(cfg: DictConfig) -> Path:
         if fmt == "onnx":
             embed_metadata(written, meta)
         os.replace(written, path)
+        metadata_path(path).write_text(json.dumps(meta, indent=2))
+    except OSError as err:
+        raise SegtrainError(save_failure(path, err, "the export", "output")) from None
     finally:
         written.unlink(missing_ok=True)
-    metadata_path(path).write_text(json.dumps(meta, indent=2))
     print(
         f"exported {path} (max abs diff {worst:.3e} <= atol {cfg.export.atol}); metadata in "
         f"{metadata_path(path)}"

@@ -38,6 +38,9 @@ def fit(cfg: DictConfig) -> float | None:
     # The model first: a backbone whose pretrained weights cannot be had stops the run before any data work.
     task = build_task(cfg)
     datamodule = build_datamodule(cfg)
+    # The splits are read (and their annotations checked) before the Trainer announces itself, so a data
+    # refusal is the run's first and only line; Lightning's own setup call finds them built.
+    datamodule.setup("fit")
     trainer = build_trainer(cfg, rank_function="segtrain.commands.train.fit")
     trainer.callbacks.append(distributed.RankRecord(output_dir(cfg) / "ranks", task.resolved_config))
     for logger in trainer.loggers:

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from pytorch_lightning.utilities import rank_zero_warn
+
 from segtrain.data.datamodule import SegDataModule
+from segtrain.data.instance_checks import scan_instances
 from segtrain.data.transforms import compose
 from segtrain.errors import SegtrainError
 
@@ -26,9 +29,22 @@ class InstanceDataModule(SegDataModule):
 
     task = "instance"
 
-    def __init__(self, category_ids: Sequence[int], annotation_file: str = "", image_dir: str = "", **data):
+    def __init__(
+        self,
+        category_ids: Sequence[int],
+        annotation_file: str = "",
+        image_dir: str = "",
+        annotation_check: str = "error",
+        **data,
+    ):
         # annotation_file and image_dir reach the reader through data.dataset's interpolations.
         super().__init__(label_check_batches=0, **data)
+        if annotation_check not in ("error", "warn"):
+            raise SegtrainError(
+                f"data.annotation_check={annotation_check!r} is invalid: it must be 'error' (stop on "
+                "annotations that would make the numbers wrong) or 'warn' (train anyway)"
+            )
+        self.annotation_check = annotation_check
         self.category_ids = [int(i) for i in category_ids]
         if len(self.category_ids) != len(self.classes):
             raise SegtrainError(
@@ -52,7 +68,31 @@ class InstanceDataModule(SegDataModule):
         if stage not in self.datasets:
             transform = self.transforms["train" if stage == "train" else "val"]
             self.datasets[stage] = self.reader(self.splits[stage], transform=transform)
+            self.check_annotations(self.datasets[stage])
         return self.datasets[stage]
+
+    def check_annotations(self, dataset) -> None:
+        """check-data's json scan (not the images, not the masks) of a split about to be read: annotations
+        that would make the numbers wrong stop the run before its first step, unless
+        ``data.annotation_check=warn``, which trains on without them."""
+        if getattr(dataset, "data", None) is None:
+            return
+        report = scan_instances(
+            dataset.annotation_path,
+            dataset.image_dir,
+            check_images=False,
+            check_masks=False,
+            data=dataset.data,
+        )
+        if not report.errors:
+            return
+        findings = " ".join(str(finding) for finding in report.errors)
+        if self.annotation_check == "error":
+            raise SegtrainError(
+                f"data={self.name}: {findings} (segtrain check-data lists every case; "
+                "data.annotation_check=warn trains on without those annotations)"
+            )
+        rank_zero_warn(f"data={self.name}: {findings} Training on without those annotations.")
 
     def collate(self):
         return list_collate

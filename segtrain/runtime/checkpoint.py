@@ -11,6 +11,7 @@ import functools
 import importlib
 import os
 import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +44,14 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             return super().save_checkpoint(checkpoint, path, storage_options)
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        temporary = temporary_beside(path)
         try:
             super().save_checkpoint(checkpoint, temporary, storage_options)
             with open(temporary, "rb") as written:
                 os.fsync(written.fileno())
             os.replace(temporary, path)
+        except OSError as err:
+            raise SegtrainError(save_failure(path, err, "the checkpoint", "paths.log_dir")) from None
         finally:
             temporary.unlink(missing_ok=True)
 
@@ -57,6 +60,36 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if "://" in str(path):
             return super().load_checkpoint(path, map_location, weights_only=True)
         return torch_load(path, "resume", map_location=map_location or "cpu")
+
+
+def temporary_beside(path: Path) -> Path:
+    """Where ``path`` is first written, to be renamed into place whole; the temporaries a killed process
+    left for the same path (its pid no longer runs) are removed first."""
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        pid = stale.name[len(path.name) + 2 : -len(".tmp")]
+        if pid.isdigit() and not _running(int(pid)):
+            stale.unlink(missing_ok=True)
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def save_failure(path: Path, err: OSError, what: str, key: str) -> str:
+    """A full disk, a quota or a permission refused while writing ``path``: what was kept and what to do
+    (``key``: the setting that moves the file elsewhere)."""
+    kept = f"; the earlier {path.name} is intact" if path.exists() else ""
+    return (
+        f"cannot write {what} {path}: {err.strerror or err}{kept}. Free space or fix the permissions "
+        f"there (or set {key} elsewhere), then run again"
+    )
 
 
 def _first_line(err: BaseException) -> str:
@@ -174,9 +207,25 @@ def torch_load(path: str | Path, key: str, **kwargs) -> Any:
         return torch.load(path, **{"map_location": "cpu", **kwargs}, weights_only=True)
     except Exception as err:
         raise SegtrainError(
-            f"{key}={path} cannot be read as a checkpoint ({_first_line(err)}): it is truncated or was not "
-            "written by segtrain train. Pass another file (resume=true takes the newest last.ckpt)"
+            f"{key}={path} {_unreadable_reason(path, err)}. Pass another file (resume=true takes the newest "
+            "last.ckpt)"
         ) from None
+
+
+def _unreadable_reason(path: Path, err: Exception) -> str:
+    """Why torch could not load ``path``, in the user's terms rather than torch's."""
+    with open(path, "rb") as opened:
+        magic = opened.read(4)
+    if magic != b"PK\x03\x04" and not magic.startswith(b"\x80"):  # a zip archive, or torch's legacy pickle
+        return "is not a checkpoint: it is not a file torch.save wrote"
+    if magic.startswith(b"PK") and not zipfile.is_zipfile(path):
+        return "is truncated or damaged: its archive has no end (a copy or a write that stopped early)"
+    if "weights_only" in str(err).lower() or "unpickl" in str(err).lower():
+        return (
+            "holds objects other than tensors and plain values, which segtrain does not unpickle (a pickle "
+            "can run code): it was not written by segtrain train"
+        )
+    return f"cannot be read as a checkpoint ({_first_line(err)})"
 
 
 def read_metadata(path: str | Path, key: str = "ckpt") -> dict:
@@ -257,7 +306,8 @@ def check_task(checkpoint: dict, cfg: DictConfig, ckpt_path) -> None:
     wanted = OmegaConf.select(cfg, "task.name", default=DEFAULT_TASK)
     if typed and wanted != trained:
         raise SegtrainError(
-            f"ckpt={ckpt_path} is a {trained} segmentation checkpoint, but the command says task={wanted}. "
+            f"ckpt={ckpt_path} is {'an' if trained[0] in 'aeiou' else 'a'} {trained} segmentation "
+            f"checkpoint, but the command says task={wanted}. "
             f"Drop task={wanted} (the checkpoint's task is used), or pass a checkpoint trained with "
             f"task={wanted}"
         )

@@ -78,6 +78,9 @@ def ground_truth(data: dict, image_ids: Sequence[int] | None = None):
     """A pycocotools ``COCO`` of ``data`` (only ``image_ids`` when given), without its loading chatter."""
     from pycocotools.coco import COCO
 
+    if any(not annotation.get("segmentation") for annotation in data["annotations"]):
+        # pycocotools cannot score an empty mask (data.annotation_check=warn trains on without them too).
+        data = {**data, "annotations": [a for a in data["annotations"] if a.get("segmentation")]}
     if image_ids is not None:
         wanted = set(image_ids)
         data = {
@@ -159,15 +162,32 @@ class CocoInstances(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         info = self.images[index]
-        image = read_image(self.image_dir / info["file_name"], self.in_channels)
+        path = self.image_dir / info["file_name"]
+        image = read_image(path, self.in_channels)
         height, width = image.shape[:2]
+        if (info.get("height", height), info.get("width", width)) != (height, width):
+            raise SegtrainError(
+                f"{path} is {width}x{height} pixels, but {self.annotation_path} says "
+                f"{info['width']}x{info['height']}: its masks and boxes would not fit. Re-export the image "
+                "or fix the json's width and height (EXIF-rotated photos are a common cause; segtrain "
+                "check-data lists every such image)"
+            )
         boxes, labels, masks = [], [], []
         for annotation in self.annotations[info["id"]]:
             x, y, w, h = annotation["bbox"]
-            if annotation.get("iscrowd", 0) or w <= 0 or h <= 0:
-                continue  # degenerate boxes give NaN box losses (segtrain check-data reports them)
+            label = self.label_of.get(annotation.get("category_id"))
+            if (
+                annotation.get("iscrowd", 0)
+                or w <= 0
+                or h <= 0
+                or label is None
+                or not annotation.get("segmentation")
+            ):
+                # Degenerate boxes give NaN box losses; these are what data.annotation_check=warn trains
+                # without (segtrain check-data reports them).
+                continue
             boxes.append([x, y, x + w, y + h])
-            labels.append(self.label_of[annotation["category_id"]])
+            labels.append(label)
             masks.append(decode_mask(annotation["segmentation"], height, width))
         item = transform_instances(self.transform, image, boxes, labels, masks)
         item["meta"] = {
