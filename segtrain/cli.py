@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import os
 import re
 import signal
 import sys
@@ -124,6 +125,7 @@ def precheck(command: str, overrides: list[str], flags: set[str]) -> None:
         check_fresh_directory,
         check_run_name,
         check_writable,
+        claim_directory,
         compose,
         requeued,
         validate,
@@ -148,6 +150,8 @@ def precheck(command: str, overrides: list[str], flags: set[str]) -> None:
     may_continue = command == "train" and (bool(cfg.get("resume")) or requeued() or resumable_sweep)
     directory = Path(cfg.hydra.sweep.dir if multirun else cfg.hydra.run.dir)
     check_fresh_directory(directory, multirun, may_continue)
+    if not multirun and os.environ.get("SLURM_PROCID", "0") == "0" and os.environ.get("RANK", "0") == "0":
+        claim_directory(directory, command, may_continue)
 
 
 def _is_sweep(override: str) -> bool:

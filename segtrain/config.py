@@ -9,10 +9,12 @@ from __future__ import annotations
 import colorsys
 import difflib
 import functools
+import json
 import math
 import os
 import re
 import secrets
+import socket
 import tempfile
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,6 +28,7 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from segtrain.errors import SegtrainError
+from segtrain.runtime.processes import process_runs
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -155,15 +158,28 @@ def requeued() -> bool:
     return int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0
 
 
+#: Created exclusively in a run directory before anything is written there: the directory is segtrain's,
+#: and a second run started at the same moment finds it taken.
+RUN_CLAIM = ".segtrain-run"
+
+
 def check_fresh_directory(directory: Path, multirun: bool, may_continue: bool) -> None:
     """Refuses to start a run in a directory that holds an earlier run, whose config, checkpoints and
-    metrics it would overwrite, unless this run continues that one (``may_continue``)."""
+    metrics it would overwrite, unless this run continues that one (``may_continue``), and a directory of
+    files segtrain did not write (a run writes its predictions, metrics and logs over same-named ones)."""
     if may_continue or not directory.is_dir():
         return
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    if not multirun and not (directory / RUN_CLAIM).exists():
+        foreign = next((path for path in sorted(directory.rglob("*")) if path.is_file()), None)
+        if foreign is not None:
+            raise SegtrainError(
+                f"{key}={directory} already holds files segtrain did not write (e.g. {foreign}); a run "
+                f"writes its outputs there and would overwrite same-named ones. Pass a new or empty {key}"
+            )
     pattern = "*/.hydra/config.yaml" if multirun else ".hydra/config.yaml"
     earlier = next(directory.glob(pattern), None) or next(directory.glob("checkpoints/*.ckpt"), None)
     if earlier is not None:
-        key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
         raise SegtrainError(
             f"{directory} already holds a run ({earlier.relative_to(directory)}); segtrain does not write "
             f"over it. Choose another {key}, or pass resume=true to continue that run"
@@ -187,6 +203,33 @@ def unparsable_override(overrides: list[str], err: Exception) -> str:
                 f"Hydra, and the whole override for the shell: '{key}=\"{quoted}\"'"
             )
     return str(err).splitlines()[0]
+
+
+def claim_directory(directory: Path, command: str, may_continue: bool) -> None:
+    """Creates ``RUN_CLAIM`` in ``directory`` exclusively, before anything else is written there; a run
+    that continues the directory's earlier run takes the claim over once that run has stopped."""
+    directory.mkdir(parents=True, exist_ok=True)
+    claim = directory / RUN_CLAIM
+    record = json.dumps({"command": command, "pid": os.getpid(), "host": socket.gethostname()})
+    try:
+        with open(claim, "x") as created:
+            created.write(record)
+        return
+    except FileExistsError:
+        pass
+    try:
+        holder = json.loads(claim.read_text())
+    except (OSError, ValueError):
+        holder = {}
+    alive = holder.get("host") == socket.gethostname() and process_runs(holder.get("pid"))
+    if may_continue and not alive:
+        claim.write_text(record)
+        return
+    raise SegtrainError(
+        f"hydra.run.dir={directory} was claimed by another segtrain {holder.get('command', 'run')} (pid "
+        f"{holder.get('pid', '?')} on {holder.get('host', '?')}) a moment ago; two runs in one directory "
+        "would mix their metrics and checkpoints. Pass another hydra.run.dir"
+    )
 
 
 def _explain_override_error(err: Exception, config_name: str, overrides: list[str]) -> str:

@@ -275,6 +275,43 @@ def test_last_checkpoint_follows_every_epoch_when_the_metric_does_not_improve(tm
 
 
 @pytest.mark.slow
+def test_eval_refuses_a_run_directory_of_the_users_files(trained_run, tmp_path):
+    folder = tmp_path / "mine"
+    (folder / "predictions").mkdir(parents=True)
+    for name in ("img00.png", "img05.png"):
+        save(np.full((8, 8), 7, np.uint8), folder / "predictions" / name)
+    before = tree_digest(folder)
+    result = run_cli(
+        "eval",
+        f"ckpt={trained_run['best']}",
+        "save_predictions=true",
+        f"hydra.run.dir={folder}",
+        cwd=tmp_path,
+    )
+    assert_clean_error(result, f"hydra.run.dir={folder} already holds files segtrain did not write", "img0")
+    assert tree_digest(folder) == before
+
+
+@pytest.mark.slow
+def test_two_runs_given_one_directory_at_the_same_moment_one_is_refused(tmp_path):
+    run_dir = tmp_path / "shared"
+    command = [sys.executable, "-m", "segtrain", *TINY, f"hydra.run.dir={run_dir}"]
+    env = {**os.environ, **OFFLINE_ENV}
+    procs = [
+        subprocess.Popen(
+            command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    results = [(proc.wait(timeout=300), proc.communicate()[1]) for proc in procs]
+    assert sorted(code for code, _ in results) == [0, 2], [err[-1500:] for _, err in results]
+    refused = next(err for code, err in results if code == 2)
+    assert "claimed by another segtrain train" in refused or "already holds a run" in refused, refused
+    rows = (run_dir / "metrics.csv").read_text().splitlines()
+    assert len([row for row in rows if row.startswith("epoch")]) == 1  # one run's header, one run's rows
+
+
+@pytest.mark.slow
 def test_debug_runs_and_reruns_never_take_over_resume(tmp_path):
     real = run_cli(*TINY, cwd=tmp_path)
     assert real.returncode == 0, real.stderr[-2000:]

@@ -22,6 +22,7 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from segtrain.errors import SegtrainError
+from segtrain.runtime.processes import process_runs
 
 #: Keys of eval / predict / export themselves, never applied to a checkpoint's training config.
 COMMAND_KEYS = {"ckpt", "input", "output", "format", "export", "task_name", "hydra"}
@@ -67,19 +68,9 @@ def temporary_beside(path: Path) -> Path:
     left for the same path (its pid no longer runs) are removed first."""
     for stale in path.parent.glob(f".{path.name}.*.tmp"):
         pid = stale.name[len(path.name) + 2 : -len(".tmp")]
-        if pid.isdigit() and not _running(int(pid)):
+        if pid.isdigit() and not process_runs(int(pid)):
             stale.unlink(missing_ok=True)
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's live process
-        return True
-    return True
 
 
 def save_failure(path: Path, err: OSError, what: str, key: str) -> str:
