@@ -356,3 +356,48 @@ def test_evaluation_from_logits_to_intersection_and_union():
     assert predicted.shape == (2, 5, 6)
     (overlaps,) = task.overlaps["val"]
     assert [tuple(pair) for pair in overlaps.T.tolist()] == expected == [(8, 14), (8, 16)]
+
+
+def test_predict_says_which_words_the_model_cannot_read_and_draws_nothing_for_unreadable_text(
+    tmp_path, caplog
+):
+    """Out-of-vocabulary words are named and recorded; words past max_length are named as cut; a text of
+    no known word gets no mask and is recorded as not answered."""
+    from segtrain.tasks.referring import ReferringSegmentation
+
+    image = tmp_path / "scene.png"
+    Image.fromarray(np.full((12, 16, 3), 100, np.uint8)).save(image)
+    meta = {
+        "mean": [0.5, 0.5, 0.5],
+        "std": [0.25, 0.25, 0.25],
+        "vocabulary": [PAD, UNK, "the", "blue", "square", "left"],
+        "max_length": 4,
+        "palette": [[0, 0, 0], [255, 0, 0]],
+    }
+    seen = []
+
+    def run(images, tokens):
+        seen.append(tokens[0].tolist())
+        return torch.ones(1, 1, *images.shape[-2:])
+
+    requests = [
+        (image, "the blue hexagon"),
+        (image, "the blue square on the left"),
+        (image, "zebra crossing"),
+    ]
+    names = {request: f"mask{index}" for index, request in enumerate(requests)}
+    (tmp_path / "out" / "overlays").mkdir(parents=True)
+    with caplog.at_level("WARNING"):
+        message = ReferringSegmentation.predict_images(
+            run, meta, {"mask_threshold": 0.5}, None, requests, names, tmp_path / "out"
+        )
+    assert seen == [[0, 2, 3, 1], [2, 3, 4, 1]]  # 'hexagon' and 'on' read as <unk>; 'the left' cut
+    warnings = caplog.text
+    assert "'hexagon'" in warnings and "'on'" in warnings and "does not read 'the left'" in warnings
+    assert "'zebra crossing': no word of it is in the model's vocabulary (4 words" in warnings
+    written = json.loads((tmp_path / "out" / "expressions.json").read_text())
+    assert [entry["unknown_words"] for entry in written] == [["hexagon"], ["on"], ["zebra", "crossing"]]
+    assert [entry["cut_words"] for entry in written] == [[], ["the", "left"], []]
+    assert [entry["answered"] for entry in written] == [True, True, False]
+    assert written[2]["mask"] is None and not (tmp_path / "out" / "mask2.png").exists()
+    assert "wrote 2 masks" in message and "none for 1 it cannot read" in message

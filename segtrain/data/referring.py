@@ -45,6 +45,16 @@ def encode(expression: str, ids: dict[str, int], max_length: int) -> torch.Tenso
     return torch.tensor([0] * (max_length - len(tokens)) + tokens, dtype=torch.int64)
 
 
+def unread_words(expression: str, ids: dict[str, int], max_length: int) -> dict[str, list[str]]:
+    """The words of ``expression`` the model does not read: those outside its vocabulary (read as
+    ``<unk>``) and those past ``max_length`` (cut)."""
+    words = tokenize(expression)
+    return {
+        "unknown_words": [word for word in words[:max_length] if word not in ids],
+        "cut_words": words[max_length:],
+    }
+
+
 def word_ids(vocabulary: Sequence[str]) -> dict[str, int]:
     if len(vocabulary) < 2 or list(vocabulary[:2]) != [PAD, UNK]:
         raise SegtrainError(

@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 from PIL import Image, ImageDraw
 
 from segtrain.data.io import read_image
-from segtrain.data.referring import build_vocabulary, encode, tokenize, word_ids
+from segtrain.data.referring import build_vocabulary, encode, tokenize, unread_words, word_ids
 from segtrain.data.transforms import compose, transform_item
 from segtrain.errors import SegtrainError
 from segtrain.inference import to_original_size
@@ -306,6 +306,30 @@ class ReferringSegmentation(SegmentationTask):
         written = []
         for request in requests:
             path, expression = request
+            unread = unread_words(expression, ids, meta["max_length"])
+            entry = {"image": str(path), "expression": expression, **unread}
+            if unread["cut_words"]:
+                log.warning(
+                    "%r is cut after data.max_length=%d words: the model does not read %r",
+                    expression,
+                    meta["max_length"],
+                    " ".join(unread["cut_words"]),
+                )
+            if len(unread["unknown_words"]) == len(tokenize(expression)[: meta["max_length"]]):
+                log.warning(
+                    "%r: no word of it is in the model's vocabulary (%d words from its train split), so "
+                    "no mask is drawn for it; rephrase it with the words the model was trained on",
+                    expression,
+                    len(meta["vocabulary"]) - 2,
+                )
+                written.append({**entry, "mask": None, "answered": False})
+                continue
+            if unread["unknown_words"]:
+                log.warning(
+                    "%r: the model reads %s as unknown words (not in its vocabulary)",
+                    expression,
+                    ", ".join(repr(word) for word in unread["unknown_words"]),
+                )
             original = read_image(path, len(meta["mean"]))
             image, _, region = transform_item(pipeline, original, None, True)
             rgb = torch.from_numpy(image).permute(2, 0, 1)[None].float()
@@ -317,11 +341,13 @@ class ReferringSegmentation(SegmentationTask):
             Image.fromarray(mask * 255).save(out_dir / f"{name}.png")
             overlay = captioned(blend(original, mask, meta["palette"]), expression)
             Image.fromarray(overlay).save(out_dir / "overlays" / f"{name}.jpg", quality=90)
-            written.append({"image": str(path), "expression": expression, "mask": f"{name}.png"})
+            written.append({**entry, "mask": f"{name}.png", "answered": True})
         (out_dir / "expressions.json").write_text(json.dumps(written, indent=1))
+        answered = sum(entry["answered"] for entry in written)
+        unanswered = f", none for {len(written) - answered} it cannot read" if answered < len(written) else ""
         return (
-            f"wrote {len(written)} masks to {out_dir} (which expression each answers: expressions.json) and "
-            f"overlays to {out_dir / 'overlays'}"
+            f"wrote {answered} masks to {out_dir}{unanswered} (which expression each answers: "
+            f"expressions.json) and overlays to {out_dir / 'overlays'}"
         )
 
     def overlay_panels(self, batch: dict, preds: torch.Tensor, count: int, alpha: float) -> list[np.ndarray]:
