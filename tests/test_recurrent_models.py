@@ -7,6 +7,8 @@ import pytest
 import torch
 
 from segtrain.data.datasets.shapes import Shapes
+from segtrain.data.superpixels import slic_superpixels
+from segtrain.errors import SegtrainError
 from segtrain.models.graph_lstm import GraphLSTM, GraphLSTMNet, neighbours
 from segtrain.models.lstm2d import FLIPS, LSTM2d, SceneLabelingLSTM, skew, unskew
 from segtrain.models.reseg import ReSeg, sweep
@@ -290,3 +292,23 @@ def test_graph_lstm_trains_evaluates_and_refuses_export(tmp_path):
     result = run_cli("export", f"ckpt={ckpt}", f"output={tmp_path / 'model.onnx'}", cwd=tmp_path)
     assert result.returncode != 0 and "Graph LSTM cannot be exported" in result.stderr
     assert not (tmp_path / "model.onnx").exists()
+
+
+def test_graph_lstm_bounds_superpixels_by_image_size_and_refuses_what_cannot_fit():
+    """A 64x64 image gets at most one superpixel per stride-8 cell (64), not the 1000 asked for; the
+    update's memory estimate follows the measured growth (the square of the node count), and a training
+    batch that would not fit is refused with that estimate before it runs."""
+    image = shapes_image(64)[0].permute(1, 2, 0).numpy()
+    bounded = slic_superpixels(image, n_segments=1000, compactness=10.0, min_pixels=64)
+    assert bounded.max() + 1 <= 64
+    assert slic_superpixels(image, n_segments=1000, compactness=10.0).max() + 1 > 64
+    model = tiny_graph_lstm()
+    # 2 tensors of [B, N, H] floats per node step, N steps per layer, 2 layers (hidden=8).
+    assert model.training_memory(8, 1000) == 2 * 4 * 2 * 8 * 1000 * 1000 * 8
+    model.hidden = 10**9  # an absurd state width: terabytes for one small batch
+    with pytest.raises(SegtrainError, match=r"would keep about \d+.\d GiB for backward, more than the"):
+        model(shapes_image(64))
+    with torch.no_grad():  # inference keeps nothing for backward
+        model.eval()
+        model.hidden = 8
+        assert model(shapes_image(64)).shape == (1, 4, 64, 64)

@@ -10,9 +10,14 @@ from __future__ import annotations
 import numpy as np
 
 
-def slic_superpixels(image: np.ndarray, n_segments: int = 100, compactness: float = 10.0) -> np.ndarray:
-    """int64 HxW labels 0..N-1 of a channel-last HxWxC image (uint8 or float)."""
+def slic_superpixels(
+    image: np.ndarray, n_segments: int = 100, compactness: float = 10.0, min_pixels: int = 1
+) -> np.ndarray:
+    """int64 HxW labels 0..N-1 of a channel-last HxWxC image (uint8 or float): about ``n_segments``, and
+    at most one per ``min_pixels`` pixels of the image (a small image gets fewer)."""
     from skimage.segmentation import slic
+
+    n_segments = max(1, min(n_segments, image.shape[0] * image.shape[1] // max(min_pixels, 1)))
 
     image = image.astype(np.float32)
     low = image.min(axis=(0, 1), keepdims=True)
