@@ -28,7 +28,7 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from segtrain.errors import SegtrainError
-from segtrain.runtime.processes import process_runs
+from segtrain.runtime.processes import process_runs, usable_cores
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -73,7 +73,7 @@ def loader_workers(devices=1) -> int:
     """``${loader_workers:${trainer.devices}}``: DataLoader workers per process, sized from this machine's
     cores: every core but one for the training processes, shared between them, at most 16 each."""
     processes = devices if isinstance(devices, int) and devices > 0 else 1
-    return max(1, min(16, ((os.cpu_count() or 2) - 1) // processes))
+    return max(1, min(16, (usable_cores() - 1) // processes))
 
 
 @functools.lru_cache(maxsize=8)

@@ -55,3 +55,23 @@ def test_bench_data_times_the_loader_alone(tmp_path):
     rates = json.loads(path.read_text())["images_per_s"]
     assert set(rates) == {"0", "1"} and all(rate > 0 for rate in rates.values())
     assert "| workers | loader images/s |" in result.stdout
+
+
+def test_the_default_thread_count_leaves_out_cores_another_process_keeps_busy(monkeypatch):
+    """idle_cores samples /proc/stat: a spinning process takes one core out of the count; a SLURM
+    allocation caps the usable cores below the machine's."""
+    import subprocess
+    import sys
+    import time
+
+    from segtrain.runtime.processes import idle_cores, usable_cores
+
+    usable = usable_cores()
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        assert 1 <= idle_cores(0.3) <= max(1, usable - 1)
+    finally:
+        spinner.kill()
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")
+    assert usable_cores() == 1

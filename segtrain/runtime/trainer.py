@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ProgressBar
 
 from segtrain.runtime import distributed
+from segtrain.runtime.processes import idle_cores
 
 log = logging.getLogger(__name__)
 
@@ -52,18 +53,20 @@ def build_trainer(cfg: DictConfig, rank_function: str | None = None, **overrides
 
 def set_threads(cfg: DictConfig) -> int:
     """torch's CPU threads for this process: ``trainer.threads``, else ``OMP_NUM_THREADS`` when set, else the
-    cores this process may use, shared between the training processes on the node, less one per loader
-    worker, at least 1. torch's default of one thread per core fights the loader workers and the other
-    processes for the same cores: on 2 busy cores the default run took 7x the CPU time."""
+    idle cores this process may use (``idle_cores``), shared between the training processes on the node,
+    less one per loader worker, at least 1. torch's default of one thread per core fights the loader
+    workers and the other processes for the same cores: on 2 busy cores the default run took 7x the CPU
+    time."""
     threads = OmegaConf.select(cfg, "trainer.threads") or os.environ.get("OMP_NUM_THREADS")
     if not threads:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        cores = idle_cores()
         nodes = int(OmegaConf.select(cfg, "trainer.num_nodes") or 1)
         processes = max(distributed.process_count(cfg) // nodes, 1)
         workers = int(OmegaConf.select(cfg, "data.num_workers") or 0)
         threads = max(1, cores // processes - workers)
         log.info(
-            "torch threads: %d (%d cores, %d processes, %d loader workers each; trainer.threads=N overrides)",
+            "torch threads: %d (%d idle cores, %d processes, %d loader workers each; trainer.threads=N "
+            "overrides)",
             threads,
             cores,
             processes,
