@@ -88,6 +88,16 @@ def test_crafted_checkpoints_are_refused_without_side_effects(trained_run, tmp_p
     assert not (tmp_path / "pred").exists() and not (tmp_path / "model.onnx").exists()
 
 
+@pytest.mark.slow
+def test_resume_of_a_checkpoint_naming_a_foreign_target_is_refused(trained_run, tmp_path):
+    crafted = crafted_checkpoint(
+        trained_run["last"], tmp_path / "crafted.ckpt", "model", {"_target_": "os.system", "command": "true"}
+    )
+    result = run_cli(*TINY, "trainer.max_epochs=3", f"resume={crafted}", cwd=tmp_path)
+    assert_clean_error(result, f"resume={crafted} names model._target_=os.system", "not a model")
+    assert not checkpoints(tmp_path / "outputs")
+
+
 def test_resume_from_a_pickle_payload_runs_nothing(tmp_path):
     marker = tmp_path / "pickle_ran"
     hostile = tmp_path / "hostile.ckpt"
@@ -241,6 +251,31 @@ def test_export_keeps_one_metadata_file_per_model_and_checks_it(trained_run, tmp
         cwd=cwd,
     )
     assert_clean_error(result, "outputs 6 classes", "lists 3")
+    # Without the side file, the copy inside the ONNX file serves (the torchscript file has none).
+    (tmp_path / "model.onnx.json").unlink()
+    result = run_cli(
+        "predict",
+        f"ckpt={tmp_path / 'model.onnx'}",
+        f"input={tmp_path / 'in'}",
+        f"output={tmp_path / 'o2'}",
+        cwd=cwd,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "o2" / "x.png").is_file()
+    (tmp_path / "model.onnx.json").write_text(json.dumps(meta))
+    (tmp_path / "model.pt.json").unlink()
+    result = run_cli(
+        "predict",
+        f"ckpt={tmp_path / 'model.pt'}",
+        f"input={tmp_path / 'in'}",
+        f"output={tmp_path / 'o3'}",
+        cwd=cwd,
+    )
+    assert_clean_error(result, "model.pt.json is missing")
+    result = run_cli(
+        "export", f"ckpt={ckpt}", "format=torchscript", f"output={tmp_path / 'model.pt'}", cwd=cwd
+    )
+    assert_clean_error(result, "exists and was not written by segtrain export")
 
     earlier = digest(tmp_path / "model.onnx")
     result = run_cli(

@@ -89,6 +89,11 @@ def check_output(path: Path) -> None:
     check_writable(path.parent, key="output")
     if path.exists() and not os.access(path, os.W_OK):
         raise SegtrainError(f"output={path} exists and is read-only; pass another path")
+    if path.exists() and not metadata_path(path).exists():
+        raise SegtrainError(
+            f"output={path} exists and was not written by segtrain export (no {metadata_path(path).name} "
+            "beside it); export does not write over it. Pass another path, or remove the file first"
+        )
 
 
 def compare(

@@ -54,13 +54,14 @@ def load_exported(path: Path) -> tuple[Callable[[torch.Tensor], torch.Tensor], d
     if not path.is_file():
         raise SegtrainError(f"ckpt={path} does not exist")
     meta_path = metadata_path(path)
-    if not meta_path.is_file():
+    torchscript = EXPORTED_SUFFIXES[path.suffix] == "torchscript"
+    if not meta_path.is_file() and torchscript:
         raise SegtrainError(
             f"{meta_path} is missing: segtrain export writes it beside {path.name}; re-export, or pass the "
             ".ckpt the model was exported from"
         )
-    meta = json.loads(meta_path.read_text())
-    if EXPORTED_SUFFIXES[path.suffix] == "torchscript":
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else None
+    if torchscript:
         try:
             module = torch.jit.load(str(path), map_location="cpu").eval()
         except Exception as err:
@@ -77,6 +78,14 @@ def load_exported(path: Path) -> tuple[Callable[[torch.Tensor], torch.Tensor], d
         raise SegtrainError(
             f"ckpt={path} is not a readable ONNX model ({str(err).splitlines()[0][:200]})"
         ) from None
+    if meta is None:  # the copy export embeds in the ONNX file itself (metadata_props)
+        embedded = session.get_modelmeta().custom_metadata_map
+        if "classes" not in embedded:
+            raise SegtrainError(
+                f"{meta_path} is missing and {path} carries no segtrain metadata inside: it was not written "
+                "by segtrain export. Re-export it, or pass the .ckpt the model was exported from"
+            )
+        meta = {key: json.loads(value) for key, value in embedded.items()}
     first = session.get_outputs()[0]
     # A semantic model's logits hold one channel per class (a referring model's one, whatever the classes).
     semantic = meta.get("task", DEFAULT_TASK) == "semantic"

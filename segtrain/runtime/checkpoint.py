@@ -167,7 +167,7 @@ def _targets(node: Any, path: str = "") -> list[tuple[str, Any]]:
     return found
 
 
-def check_targets(stored: DictConfig, command_cfg: DictConfig, ckpt_path) -> None:
+def check_targets(stored: DictConfig, command_cfg: DictConfig, ckpt_path, key_name: str = "ckpt") -> None:
     """Refuses a checkpoint whose config names a callable segtrain cannot name itself.
 
     Allowed: the targets of conf/, the classes of the families above, and any target this command's own
@@ -179,7 +179,7 @@ def check_targets(stored: DictConfig, command_cfg: DictConfig, ckpt_path) -> Non
         if target in _configured_targets() or target in typed or _in_trusted_family(target):
             continue
         raise SegtrainError(
-            f"ckpt={ckpt_path} names {key}={target}, which is not a model, loss, optimizer, scheduler, "
+            f"{key_name}={ckpt_path} names {key}={target}, which is not a model, loss, optimizer, scheduler, "
             "dataset or transform that segtrain's configs can name; nothing was built from it. A "
             "checkpoint's config is data, not code: if you trust this file, name the target yourself on the "
             f"command line ({key.replace('[', '.').replace(']', '')}={target})."

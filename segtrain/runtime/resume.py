@@ -8,7 +8,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from segtrain.config import requeued
 from segtrain.errors import SegtrainError
-from segtrain.runtime.checkpoint import read_metadata
+from segtrain.runtime.checkpoint import check_targets, read_metadata
 from segtrain.runtime.trainer import output_dir
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,10 @@ def resolve_resume(cfg: DictConfig) -> None:
     if not checkpoint:
         return
     metadata = read_metadata(checkpoint, "resume")
+    if metadata.get("config"):
+        # The run continues with this command's config, but a checkpoint naming callables segtrain cannot
+        # name was crafted or comes from elsewhere: it is not resumed either.
+        check_targets(OmegaConf.create(metadata["config"]), cfg, checkpoint, "resume")
     describe_resume(checkpoint, metadata.get("resolved_config"), cfg)
     wandb_id = metadata.get("wandb_id")
     if wandb_id and OmegaConf.select(cfg, "logger.wandb"):
