@@ -243,34 +243,25 @@ def test_export_keeps_one_metadata_file_per_model_and_checks_it(trained_run, tmp
     meta = json.loads((tmp_path / "model.onnx.json").read_text())
     (tmp_path / "model.onnx.json").write_text(json.dumps({**meta, "classes": meta["classes"][:3]}))
     save(np.zeros((32, 32, 3), np.uint8), tmp_path / "in" / "x.png")
-    result = run_cli(
-        "predict",
-        f"ckpt={tmp_path / 'model.onnx'}",
-        f"input={tmp_path / 'in'}",
-        f"output={tmp_path / 'out'}",
-        cwd=cwd,
-    )
-    assert_clean_error(result, "outputs 6 classes", "lists 3")
+
+    def predict(model: str, out: str):
+        return run_cli(
+            "predict",
+            f"ckpt={tmp_path / model}",
+            f"input={tmp_path / 'in'}",
+            f"output={tmp_path / out}",
+            cwd=cwd,
+        )
+
+    assert_clean_error(predict("model.onnx", "out"), "outputs 6 classes", "lists 3")
     # Without the side file, the copy inside the ONNX file serves (the torchscript file has none).
     (tmp_path / "model.onnx.json").unlink()
-    result = run_cli(
-        "predict",
-        f"ckpt={tmp_path / 'model.onnx'}",
-        f"input={tmp_path / 'in'}",
-        f"output={tmp_path / 'o2'}",
-        cwd=cwd,
-    )
+    result = predict("model.onnx", "o2")
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "o2" / "x.png").is_file()
     (tmp_path / "model.onnx.json").write_text(json.dumps(meta))
     (tmp_path / "model.pt.json").unlink()
-    result = run_cli(
-        "predict",
-        f"ckpt={tmp_path / 'model.pt'}",
-        f"input={tmp_path / 'in'}",
-        f"output={tmp_path / 'o3'}",
-        cwd=cwd,
-    )
+    result = predict("model.pt", "o3")
     assert_clean_error(result, "model.pt.json is missing")
     result = run_cli(
         "export", f"ckpt={ckpt}", "format=torchscript", f"output={tmp_path / 'model.pt'}", cwd=cwd
