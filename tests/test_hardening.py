@@ -652,3 +652,24 @@ def test_the_stored_config_keeps_links_between_keys_and_resolves_the_environment
     assert stored["inference"]["crop_size"] == "${data.crop_size}"
     assert stored["data"]["num_workers"] == "${loader_workers:${trainer.devices}}"  # the eval machine's cores
     assert stored["paths"]["log_dir"] == "outputs" and "${" not in json.dumps(stored["paths"])
+
+
+@pytest.mark.slow
+def test_eval_of_a_pretrained_backbone_fetches_nothing_and_says_the_weights_are_the_checkpoints(tmp_path):
+    """A checkpoint trained from ImageNet weights evaluates offline, with no hub cache: its own weights
+    replace them, and no line says 'random initialisation'."""
+    model = ["model=fpn", "model.backbone.name=resnet18", "model.backbone.pretrained=false"]
+    model += ["model.fpn_channels=32", "model.head_channels=32"]
+    tiny = [o for o in TINY if not o.startswith("model.")]
+    assert run_cli(*tiny, *model, cwd=tmp_path).returncode == 0
+    (last,) = checkpoints(tmp_path / "outputs")
+    checkpoint = torch.load(last, weights_only=True)
+    checkpoint["segtrain"]["config"]["model"]["backbone"]["pretrained"] = True
+    crafted = tmp_path / "imagenet.ckpt"
+    torch.save(checkpoint, crafted)
+    env = {"TORCH_HOME": str(tmp_path / "empty_hub")}  # no cached ImageNet weights, no network
+    result = run_cli("eval", f"ckpt={crafted}", cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    output = result.stdout + result.stderr
+    assert f"model weights from ckpt={crafted}" in output and "random initialisation" not in output
+    assert not (tmp_path / "empty_hub").exists()

@@ -5,11 +5,14 @@ through ``task_class`` and hold no task's logic themselves."""
 from __future__ import annotations
 
 import importlib
+import logging
 
 from omegaconf import DictConfig, OmegaConf
 
 from segtrain.data.description import DEFAULT_TASK
 from segtrain.errors import SegtrainError
+
+log = logging.getLogger(__name__)
 
 #: task name -> ("module:LightningModule class", what it trains on, for messages that name the configs)
 TASKS = {
@@ -61,7 +64,17 @@ def load_task(cfg: DictConfig, data_root: bool = True):
     validate(merged, data_root=data_root)
     check_accelerator(merged)
     set_threads(merged)
-    task = build_task(merged)
+    # The checkpoint's weights replace the backbone's initial ones: none are fetched, and the backbone's
+    # "initialised from random initialisation" line would read as if the trained weights were not loaded.
+    without_pretrained(merged.model)
+    backbone_log = logging.getLogger("segtrain.models.backbones")
+    level = backbone_log.level
+    backbone_log.setLevel(logging.WARNING)
+    try:
+        task = build_task(merged)
+    finally:
+        backbone_log.setLevel(level)
+    log.info("model weights from ckpt=%s", cfg.ckpt)
     try:
         task.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as err:
@@ -74,3 +87,17 @@ def load_task(cfg: DictConfig, data_root: bool = True):
             "model overrides; eval, predict and export use the model the checkpoint was trained with."
         ) from None
     return task.eval(), merged
+
+
+def without_pretrained(node) -> None:
+    """Sets every ``pretrained`` flag under a model config to false and drops its weight files."""
+    if not isinstance(node, DictConfig):
+        return
+    for key in list(node.keys()):
+        child = node._get_node(key)
+        if isinstance(child, DictConfig):
+            without_pretrained(child)
+        elif key == "pretrained":
+            node[key] = False
+        elif key == "weights" and "pretrained" in node:
+            node[key] = None
