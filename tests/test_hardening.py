@@ -344,8 +344,9 @@ def test_debug_runs_and_reruns_never_take_over_resume(tmp_path):
     (real_last,) = checkpoints(tmp_path / "outputs")
     smoke = run_cli(*TINY, "debug=fast_dev_run", cwd=tmp_path)
     assert smoke.returncode == 0 and checkpoints(tmp_path / "outputs") == [real_last]
-    limit = run_cli(*TINY, "debug=limit", "trainer.max_epochs=1", cwd=tmp_path)
+    limit = run_cli(*TINY, "debug=limit", "trainer.max_epochs=1", "trainer.limit_val_batches=0", cwd=tmp_path)
     assert limit.returncode == 0 and len(checkpoints(tmp_path / "outputs")) == 2
+    assert "so no best checkpoint was chosen; last checkpoint: " in limit.stdout + limit.stderr
     resumed = run_cli(*TINY, "trainer.max_epochs=2", "resume=true", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"resuming from {real_last}" in resumed.stdout + resumed.stderr

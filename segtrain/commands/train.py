@@ -46,7 +46,15 @@ def fit(cfg: DictConfig) -> float | None:
     for logger in trainer.loggers:
         logger.log_hyperparams(task.resolved_config)
     trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("resume") or None, weights_only=True)
-    if task.val_scores is None or not trainer.is_global_zero:
+    if not trainer.is_global_zero:
+        return None
+    if task.val_scores is None:
+        log.info(
+            "training finished without a validation (see trainer.limit_val_batches, "
+            "trainer.check_val_every_n_epoch and trainer.max_epochs), so no best checkpoint was chosen; "
+            "last checkpoint: %s",
+            last_checkpoint(trainer) or "none",
+        )
         return None
     metric = task.primary_metric
     monitoring = next((callback for callback in trainer.checkpoint_callbacks if callback.monitor), None)
@@ -80,9 +88,7 @@ def summarize_training(trainer: pl.Trainer, monitoring, metric: str, best_value:
     lines = [f"training finished{took}: {epochs}, best val {metric} {percent(best_value)}{best_epoch}"]
     if monitoring is not None and monitoring.best_model_path:
         lines.append(f"  best checkpoint: {monitoring.best_model_path}")
-    last = next(
-        (c.last_model_path or c.best_model_path for c in trainer.checkpoint_callbacks if not c.monitor), ""
-    )
+    last = last_checkpoint(trainer)
     if last:
         lines.append(f"  last checkpoint: {last}")
     curves = Path(trainer.default_root_dir) / "curves.png"
@@ -93,3 +99,9 @@ def summarize_training(trainer: pl.Trainer, monitoring, metric: str, best_value:
         lines.append(f"  val overlays:    {overlays}")
     lines.append(f"  metrics:         {metrics_path}")
     log.info("%s", "\n".join(lines))
+
+
+def last_checkpoint(trainer: pl.Trainer) -> str:
+    return next(
+        (c.last_model_path or c.best_model_path for c in trainer.checkpoint_callbacks if not c.monitor), ""
+    )
