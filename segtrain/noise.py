@@ -30,6 +30,12 @@ WARNINGS = [
         "own epochs, which segtrain prints when it resumes",
     ),
     (
+        r"`ModelCheckpoint\(monitor='val/[\w/@.]+'\)` could not find the monitored key",
+        Warning,
+        "a run that never validates (trainer.limit_val_batches=0, ...) has no score to choose a best "
+        "checkpoint by; segtrain says so, and where the last checkpoint is, when training ends",
+    ),
+    (
         r"`torch\.jit\.\w+` is deprecated",
         Warning,
         "export format=torchscript and predict ckpt=model.pt ask for TorchScript, which only torch.jit "

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -62,7 +63,15 @@ def export_onnx(
             **names,
         )
         return
-    torch.onnx.export(model, inputs, str(path), dynamic_axes=spec.dynamic_axes, dynamo=False, **names)
+    with warnings.catch_warnings():
+        # The tracer warns that Python-side sizes and counts become constants: the export is run against
+        # PyTorch at two sizes, which is the check those warnings ask for (a detector printed 37 of them).
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message="To copy construct from a tensor")
+        # How the exporter lowers an op, not something the user can change.
+        warnings.filterwarnings("ignore", message="Exporting aten::index operator of advanced indexing")
+        warnings.filterwarnings("ignore", message="Constant folding - Only steps=1 can be constant folded")
+        torch.onnx.export(model, inputs, str(path), dynamic_axes=spec.dynamic_axes, dynamo=False, **names)
 
 
 def embed_metadata(path: Path, meta: dict) -> None:
