@@ -64,6 +64,18 @@ PRIVATE_APIS = (
         "cli.report_errors turns Lightning's exit 0 on SIGTERM into 143",
     ),
     PrivateAPI(
+        "pytorch_lightning.trainer.connectors.signal_connector:_SignalConnector.__init__",
+        ("self", "trainer"),
+        "distributed.StopTogether sets trainer._signal_connector.received_sigterm on every rank at once",
+        attributes=("received_sigterm",),
+    ),
+    PrivateAPI(
+        "pytorch_lightning.trainer:Trainer.__init__",
+        None,
+        "distributed.StopTogether reaches the signal connector",
+        attributes=("_signal_connector",),
+    ),
+    PrivateAPI(
         "hydra_plugins.hydra_optuna_sweeper._impl:OptunaSweeperImpl._process_searchspace_config",
         ("self",),
         "sweeps.ResumableOptunaSweeper",

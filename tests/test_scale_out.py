@@ -270,3 +270,80 @@ def test_eval_names_the_training_only_strategy(trained_run):
     result = run_cli("eval", f"ckpt={trained_run['best']}", "trainer=ddp_cpu", cwd=trained_run["cwd"])
     assert result.returncode == 2
     assert "trainer.strategy=ddp is for training" in result.stderr and "trainer=cpu" in result.stderr
+
+
+def start_node(node: int, port: int, *args: str, cwd: Path) -> subprocess.Popen:
+    """One node of a two-node job of one process each, started as torchrun starts a node's process: the
+    same command line everywhere, the ranks and the rendezvous in the environment (loopback, gloo)."""
+    ranks = {"RANK": node, "GROUP_RANK": node, "NODE_RANK": node, "LOCAL_RANK": 0, "LOCAL_WORLD_SIZE": 1}
+    environment = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "WORLD_SIZE": 2, **ranks}
+    environment["TORCHELASTIC_RUN_ID"] = f"segtrain-test-{port}"
+    return subprocess.Popen(
+        [sys.executable, "-m", "segtrain", *args],
+        cwd=cwd,
+        env={**os.environ, **OFFLINE_ENV, **{key: str(value) for key, value in environment.items()}},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def finish(nodes: list[subprocess.Popen], timeout: float = 300) -> list[int]:
+    codes = [node.wait(timeout=timeout) for node in nodes]
+    for node in nodes:
+        node.output = node.stdout.read()
+    return codes
+
+
+@pytest.mark.slow
+def test_two_nodes_train_as_one_job_stop_together_on_one_sigterm_and_resume(tmp_path):
+    """trainer.num_nodes=2 of one gloo process each: both ranks train on one config, the validation equals
+    a single-process eval of the same checkpoint, a SIGTERM to one node stops both (143, checkpoint
+    intact), and both nodes given resume=true continue from it."""
+    two_nodes = [*SMALL, "trainer=ddp_cpu", "trainer.devices=1", "trainer.num_nodes=2"]
+    run = tmp_path / "run"
+    port = free_port()
+    nodes = [
+        start_node(n, port, *two_nodes, "trainer.max_epochs=2", f"hydra.run.dir={run}", cwd=tmp_path)
+        for n in (0, 1)
+    ]
+    assert finish(nodes) == [0, 0], [node.output[-2000:] for node in nodes]
+    records = [json.loads((run / "ranks" / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert [record["node_rank"] for record in records] == [0, 1]
+    assert records[0]["config_sha256"] == records[1]["config_sha256"]
+    validated = json.loads((run / "val_metrics.json").read_text())["mIoU"]
+    single = run_cli(
+        "eval",
+        f"ckpt={run / 'checkpoints' / 'last.ckpt'}",
+        f"hydra.run.dir={tmp_path / 'eval'}",
+        cwd=tmp_path,
+    )
+    assert single.returncode == 0, single.stderr[-2000:]
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["mIoU"] == pytest.approx(
+        validated, abs=1e-6
+    )
+
+    stopped = tmp_path / "stopped"
+    port = free_port()
+    long_run = [*two_nodes, "trainer.max_epochs=300", f"hydra.run.dir={stopped}"]
+    nodes = [start_node(n, port, *long_run, cwd=tmp_path) for n in (0, 1)]
+    last = stopped / "checkpoints" / "last.ckpt"
+    wait_for(last, nodes[0])
+    nodes[1].send_signal(signal.SIGTERM)
+    assert finish(nodes, timeout=120) == [143, 143], [node.output[-2000:] for node in nodes]
+    epoch = torch.load(last, weights_only=True)["epoch"]
+
+    port = free_port()
+    resumed = [*two_nodes, f"trainer.max_epochs={epoch + 3}", f"hydra.run.dir={stopped}", "resume=true"]
+    nodes = [start_node(n, port, *resumed, cwd=tmp_path) for n in (0, 1)]
+    assert finish(nodes) == [0, 0], [node.output[-2000:] for node in nodes]
+    assert f"resume=true: resuming from {last}" in nodes[0].output
+    assert torch.load(last, weights_only=True)["epoch"] == epoch + 2

@@ -43,6 +43,7 @@ def fit(cfg: DictConfig) -> float | None:
     datamodule.setup("fit")
     trainer = build_trainer(cfg, rank_function="segtrain.commands.train.fit")
     trainer.callbacks.append(distributed.RankRecord(output_dir(cfg) / "ranks", task.resolved_config))
+    trainer.callbacks.append(distributed.StopTogether())
     for logger in trainer.loggers:
         logger.log_hyperparams(task.resolved_config)
     trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("resume") or None, weights_only=True)

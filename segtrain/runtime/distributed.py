@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -132,6 +133,38 @@ def process_count(cfg: DictConfig) -> int:
         devices = torch.cuda.device_count() if gpu and torch.cuda.is_available() else 1
     per_node = len(devices) if isinstance(devices, (list, ListConfig)) else int(devices or 1)
     return per_node * int(OmegaConf.select(cfg, "trainer.num_nodes") or 1)
+
+
+class StopTogether(pl.Callback):
+    """A SIGTERM that reaches any one rank (one node's scheduler, ``kill`` on one host) stops every rank at
+    the same step, so that the others do not wait forever in a collective the stopped rank never joins.
+
+    Lightning's own SIGTERM handler broadcasts from inside the handler, a collective no other rank is in
+    (the job hangs), and its per-step broadcast carries rank 0's flag only. Here the handler just notes
+    the signal; after each training batch the ranks agree (one all-reduce of one number) and all set
+    Lightning's flag together, which its next step turns into SIGTERMException on every rank."""
+
+    def __init__(self):
+        self.signalled = False
+        self.trainer: pl.Trainer | None = None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.world_size > 1:
+            self.trainer = trainer
+            signal.signal(signal.SIGTERM, self.note)
+
+    def note(self, signum, frame) -> None:
+        if not self.signalled and self.trainer is not None and self.trainer.strategy.launcher is not None:
+            self.trainer.strategy.launcher.kill(signum)  # the ranks this process started, on this node
+        self.signalled = True
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if trainer.world_size == 1:
+            return
+        flag = torch.tensor([float(self.signalled)], device=pl_module.device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        if flag.item():
+            trainer._signal_connector.received_sigterm = True
 
 
 class RankRecord(pl.Callback):
