@@ -14,7 +14,8 @@ With ``--gpu`` each system runs its paper recipe (``experiment=<recipe>``) at fu
 ``--steps`` iterations, on the dataset roots given with ``--root name=path``.
 
 Each finished row is kept in <work>/<name>/row.json, so a partial run (``--only``) adds to the table; the
-table lists the rows not run yet as such.
+table lists the rows not run yet as such; ``--only`` with no name rewrites the table from the kept rows (with
+its ``--note`` paragraphs).
 """
 
 from __future__ import annotations
@@ -328,15 +329,17 @@ def gpu_row(system: str, args, work: Path) -> dict:
     }
 
 
-def table(work: Path, machine: str) -> str:
+def table(work: Path, machine: str, notes: list[str]) -> str:
     lines = [
         "# The zoo's learning table",
         "",
         f"Made by `python scripts/bench_zoo.py` ({machine}). Each system trains from scratch at small",
         "width for a short fixed budget on real data; the score is its last validation, beside the trivial",
         "baseline of the same data. The paper's number is on the paper's data at full size: it is there so",
-        "that nobody mistakes one for the other, not to be compared with the score.",
+        "that nobody mistakes one for the other, not to be compared with the score. Each row's budget is",
+        "in its command (trainer.max_epochs).",
         "",
+        *(line for note in notes for line in (note, "")),
         "| system | data | metric | score | baseline | score - baseline | paper's number (its data) "
         "| train s | command |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -377,6 +380,7 @@ def main() -> None:
     parser.add_argument("--root", action="append", default=[], help="GPU: name=path of a dataset root")
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "zoo.md")
     parser.add_argument("--machine", default="2 CPU cores, no GPU")
+    parser.add_argument("--note", action="append", default=[], help="a paragraph under the table's header")
     args = parser.parse_args()
     args.roots = dict(item.split("=", 1) for item in args.root)
     work = args.work.resolve()
@@ -388,7 +392,8 @@ def main() -> None:
             row = {"error": " ".join(str(error).split())[-300:]}
         (work / system / "row.json").write_text(json.dumps(row, indent=1))
         print(system, row, flush=True)
-        args.output.write_text(table(work, args.machine))
+        args.output.write_text(table(work, args.machine, args.note))
+    args.output.write_text(table(work, args.machine, args.note))
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from segtrain.models.masklab import MaskLab
 from segtrain.models.panet import PANet
 from tests.conftest import SHARED_DATA, checkpoints, run_cli
 from tests.instances import SHAPES, TINY_DETECTOR, make_shapes_instances, write_coco_json
+from tests.test_cli import assert_clean_error
 
 TINY = dict(
     num_classes=3,
@@ -460,6 +461,25 @@ def test_training_refuses_annotations_that_would_make_its_numbers_wrong(case, fr
         allowed = run_cli(*args, "data.annotation_check=warn", "callbacks.progress_bar=null", cwd=tmp_path)
         assert allowed.returncode == 0, allowed.stderr[-2000:]
         assert "Training on without those annotations" in allowed.stderr + allowed.stdout
+
+
+def test_an_unreadable_json_that_names_the_classes_is_one_plain_error(tmp_path):
+    """data=instances_folder reads its classes from the json while the config resolves: the reader's own
+    message comes out, without OmegaConf's interpolation wrapper."""
+    path = tmp_path / "annotations" / "train.json"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"\xff\xfe{not json")
+    result = run_cli(
+        "task=instance", "model=mask_rcnn", "data=instances_folder", f"data.root={tmp_path}", cwd=tmp_path
+    )
+    assert_clean_error(result, f"data.annotation_file: {path} is not a readable json file")
+    assert "full_key" not in result.stderr and "object_type" not in result.stderr
+
+
+@pytest.mark.slow
+def test_an_instance_checkpoint_given_to_task_semantic_is_refused(trained, tmp_path):
+    result = run_cli("eval", f"ckpt={trained['ckpt']}", "task=semantic", cwd=tmp_path)
+    assert_clean_error(result, "is an instance segmentation checkpoint, but the command says task=semantic")
 
 
 def test_semantic_and_instance_configs_do_not_mix(tmp_path):
