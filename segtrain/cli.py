@@ -129,6 +129,7 @@ def precheck(command: str, overrides: list[str], flags: set[str]) -> None:
         compose,
         requeued,
         validate,
+        wait_for_claim,
     )
 
     multirun = bool(flags & {"-m", "--multirun"})
@@ -148,11 +149,13 @@ def precheck(command: str, overrides: list[str], flags: set[str]) -> None:
     sweeper = str(OmegaConf.select(cfg, "hydra.sweeper._target_"))
     resumable_sweep = multirun and sweeper.endswith("ResumableOptunaSweeper")
     may_continue = command == "train" and (bool(cfg.get("resume")) or requeued() or resumable_sweep)
-    # Where a cluster or torchrun starts every rank with this command line, the ranks share rank 0's run
-    # directory, which rank 0 alone checks and claims.
-    if os.environ.get("SLURM_PROCID", "0") != "0" or os.environ.get("RANK", "0") != "0":
-        return
     directory = Path(cfg.hydra.sweep.dir if multirun else cfg.hydra.run.dir)
+    # Where a cluster or torchrun starts every rank with this command line, rank 0 alone checks and claims
+    # the run directory; the others write into a shared one only once rank 0 has claimed it.
+    if os.environ.get("SLURM_PROCID", "0") != "0" or os.environ.get("RANK", "0") != "0":
+        if not multirun and "run_stamp" not in str(cfg.hydra.run._get_node("dir")._value()):
+            wait_for_claim(directory)
+        return
     check_fresh_directory(directory, multirun, may_continue)
     if not multirun:
         claim_directory(directory, command, may_continue)

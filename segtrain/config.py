@@ -16,6 +16,7 @@ import re
 import secrets
 import socket
 import tempfile
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -230,6 +231,18 @@ def claim_directory(directory: Path, command: str, may_continue: bool) -> None:
         f"{holder.get('pid', '?')} on {holder.get('host', '?')}) a moment ago; two runs in one directory "
         "would mix their metrics and checkpoints. Pass another hydra.run.dir"
     )
+
+
+def wait_for_claim(directory: Path, timeout_s: float = 120.0) -> None:
+    """Waits until rank 0 has claimed the run directory this rank shares with it."""
+    deadline = time.monotonic() + timeout_s
+    while not (directory / RUN_CLAIM).exists():
+        if time.monotonic() > deadline:
+            raise SegtrainError(
+                f"this rank waited {timeout_s:.0f} s for rank 0 to claim hydra.run.dir={directory}; start "
+                "rank 0 with the same hydra.run.dir"
+            )
+        time.sleep(0.1)
 
 
 def _explain_override_error(err: Exception, config_name: str, overrides: list[str]) -> str:

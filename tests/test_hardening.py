@@ -574,7 +574,9 @@ def test_eval_with_another_model_states_the_mismatch(trained_run, tmp_path):
 def test_corrupt_resume_file_is_named(tmp_path, trained_run):
     corrupt = tmp_path / "corrupt.ckpt"
     corrupt.write_bytes(trained_run["last"].read_bytes()[:5000])
-    assert_clean_error(run_cli(*TINY, f"resume={corrupt}", cwd=tmp_path), f"resume={corrupt} cannot be read")
+    assert_clean_error(
+        run_cli(*TINY, f"resume={corrupt}", cwd=tmp_path), f"resume={corrupt} is truncated or damaged"
+    )
 
 
 # --- files dropped, check-data guidance ---------------------------------------------------------------

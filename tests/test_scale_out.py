@@ -288,6 +288,14 @@ def start_node(node: int, port: int, *args: str, cwd: Path) -> subprocess.Popen:
     )
 
 
+def start_nodes(*args: str, cwd: Path) -> list[subprocess.Popen]:
+    """Node 1 a second before node 0, so that it reaches the shared run directory first."""
+    port = free_port()
+    second = start_node(1, port, *args, cwd=cwd)
+    time.sleep(1.0)
+    return [start_node(0, port, *args, cwd=cwd), second]
+
+
 def free_port() -> int:
     import socket
 
@@ -310,11 +318,7 @@ def test_two_nodes_train_as_one_job_stop_together_on_one_sigterm_and_resume(tmp_
     intact), and both nodes given resume=true continue from it."""
     two_nodes = [*SMALL, "trainer=ddp_cpu", "trainer.devices=1", "trainer.num_nodes=2"]
     run = tmp_path / "run"
-    port = free_port()
-    nodes = [
-        start_node(n, port, *two_nodes, "trainer.max_epochs=2", f"hydra.run.dir={run}", cwd=tmp_path)
-        for n in (0, 1)
-    ]
+    nodes = start_nodes(*two_nodes, "trainer.max_epochs=2", f"hydra.run.dir={run}", cwd=tmp_path)
     assert finish(nodes) == [0, 0], [node.output[-2000:] for node in nodes]
     records = [json.loads((run / "ranks" / f"rank{rank}.json").read_text()) for rank in (0, 1)]
     assert [record["node_rank"] for record in records] == [0, 1]
@@ -332,18 +336,16 @@ def test_two_nodes_train_as_one_job_stop_together_on_one_sigterm_and_resume(tmp_
     )
 
     stopped = tmp_path / "stopped"
-    port = free_port()
     long_run = [*two_nodes, "trainer.max_epochs=300", f"hydra.run.dir={stopped}"]
-    nodes = [start_node(n, port, *long_run, cwd=tmp_path) for n in (0, 1)]
+    nodes = start_nodes(*long_run, cwd=tmp_path)
     last = stopped / "checkpoints" / "last.ckpt"
     wait_for(last, nodes[0])
     nodes[1].send_signal(signal.SIGTERM)
     assert finish(nodes, timeout=120) == [143, 143], [node.output[-2000:] for node in nodes]
     epoch = torch.load(last, weights_only=True)["epoch"]
 
-    port = free_port()
     resumed = [*two_nodes, f"trainer.max_epochs={epoch + 3}", f"hydra.run.dir={stopped}", "resume=true"]
-    nodes = [start_node(n, port, *resumed, cwd=tmp_path) for n in (0, 1)]
+    nodes = start_nodes(*resumed, cwd=tmp_path)
     assert finish(nodes) == [0, 0], [node.output[-2000:] for node in nodes]
     assert f"resume=true: resuming from {last}" in nodes[0].output
     assert torch.load(last, weights_only=True)["epoch"] == epoch + 2
