@@ -226,6 +226,12 @@ def claim_directory(directory: Path, command: str, may_continue: bool) -> None:
     if may_continue and not alive:
         claim.write_text(record)
         return
+    if not alive:
+        raise SegtrainError(
+            f"hydra.run.dir={directory} belongs to an earlier segtrain {holder.get('command', 'run')} that "
+            "no longer runs; segtrain does not write over it. Choose another hydra.run.dir, or pass "
+            "resume=true to continue that run"
+        )
     raise SegtrainError(
         f"hydra.run.dir={directory} was claimed by another segtrain {holder.get('command', 'run')} (pid "
         f"{holder.get('pid', '?')} on {holder.get('host', '?')}) a moment ago; two runs in one directory "

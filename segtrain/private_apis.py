@@ -61,7 +61,7 @@ PRIVATE_APIS = (
     PrivateAPI(
         "pytorch_lightning.utilities.exceptions:SIGTERMException",
         None,
-        "cli.report_errors turns Lightning's exit 0 on SIGTERM into 143",
+        "reporting.report_errors turns Lightning's exit 0 on SIGTERM into 143",
     ),
     PrivateAPI(
         "pytorch_lightning.trainer.connectors.signal_connector:_SignalConnector.__init__",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import segtrain
 from segtrain.data.description import DatasetDescription
 from tests.conftest import run_cli
 
@@ -30,6 +32,49 @@ def test_training_imports_no_command_module():
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Each segtrain module and the segtrain modules it imports, at the top or inside a function."""
+    package = Path(segtrain.__file__).parent
+    modules = {}
+    for path in package.rglob("*.py"):
+        parts = path.relative_to(package.parent).with_suffix("").parts
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph = {}
+    for name, path in modules.items():
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "") in modules:
+                imported.add(node.module)
+                imported.update(
+                    f"{node.module}.{a.name}" for a in node.names if f"{node.module}.{a.name}" in modules
+                )
+            elif isinstance(node, ast.Import):
+                imported.update(alias.name for alias in node.names if alias.name in modules)
+        graph[name] = imported - {name}
+    return graph
+
+
+def test_no_import_circle_among_segtrain_modules():
+    """No module reaches back to one that imports it, not even by an import inside a function (which a
+    check of sys.modules after import cannot see)."""
+    graph = import_graph()
+    state: dict[str, str] = {}
+
+    def visit(module: str, path: list[str]) -> list[str] | None:
+        state[module] = "open"
+        for target in sorted(graph[module]):
+            if state.get(target) == "open":
+                return [*path, module, target]
+            if target not in state and (circle := visit(target, [*path, module])):
+                return circle
+        state[module] = "done"
+        return None
+
+    for module in sorted(graph):
+        if module not in state:
+            assert (circle := visit(module, [])) is None, " -> ".join(circle[circle.index(circle[-1]) :])
 
 
 def test_old_checkpoint_metadata_reads_as_a_semantic_description():

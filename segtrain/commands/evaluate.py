@@ -7,8 +7,9 @@ import time
 
 from omegaconf import DictConfig
 
+from segtrain.commands.loading import load_task
 from segtrain.runtime.trainer import build_trainer, output_dir, write_metrics
-from segtrain.tasks import build_datamodule, load_task
+from segtrain.tasks import build_datamodule
 
 log = logging.getLogger(__name__)
 

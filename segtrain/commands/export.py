@@ -19,12 +19,12 @@ from typing import Callable
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from segtrain.commands.loading import load_task
 from segtrain.commands.predict import metadata_path, session_runner
 from segtrain.config import check_writable
 from segtrain.errors import SegtrainError
 from segtrain.runtime.checkpoint import save_failure, temporary_beside
 from segtrain.runtime.trainer import output_dir
-from segtrain.tasks import load_task
 from segtrain.tasks.base import ExportSpec
 
 

@@ -111,20 +111,6 @@ def session_runner(session) -> Callable:
     return run
 
 
-def output_names(inputs: list[Path]) -> dict[Path, str]:
-    """The mask name of each input: its stem, or its whole name where stems collide (a.png, a.jpg)."""
-    stems: dict[str, int] = {}
-    for path in inputs:
-        stems[path.stem] = stems.get(path.stem, 0) + 1
-    names: dict[Path, str] = {}
-    for path in inputs:
-        name = path.stem if stems[path.stem] == 1 else path.name.replace(".", "_")
-        while name in names.values():  # a.png, a.jpg beside an a_png.png
-            name += "_"
-        names[path] = name
-    return names
-
-
 #: Lists what ``predict`` wrote into an output directory, so that a later run may replace those files
 #: and never a file of the user's.
 MANIFEST = ".segtrain-predict.json"
@@ -167,7 +153,7 @@ def predict(cfg: DictConfig) -> Path:
         check_targets(transforms, cfg, ckpt)
         transforms = transforms.val_transforms
     else:
-        from segtrain.tasks import load_task
+        from segtrain.commands.loading import load_task
 
         task, merged = load_task(cfg, data_root=False)
         run, meta = task.exported_module(), task.metadata()

@@ -30,6 +30,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from pytorch_lightning.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 
 from segtrain.errors import SegtrainError
+from segtrain.reporting import report_errors
 
 #: ``trainer.strategy`` names whose ranks Lightning would start by re-running the command line.
 SUBPROCESS_STRATEGIES = {"ddp": {}, "ddp_find_unused_parameters_true": {"find_unused_parameters": True}}
@@ -195,7 +196,6 @@ class RankRecord(pl.Callback):
 def main(argv: list[str] | None = None) -> None:
     """Entry of ranks 1..N-1: run the job file's function on its config."""
     args = sys.argv[1:] if argv is None else argv
-    from segtrain.cli import report_errors
     from segtrain.noise import quiet
 
     quiet()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import pytorch_lightning as pl
@@ -269,8 +270,6 @@ class SegmentationTask(pl.LightningModule):
     @staticmethod
     def prediction_names(requests: list) -> dict:
         """The output file name of each request: its image's stem, or whole name where stems collide."""
-        from segtrain.commands.predict import output_names
-
         return output_names(requests)
 
     def metadata(self) -> dict:
@@ -311,3 +310,17 @@ def fused_on_gpu(factory: Callable, params: list[torch.Tensor]) -> dict:
         return {}
     on_gpu = bool(params) and all(p.is_cuda for p in params)
     return {"fused": True} if takes_fused and on_gpu and keywords.get("fused") is None else {}
+
+
+def output_names(inputs: list[Path]) -> dict[Path, str]:
+    """The mask name of each input: its stem, or its whole name where stems collide (a.png, a.jpg)."""
+    stems: dict[str, int] = {}
+    for path in inputs:
+        stems[path.stem] = stems.get(path.stem, 0) + 1
+    names: dict[Path, str] = {}
+    for path in inputs:
+        name = path.stem if stems[path.stem] == 1 else path.name.replace(".", "_")
+        while name in names.values():  # a.png, a.jpg beside an a_png.png
+            name += "_"
+        names[path] = name
+    return names
