@@ -6,9 +6,11 @@ in each segtrain process (the CLI, and each extra DDP rank).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import warnings
+from typing import Iterator
 
 #: (message pattern, warning category, why it is noise for a segtrain user)
 WARNINGS = [
@@ -40,6 +42,21 @@ WARNINGS = [
         Warning,
         "export format=torchscript and predict ckpt=model.pt ask for TorchScript, which only torch.jit "
         "writes and reads",
+    ),
+]
+
+#: Silenced only while ``exporting()``: (message pattern, why it is noise while segtrain exports).
+EXPORT_WARNINGS = [
+    (
+        r"might cause the trace to be incorrect|results are registered as constants in the trace",
+        "the tracer warns that Python-side sizes and counts become constants; export runs the exported "
+        "model against PyTorch at two sizes, which is the check those warnings ask for (a detector printed "
+        "37 of them)",
+    ),
+    (r"To copy construct from a tensor", "raised inside torchvision's detection code while it is traced"),
+    (
+        r"Exporting aten::index operator of advanced indexing|Constant folding - Only steps=1",
+        "how the exporter lowers an op, not something the user can change",
     ),
 ]
 
@@ -86,3 +103,12 @@ def quiet() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropLines) for f in logger.filters):
             logger.addFilter(line_filter)
+
+
+@contextlib.contextmanager
+def exporting() -> Iterator[None]:
+    """The ``EXPORT_WARNINGS`` silenced for the duration of an export; every other warning stays."""
+    with warnings.catch_warnings():
+        for pattern, _ in EXPORT_WARNINGS:
+            warnings.filterwarnings("ignore", message=f".*(?:{pattern})")
+        yield

@@ -37,9 +37,9 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def run_cli(
-    *args: str, cwd: Path, env: dict | None = None, timeout: int = 300
+    *args: str, cwd: Path, env: dict | None = None, timeout: int = 300, preexec_fn=None
 ) -> subprocess.CompletedProcess:
-    """``segtrain ARGS`` in a fresh interpreter, as a user runs it."""
+    """``segtrain ARGS`` in a fresh interpreter, as a user runs it (``preexec_fn``: limits set on it)."""
     return subprocess.run(
         [sys.executable, "-m", "segtrain", *args],
         cwd=cwd,
@@ -47,6 +47,7 @@ def run_cli(
         capture_output=True,
         text=True,
         timeout=timeout,
+        preexec_fn=preexec_fn,
     )
 
 

@@ -432,18 +432,6 @@ def file_size_limit(limit: int):
     return apply
 
 
-def run_limited(*args: str, cwd: Path, limit: int) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "segtrain", *args],
-        cwd=cwd,
-        env={**os.environ, **OFFLINE_ENV},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        preexec_fn=file_size_limit(limit),
-    )
-
-
 @pytest.mark.slow
 def test_a_full_disk_during_export_is_one_error_and_the_earlier_export_stays(trained_run, tmp_path):
     onnx = tmp_path / "m.onnx"
@@ -452,8 +440,9 @@ def test_a_full_disk_during_export_is_one_error_and_the_earlier_export_stays(tra
     # What a SIGKILL mid-export leaves behind: a temporary of a process that no longer runs.
     stale = tmp_path / ".m.onnx.999999999.tmp"
     stale.write_bytes(b"partial")
-    result = run_limited(
-        "export", f"ckpt={trained_run['best']}", f"output={onnx}", cwd=tmp_path, limit=30_000
+    limited = file_size_limit(30_000)
+    result = run_cli(
+        "export", f"ckpt={trained_run['best']}", f"output={onnx}", cwd=tmp_path, preexec_fn=limited
     )
     assert_clean_error(result, f"cannot write the export {onnx}", "the earlier m.onnx is intact", "output")
     assert "does not fit this model" not in result.stdout + result.stderr  # the disk is not the model's fault
@@ -471,7 +460,8 @@ def test_a_full_disk_while_saving_a_checkpoint_is_one_error_and_the_last_good_on
     shutil.copytree(trained_run["last"].parents[1], run_dir)
     last = run_dir / "checkpoints" / "last.ckpt"
     before = digest(last)
-    result = run_limited(*TINY, "trainer.max_epochs=4", f"resume={last}", cwd=tmp_path, limit=100_000)
+    limited = file_size_limit(100_000)
+    result = run_cli(*TINY, "trainer.max_epochs=4", f"resume={last}", cwd=tmp_path, preexec_fn=limited)
     assert_clean_error(result, "cannot write the checkpoint", "File too large", "paths.log_dir")
     assert digest(last) == before
     assert not list(tmp_path.rglob("*.tmp"))

@@ -27,11 +27,11 @@ SMALL = [arg for arg in TINY if not arg.startswith("data.dataset.lengths")] + [
 ]
 
 
-def start_cli(*args: str, cwd: Path) -> subprocess.Popen:
+def start_cli(*args: str, cwd: Path, env: dict | None = None) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "segtrain", *args],
         cwd=cwd,
-        env={**os.environ, **OFFLINE_ENV},
+        env={**os.environ, **OFFLINE_ENV, **(env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -278,14 +278,7 @@ def start_node(node: int, port: int, *args: str, cwd: Path) -> subprocess.Popen:
     ranks = {"RANK": node, "GROUP_RANK": node, "NODE_RANK": node, "LOCAL_RANK": 0, "LOCAL_WORLD_SIZE": 1}
     environment = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "WORLD_SIZE": 2, **ranks}
     environment["TORCHELASTIC_RUN_ID"] = f"segtrain-test-{port}"
-    return subprocess.Popen(
-        [sys.executable, "-m", "segtrain", *args],
-        cwd=cwd,
-        env={**os.environ, **OFFLINE_ENV, **{key: str(value) for key, value in environment.items()}},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    return start_cli(*args, cwd=cwd, env={key: str(value) for key, value in environment.items()})
 
 
 def start_nodes(*args: str, cwd: Path) -> list[subprocess.Popen]:

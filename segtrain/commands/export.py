@@ -12,7 +12,6 @@ import json
 import math
 import os
 import re
-import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -23,6 +22,7 @@ from segtrain.commands.loading import load_task
 from segtrain.commands.predict import metadata_path, session_runner
 from segtrain.config import check_writable
 from segtrain.errors import SegtrainError
+from segtrain.noise import exporting
 from segtrain.runtime.checkpoint import save_failure, temporary_beside
 from segtrain.runtime.trainer import output_dir
 from segtrain.tasks.base import ExportSpec
@@ -63,14 +63,7 @@ def export_onnx(
             **names,
         )
         return
-    with warnings.catch_warnings():
-        # The tracer warns that Python-side sizes and counts become constants: the export is run against
-        # PyTorch at two sizes, which is the check those warnings ask for (a detector printed 37 of them).
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        warnings.filterwarnings("ignore", message="To copy construct from a tensor")
-        # How the exporter lowers an op, not something the user can change.
-        warnings.filterwarnings("ignore", message="Exporting aten::index operator of advanced indexing")
-        warnings.filterwarnings("ignore", message="Constant folding - Only steps=1 can be constant folded")
+    with exporting():
         torch.onnx.export(model, inputs, str(path), dynamic_axes=spec.dynamic_axes, dynamo=False, **names)
 
 

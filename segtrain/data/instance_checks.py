@@ -22,7 +22,13 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from segtrain.data.checks import Finding
-from segtrain.data.datasets.coco_instances import decode_mask, load_coco_json, short_polygon
+from segtrain.data.datasets.coco_instances import (
+    decode_mask,
+    empty_mask,
+    load_coco_json,
+    looks_xyxy,
+    short_polygon,
+)
 
 #: A mask and its box agree when the box around the mask covers this much of the annotated box (IoU).
 BOX_AGREEMENT = 0.5
@@ -86,8 +92,8 @@ def scan_instances(
             report.per_category[categories[annotation["category_id"]]] += 1
         report.crowd += bool(annotation.get("iscrowd", 0))
         segmentation = annotation.get("segmentation")
-        if not segmentation or annotation.get("area", 1) == 0:
-            found["empty"].append(annotation.get("id"))
+        if empty_mask(annotation):
+            found["empty"].append(ident)
             continue
         if isinstance(segmentation, list) and any(short_polygon(polygon) for polygon in segmentation):
             found["polygon"].append(ident)
@@ -97,7 +103,7 @@ def scan_instances(
             found["flat"].append((ident, annotation["bbox"]))
             continue
         width, height = image.get("width", 0), image.get("height", 0)
-        if width and height and (x + w > width + 1 or y + h > height + 1) and w > x and h > y:
+        if looks_xyxy(annotation["bbox"], width, height):
             found["xyxy"].append((ident, annotation["bbox"]))
             continue
         if check_masks and width and height:

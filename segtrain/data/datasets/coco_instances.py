@@ -58,6 +58,17 @@ def short_polygon(polygon: list) -> bool:
     return len(polygon) < 6 or len(polygon) % 2 == 1
 
 
+def empty_mask(annotation: dict) -> bool:
+    """No segmentation, or an area of 0: nothing for the mask head to learn, nothing COCOeval can score."""
+    return not annotation.get("segmentation") or annotation.get("area", 1) == 0
+
+
+def looks_xyxy(bbox: Sequence[float], width: int, height: int) -> bool:
+    """A box that reaches past its image as x, y, width, height but not as x1, y1, x2, y2."""
+    x, y, w, h = (float(v) for v in bbox)
+    return bool(width and height) and (x + w > width + 1 or y + h > height + 1) and w > x and h > y
+
+
 def check_polygons(data: dict, path: Path, key: str = "data.annotation_file") -> None:
     """pycocotools reads a polygon of fewer than 3 points as garbage or crashes on it: refused by name."""
     for annotation in data["annotations"]:
@@ -181,7 +192,8 @@ class CocoInstances(Dataset):
                 or w <= 0
                 or h <= 0
                 or label is None
-                or not annotation.get("segmentation")
+                or empty_mask(annotation)
+                or looks_xyxy(annotation["bbox"], width, height)
             ):
                 # Degenerate boxes give NaN box losses; these are what data.annotation_check=warn trains
                 # without (segtrain check-data reports them).
