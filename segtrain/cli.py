@@ -130,8 +130,8 @@ def precheck(command: str, overrides: list[str], flags: set[str]) -> None:
     check_writable(cfg.paths.log_dir)
     check_run_name(cfg)
     if command == "train" and not multirun:
-        validate(cfg)
         check_accelerator(cfg)
+        validate(cfg)
     elif command in ("eval", "predict", "export") and not cfg.get("ckpt") and not multirun:
         raise SegtrainError(f"segtrain {command} needs ckpt=PATH (a .ckpt written by segtrain train)")
     # An Optuna study continues in its own sweep directory: finished trials keep their numbers and folders.
@@ -165,10 +165,11 @@ def run_hydra(command: str, args: list[str]) -> None:
     from segtrain.config import config_dir
 
     config_name, spec, _ = COMMANDS[command]
-    task = _task_function(spec)
 
+    # The command's module (and with it torch and Lightning) is imported when a job runs, so that
+    # --cfg, --help and Hydra's own errors print without it.
     def job(cfg):
-        return report_errors(task, cfg)
+        return report_errors(_task_function(spec), cfg)
 
     job.__name__ = command
     sys.argv = [f"segtrain {command}", *args]

@@ -603,7 +603,6 @@ def _check_adversarial(cfg: DictConfig) -> None:
 
 
 def _check_consistency(cfg: DictConfig) -> None:
-    _check_task(cfg)
     _check_adversarial(cfg)
     classes = list(cfg.data.classes)
     # Instance labels are 1..K: torchvision's detectors count the background as class 0.
@@ -652,6 +651,9 @@ def _check_consistency(cfg: DictConfig) -> None:
             f"inference.crop_size={list(crop)}, "
             "each no larger than the crop (larger steps would skip pixels)"
         )
+    # Last: it imports the model's and the data module's classes (torch, Lightning), which a message about
+    # any other key should not wait for.
+    _check_task(cfg)
 
 
 def check_accelerator(cfg: DictConfig) -> None:

@@ -101,6 +101,12 @@ PRIVATE_APIS = (
         "sweeps.ResumableOptunaSweeper",
     ),
     PrivateAPI(
+        "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper:OptunaSweeper",
+        None,
+        "hydra_plugins.segtrain_sweeper builds its own impl, to which setup and sweep delegate",
+        attributes=("sweeper",),
+    ),
+    PrivateAPI(
         "hydra_plugins.hydra_optuna_sweeper._impl:create_params_from_overrides",
         ("arguments",),
         "sweeps.ResumableOptunaSweeper",

@@ -52,6 +52,41 @@ def test_help_list_and_cfg(tmp_path):
     assert not (tmp_path / "outputs").exists()
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--help",),
+        ("list",),
+        ("train", "--cfg", "job"),
+        ("eval", "ckpt=x", "--cfg", "job"),
+        ("model=nope",),
+        ("trainer.max_epochs=-3",),
+        ("eval",),
+    ],
+)
+def test_light_commands_and_config_errors_import_no_heavy_library(args, tmp_path):
+    """Printing help, a config or a config error imports neither Lightning, optuna nor torchvision (Hydra
+    imports every installed plugin module whenever it composes, segtrain's sweeper among them)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import OFFLINE_ENV
+
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "segtrain", *args],
+        cwd=tmp_path,
+        env={**os.environ, **OFFLINE_ENV},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode in (0, 2), result.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "|" in line}
+    assert "segtrain.cli" in imported
+    assert not imported & {"pytorch_lightning", "lightning_fabric", "optuna", "torchvision"}
+
+
 @pytest.mark.slow
 def test_train_prints_table_and_writes_checkpoints_with_metadata(trained_run):
     out = trained_run["stdout"]

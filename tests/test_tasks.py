@@ -77,6 +77,23 @@ def test_no_import_circle_among_segtrain_modules():
             assert (circle := visit(module, [])) is None, " -> ".join(circle[circle.index(circle[-1]) :])
 
 
+#: The library and run-time layers, which the commands sit on top of.
+LOWER_LAYERS = ("segtrain.tasks", "segtrain.runtime", "segtrain.data", "segtrain.models")
+
+
+def test_nothing_below_the_commands_imports_a_command_or_the_cli():
+    """The layering, read from the source (imports inside functions included): a task, the run-time
+    plumbing, the data or a model never imports ``segtrain.commands`` or ``segtrain.cli``."""
+    upward = sorted(
+        f"{module} imports {target}"
+        for module, targets in import_graph().items()
+        if module.startswith(LOWER_LAYERS)
+        for target in targets
+        if target == "segtrain.cli" or target.startswith("segtrain.commands")
+    )
+    assert upward == []
+
+
 def test_old_checkpoint_metadata_reads_as_a_semantic_description():
     meta = torch.load(OLD_CHECKPOINT, weights_only=True, map_location="cpu")["segtrain"]
     assert "task" not in meta

@@ -18,7 +18,6 @@ from typing import Iterator, Sequence
 import albumentations as A
 import numpy as np
 import torch
-from lightning_fabric.utilities.seed import pl_worker_init_function
 
 from segtrain.errors import SegtrainError
 
@@ -120,6 +119,8 @@ def _region(points: np.ndarray, shape: Sequence[int]) -> Region:
 
 def seed_worker(worker_id: int) -> None:
     """``worker_init_fn``: Lightning's seeding of numpy / random / torch, then the dataset's pipeline."""
+    from lightning_fabric.utilities.seed import pl_worker_init_function
+
     pl_worker_init_function(worker_id)
     dataset = torch.utils.data.get_worker_info().dataset
     transform = getattr(dataset, "transform", None)

@@ -19,7 +19,6 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_params_from_overrides
-from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 from omegaconf import DictConfig, OmegaConf
 
 from segtrain.errors import SegtrainError
@@ -141,7 +140,7 @@ def requeue_interrupted(study: optuna.Study) -> int:
     return len(interrupted)
 
 
-class _ResumableOptunaSweeperImpl(OptunaSweeperImpl):
+class ResumableOptunaSweeperImpl(OptunaSweeperImpl):
     def sweep(self, arguments: list[str]) -> None:
         self._process_searchspace_config()
         distributions, fixed = create_params_from_overrides(
@@ -198,20 +197,6 @@ class _ResumableOptunaSweeperImpl(OptunaSweeperImpl):
                 {"name": "optuna", "best_params": study.best_trial.params, "best_value": study.best_value},
                 Path(self.sweep_dir) / "optimization_results.yaml",
             )
-
-
-class ResumableOptunaSweeperBase(OptunaSweeper):
-    """hydra-optuna-sweeper's sweeper, resumable and pruning.
-
-    With a persistent ``storage`` (``hparams_search=optuna`` keeps sqlite in the sweep directory)
-    rerunning the same command continues the study up to ``n_trials``: finished trials are kept,
-    trials an interruption left running run again. Each trial's job gets ``optuna.trial_id`` so
-    :class:`OptunaPruning` can report its val mIoU per epoch, and pruned trials are told PRUNED.
-    """
-
-    def __init__(self, **kwargs: Any) -> None:
-        # Not the plugin's __init__: all it does is build its own impl.
-        self.sweeper = _ResumableOptunaSweeperImpl(**kwargs)
 
 
 class OptunaPruning(pl.Callback):
