@@ -109,17 +109,16 @@ def precheck(command: str, overrides: list[str], flags: set[str]) -> None:
     sweep are validated one by one, as they start)."""
     from omegaconf import OmegaConf
 
-    from segtrain.config import (
-        check_accelerator,
+    from segtrain.config import compose
+    from segtrain.run_directory import (
         check_fresh_directory,
         check_run_name,
         check_writable,
         claim_directory,
-        compose,
         requeued,
-        validate,
         wait_for_claim,
     )
+    from segtrain.validation import check_accelerator, validate
 
     multirun = bool(flags & {"-m", "--multirun"})
     if multirun:

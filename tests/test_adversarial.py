@@ -14,10 +14,11 @@ import torch.nn.functional as F
 from conftest import TINY, run_cli
 from omegaconf import open_dict
 
-from segtrain.config import compose, validate
+from segtrain.config import compose
 from segtrain.errors import SegtrainError
 from segtrain.models.adversarial import Adversary
 from segtrain.tasks.semantic import SemanticSegmentation
+from segtrain.validation import validate
 
 
 def _batch(classes: int = 3):

@@ -8,9 +8,10 @@ from omegaconf import OmegaConf
 from pytorch_lightning.loggers import Logger
 
 from segtrain.commands.train import build_trainer
-from segtrain.config import check_accelerator, compose, config_groups, config_task, validate
+from segtrain.config import compose, config_groups
 from segtrain.errors import SegtrainError
 from segtrain.runtime.checkpoint import AtomicCheckpointIO
+from segtrain.validation import check_accelerator, config_task, validate
 from tests.instances import write_coco_json
 
 GROUPS = config_groups()

@@ -7,8 +7,9 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from segtrain.config import compose, config_groups, validate
+from segtrain.config import compose, config_groups
 from segtrain.tasks.semantic import SemanticSegmentation
+from segtrain.validation import validate
 from tests.conftest import checkpoints, run_cli
 from tests.layouts import (
     make_ade20k_tree,

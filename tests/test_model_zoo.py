@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 
 from segtrain.commands.export import export_onnx, onnx_runner, write_and_compare
-from segtrain.config import compose, config_groups, config_task
+from segtrain.config import compose, config_groups
 from segtrain.errors import SegtrainError
 from segtrain.losses import CrossEntropyLoss
 from segtrain.models.attention_to_scale import AttentionToScale
@@ -32,6 +32,7 @@ from segtrain.models.segnet import SegNet
 from segtrain.models.unet import UNet
 from segtrain.models.vnet import VNet
 from segtrain.tasks.base import ExportSpec
+from segtrain.validation import config_task
 
 # Tiny widths: a VGG16 at 1/8 of its channels, ResNet-18 for the ResNet models.
 VGG = {"width": 0.125}

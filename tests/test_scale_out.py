@@ -258,7 +258,8 @@ def test_wandb_offline_logs_config_overlays_groups_and_reattaches_on_resume(tmp_
 
 @pytest.mark.parametrize("preset", ["ddp", "ddp_multinode", "ddp_cpu"])
 def test_trainer_presets_compose_and_validate(preset):
-    from segtrain.config import compose, validate
+    from segtrain.config import compose
+    from segtrain.validation import validate
 
     cfg = compose("config", [f"trainer={preset}"])
     validate(cfg)

@@ -25,11 +25,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.flop_counter import FlopCounterMode
 
-from segtrain.config import check_accelerator, validate
 from segtrain.errors import SegtrainError
 from segtrain.runtime.trainer import build_trainer, output_dir
 from segtrain.tasks import build_task, task_class, task_name
 from segtrain.tasks.base import fused_on_gpu
+from segtrain.validation import check_accelerator, validate
 
 #: Dense bf16 tensor-core peaks (TFLOP/s) of the cards segtrain is measured on, from their data sheets.
 PEAK_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0, "L40S": 362.1, "RTX 4090": 165.2}

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from segtrain.config import validate
 from segtrain.errors import SegtrainError
 from segtrain.tasks import task_class, task_name
+from segtrain.validation import validate
 
 
 def check_data(cfg: DictConfig):

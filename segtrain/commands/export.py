@@ -20,9 +20,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from segtrain.commands.loading import load_task
 from segtrain.commands.predict import metadata_path, session_runner
-from segtrain.config import check_writable
 from segtrain.errors import SegtrainError
 from segtrain.noise import exporting
+from segtrain.run_directory import check_writable
 from segtrain.runtime.checkpoint import save_failure, temporary_beside
 from segtrain.runtime.trainer import output_dir
 from segtrain.tasks.base import ExportSpec

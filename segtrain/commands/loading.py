@@ -6,11 +6,11 @@ import logging
 
 from omegaconf import DictConfig
 
-from segtrain.config import check_accelerator, validate
 from segtrain.errors import SegtrainError
 from segtrain.runtime.checkpoint import check_classes, check_task, load_checkpoint, stored_config
 from segtrain.runtime.trainer import set_threads
 from segtrain.tasks import build_task
+from segtrain.validation import check_accelerator, validate
 
 log = logging.getLogger(__name__)
 

@@ -18,10 +18,10 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from segtrain.config import check_writable
 from segtrain.data.description import DEFAULT_TASK
 from segtrain.data.io import IMAGE_SUFFIXES, list_images
 from segtrain.errors import SegtrainError
+from segtrain.run_directory import check_writable
 from segtrain.runtime.checkpoint import check_targets, typed_values
 from segtrain.tasks import task_class
 

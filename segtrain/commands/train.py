@@ -10,13 +10,13 @@ from pathlib import Path
 import pytorch_lightning as pl
 from omegaconf import DictConfig
 
-from segtrain.config import check_accelerator, validate
 from segtrain.metrics import percent
 from segtrain.runtime import distributed
 from segtrain.runtime.callbacks import TrainingLog, duration
 from segtrain.runtime.resume import resolve_resume
 from segtrain.runtime.trainer import METRICS_FILE, build_trainer, output_dir, set_threads, write_metrics
 from segtrain.tasks import build_datamodule, build_task, task_class, task_name
+from segtrain.validation import check_accelerator, validate
 
 log = logging.getLogger(__name__)
 

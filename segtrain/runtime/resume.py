@@ -6,8 +6,8 @@ import logging
 
 from omegaconf import DictConfig, OmegaConf
 
-from segtrain.config import requeued
 from segtrain.errors import SegtrainError
+from segtrain.run_directory import requeued
 from segtrain.runtime.checkpoint import check_targets, read_metadata
 from segtrain.runtime.trainer import output_dir
 

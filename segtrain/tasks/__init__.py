@@ -32,7 +32,7 @@ def task_name(cfg: DictConfig) -> str:
 
 
 def task_class(name: str):
-    """The LightningModule class of task ``name`` (validated by ``segtrain.config.validate``)."""
+    """The LightningModule class of task ``name`` (validated by ``segtrain.validation.validate``)."""
     module, _, cls = TASKS[name][0].partition(":")
     return getattr(importlib.import_module(module), cls)
 

@@ -320,7 +320,7 @@ def draw_instances(
     its class's colour, and a "class score" caption."""
     from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
-    from segtrain.config import distinct_palette
+    from segtrain.resolvers import distinct_palette
 
     canvas = image.detach().cpu().expand(3, -1, -1).to(torch.uint8)
     labels = labels.detach().cpu().tolist()

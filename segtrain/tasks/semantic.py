@@ -19,13 +19,13 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from pytorch_lightning.utilities import rank_zero_warn
 
-from segtrain.config import MEDIAN_FREQUENCY
 from segtrain.data.io import read_image
 from segtrain.data.transforms import compose, transform_item
 from segtrain.inference import class_ids, predict_probs, score_resolution, to_original_size
 from segtrain.metrics import ConfusionMatrix, format_table, scores
 from segtrain.models.adversarial import Adversary
 from segtrain.tasks.base import ExportSpec, SegmentationTask
+from segtrain.validation import MEDIAN_FREQUENCY
 from segtrain.visualize import blend, palette_image
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ class SemanticSegmentation(SegmentationTask):
         model_optimizer.step()
         # The plain optimizer: Lightning's wrapper would count a second step per batch in global_step (and so
         # in max_steps and the logging interval). Float16 loss scaling, which would need the wrapper, is
-        # refused with adversarial training (config._check_adversarial).
+        # refused with adversarial training (validation._check_adversarial).
         discriminator_optimizer.optimizer.step()
         scheduler = self.lr_schedulers()
         if scheduler is not None:
