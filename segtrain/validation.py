@@ -14,6 +14,7 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from segtrain.errors import SegtrainError
+from segtrain.tasks import TASKS, task_class
 
 #: ``loss.class_weights=median_frequency``: SegNet's class balancing, computed from the train split.
 MEDIAN_FREQUENCY = "median_frequency"
@@ -79,6 +80,12 @@ SCALE_RANGE = (0.1, 8.0)
 
 RULES = (
     Rule("seed", _int, "an integer"),
+    Rule(
+        "task.monitor",
+        lambda v: isinstance(v, str) and v.startswith("val/") and len(v) > len("val/"),
+        "val/NAME, a score the task logs at validation (val/mIoU, val/mDice, val/mask_AP, ...)",
+        required=False,
+    ),
     Rule("data.classes", lambda v: _list(v) and len(v) > 0, "a non-empty list of class names"),
     Rule("data.num_classes", lambda v: _int(v) and v >= 1, "an integer >= 1"),
     Rule("data.in_channels", lambda v: _int(v) and v >= 1, "an integer >= 1"),
@@ -297,8 +304,6 @@ def config_task(target: str) -> str | None:
 
 
 def _check_task(cfg: DictConfig) -> None:
-    from segtrain.tasks import TASKS
-
     task = OmegaConf.select(cfg, "task.name", default="semantic")
     if task not in TASKS:
         raise SegtrainError(f"task={task} is not a task segtrain trains; choose {', '.join(TASKS)}")
@@ -312,35 +317,7 @@ def _check_task(cfg: DictConfig) -> None:
             )
 
 
-def _check_adversarial(cfg: DictConfig) -> None:
-    """Adversarial training steps its two optimizers itself (Lightning's manual optimization), so the
-    Trainer's own clipping and accumulation cannot apply."""
-    if not cfg.get("adversarial"):
-        return
-    task = OmegaConf.select(cfg, "task.name", default="semantic")
-    if task != "semantic":
-        raise SegtrainError(
-            f"adversarial training is for semantic segmentation; remove adversarial for task={task}"
-        )
-    if OmegaConf.select(cfg, "trainer.gradient_clip_val"):
-        raise SegtrainError(
-            "trainer.gradient_clip_val is not applied with adversarial training (both networks step in the "
-            "task's own training step); set trainer.gradient_clip_val=null"
-        )
-    if str(OmegaConf.select(cfg, "trainer.precision")).startswith("16"):
-        raise SegtrainError(
-            f"trainer.precision={OmegaConf.select(cfg, 'trainer.precision')} scales the loss, which the "
-            "adversarial discriminator's optimizer does not undo; use trainer.precision=bf16-mixed or 32-true"
-        )
-    if (OmegaConf.select(cfg, "trainer.accumulate_grad_batches") or 1) > 1:
-        raise SegtrainError(
-            "trainer.accumulate_grad_batches>1 is not applied with adversarial training (both networks step "
-            "every batch); set it to 1 and raise data.batch_size instead"
-        )
-
-
 def _check_consistency(cfg: DictConfig) -> None:
-    _check_adversarial(cfg)
     classes = list(cfg.data.classes)
     # Instance labels are 1..K: torchvision's detectors count the background as class 0.
     instance = OmegaConf.select(cfg, "task.name") == "instance"
@@ -388,9 +365,10 @@ def _check_consistency(cfg: DictConfig) -> None:
             f"inference.crop_size={list(crop)}, "
             "each no larger than the crop (larger steps would skip pixels)"
         )
-    # Last: it imports the model's and the data module's classes (torch, Lightning), which a message about
-    # any other key should not wait for.
+    # Last: they import the model's, the data module's and the task's classes (torch, Lightning), which a
+    # message about any other key should not wait for.
     _check_task(cfg)
+    task_class(OmegaConf.select(cfg, "task.name", default="semantic")).validate(cfg)
 
 
 def check_accelerator(cfg: DictConfig) -> None:

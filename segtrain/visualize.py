@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 
 def palette_image(mask: np.ndarray, palette: Sequence[Sequence[int]]) -> Image.Image:
@@ -30,3 +30,10 @@ def blend(
         image = np.repeat(image, 3, axis=-1)
     mixed = (1 - alpha) * image.astype(np.float32) + alpha * colorize(mask, palette).astype(np.float32)
     return mixed.clip(0, 255).astype(np.uint8)
+
+
+def captioned(image: np.ndarray, text: str) -> np.ndarray:
+    """``image`` under a white band holding ``text``."""
+    band = Image.new("RGB", (image.shape[1], 14), (255, 255, 255))
+    ImageDraw.Draw(band).text((2, 1), text, fill=(0, 0, 0))
+    return np.concatenate([np.asarray(band), image if image.shape[-1] == 3 else np.repeat(image, 3, -1)], 0)

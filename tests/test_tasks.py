@@ -94,6 +94,73 @@ def test_nothing_below_the_commands_imports_a_command_or_the_cli():
     assert upward == []
 
 
+def test_no_module_is_over_400_lines():
+    package = Path(segtrain.__file__).parent
+    long = sorted(
+        f"{path.relative_to(package)}: {lines}"
+        for path in package.rglob("*.py")
+        if (lines := len(path.read_text().splitlines())) > 400
+    )
+    assert long == []
+
+
+def contract_members() -> list[str]:
+    """The members the task base declares and leaves to each task (they raise NotImplementedError)."""
+    import inspect
+
+    from segtrain.tasks.base import SegmentationTask
+
+    members = []
+    for name, value in vars(SegmentationTask).items():
+        function = getattr(value, "__func__", value)
+        if callable(function) and "raise NotImplementedError" in inspect.getsource(function):
+            members.append(name)
+    return members
+
+
+def test_every_task_defines_every_member_of_the_contract():
+    from segtrain.tasks import TASKS, task_class
+    from segtrain.tasks.base import SegmentationTask
+
+    members = contract_members()
+    assert len(members) >= 14
+    for name in TASKS:
+        cls = task_class(name)
+        for member in [*members, "epoch_metrics"]:
+            owner = next(klass for klass in cls.__mro__ if member in vars(klass))
+            assert owner is not SegmentationTask, f"task {name} leaves {member} to the base"
+
+
+def test_commands_and_callbacks_call_only_what_the_task_base_declares():
+    """Every member that a command or a callback reads on a task (``task.X``, ``writer.X``,
+    ``pl_module.X``) is declared by the base, as a class member or in its __init__."""
+    import inspect
+
+    from segtrain.tasks.base import SegmentationTask
+
+    package = Path(segtrain.__file__).parent
+    sources = [*(package / "commands").glob("*.py"), package / "runtime" / "callbacks.py"]
+    set_in_init = set()
+    for node in ast.walk(
+        ast.parse(inspect.getsource(SegmentationTask.__init__).strip().replace("\n    ", "\n"))
+    ):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "self":
+            set_in_init.add(node.attr)
+    called = set()
+    for path in sources:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+                if node.value.id in ("task", "writer", "pl_module"):
+                    called.add((path.name, node.attr))
+    undeclared = sorted(
+        f"{file}: {attr}"
+        for file, attr in called
+        if not hasattr(SegmentationTask, attr) and attr not in set_in_init
+    )
+    assert len(called) > 20
+    assert undeclared == []
+
+
 def test_old_checkpoint_metadata_reads_as_a_semantic_description():
     meta = torch.load(OLD_CHECKPOINT, weights_only=True, map_location="cpu")["segtrain"]
     assert "task" not in meta

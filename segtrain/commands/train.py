@@ -22,8 +22,8 @@ log = logging.getLogger(__name__)
 
 
 def train(cfg: DictConfig) -> float | None:
-    """Fit, print the validation table and return the best val score of the task's ``primary_metric``
-    (what sweeps optimise)."""
+    """Fit, print the validation table and return the best val score of ``task.monitor`` (what picks
+    best.ckpt and what sweeps optimise)."""
     validate(cfg)
     check_accelerator(cfg)
     task_class(task_name(cfg)).prepare_config(cfg)
@@ -57,7 +57,7 @@ def fit(cfg: DictConfig) -> float | None:
             last_checkpoint(trainer) or "none",
         )
         return None
-    metric = task.primary_metric
+    metric = str(cfg.task.monitor).removeprefix("val/")
     monitoring = next((callback for callback in trainer.checkpoint_callbacks if callback.monitor), None)
     best = monitoring.best_model_score if monitoring else None
     best_value = float(best) if best is not None else task.val_scores[metric]

@@ -81,3 +81,17 @@ def read_mask(path: str | Path, palette_ok: bool = False, colors: bool = False) 
             raise SegtrainError(f"mask {path} holds ids above 255 ({array.max()}); segtrain masks are 8-bit")
         array = array.astype(np.uint8)
     return array
+
+
+def output_names(inputs: list[Path]) -> dict[Path, str]:
+    """The mask name of each input: its stem, or its whole name where stems collide (a.png, a.jpg)."""
+    stems: dict[str, int] = {}
+    for path in inputs:
+        stems[path.stem] = stems.get(path.stem, 0) + 1
+    names: dict[Path, str] = {}
+    for path in inputs:
+        name = path.stem if stems[path.stem] == 1 else path.name.replace(".", "_")
+        while name in names.values():  # a.png, a.jpg beside an a_png.png
+            name += "_"
+        names[path] = name
+    return names

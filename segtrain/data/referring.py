@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Iterable, Sequence
 
 import albumentations as A
 import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
 
 from segtrain.data.datamodule import SegDataModule
 from segtrain.data.datasets.base import SegmentationDataset, pad_collate
@@ -149,3 +152,38 @@ class ReferringDataModule(SegDataModule):
 
     def collate(self):
         return partial(referring_collate, ignore_index=self.ignore_index)
+
+
+@dataclass
+class ReferringReport:
+    """What ``check-data`` found in a referring split."""
+
+    expressions: int = 0
+    longest: int = 0
+    cut: int = 0
+    object_pixels: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+
+def scan_expressions(cfg: DictConfig) -> tuple[ReferringReport, str]:
+    """check-data's scan of a referring split: expressions, words past ``data.max_length``, empty masks."""
+    datamodule = instantiate(cfg.data)
+    dataset = datamodule.reader(cfg.data.split, vocabulary=None)
+    report = ReferringReport(expressions=len(dataset))
+    for index in range(len(dataset)):
+        _, mask, meta = dataset.load(index)
+        words = len(tokenize(meta["expression"]))
+        report.longest = max(report.longest, words)
+        report.cut += words > datamodule.max_length
+        report.object_pixels += float((mask == 1).mean())
+        if not (mask == 1).any():
+            report.errors.append(f"{meta['name']}: the mask of '{meta['expression']}' is empty")
+    lines = [
+        f"data={cfg.data.get('name', '?')} split={cfg.data.split}: {report.expressions} expressions, "
+        f"the longest {report.longest} words ({report.cut} cut at data.max_length="
+        f"{datamodule.max_length}); the referred object covers "
+        f"{100 * report.object_pixels / max(report.expressions, 1):.1f}% of an "
+        "image on average",
+        *report.errors[:20],
+    ]
+    return report, "\n".join(lines)

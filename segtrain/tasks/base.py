@@ -1,8 +1,8 @@
 """What every task's LightningModule shares: normalisation on the device, optimisation, the first
 non-finite loss, launch time, ``trainer.channels_last`` / ``trainer.compile``, and checkpoint metadata.
 
-A task subclass owns its step logic, metrics, prediction writer and export wrapper, and says which
-score ranks its runs (``primary_metric``).
+A task subclass owns its step logic, metrics, prediction writer and export wrapper; which score ranks
+its runs is the task config's ``task.monitor``.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from pytorch_lightning.utilities import rank_zero_info
 
 from segtrain import LAUNCHED_AT, __version__
 from segtrain.data.description import DatasetDescription
+from segtrain.data.io import output_names
 from segtrain.errors import SegtrainError
 from segtrain.inference import score_resolution
 from segtrain.runtime.checkpoint import composed_config
@@ -57,9 +58,8 @@ class ExportSpec:
 class SegmentationTask(pl.LightningModule):
     """``model`` is a plain nn.Module; images arrive as uint8 and are normalised here, on the device."""
 
-    #: The ``task`` config's name, and the score that ranks checkpoints and sweeps.
+    #: The ``task`` config's name.
     name = ""
-    primary_metric = ""
 
     def __init__(
         self,
@@ -136,6 +136,14 @@ class SegmentationTask(pl.LightningModule):
             else None,
             **task_arguments,
         )
+
+    @classmethod
+    def validate(cls, cfg: DictConfig) -> None:
+        """The task's own rules, checked after ``segtrain.validation``'s generic ones."""
+        if cfg.get("adversarial"):
+            raise SegtrainError(
+                f"adversarial training is for semantic segmentation; remove adversarial for task={cls.name}"
+            )
 
     @classmethod
     def prepare_config(cls, cfg: DictConfig) -> None:
@@ -272,6 +280,80 @@ class SegmentationTask(pl.LightningModule):
         """The output file name of each request: its image's stem, or whole name where stems collide."""
         return output_names(requests)
 
+    # The task contract: what the commands (train, eval, predict, export, bench, check-data) and the
+    # callbacks call on a task, which every task defines (tests/test_tasks.py checks both sides).
+
+    #: The scores printed and plotted after each validation.
+    epoch_metrics: tuple[str, ...] = ()
+    #: Files ``predict`` writes once per run besides one set per image.
+    prediction_summary_files: list[str] = []
+
+    @staticmethod
+    def check_data(cfg: DictConfig):
+        """check-data: the scan of ``data.split``, as (report with ``errors``, its text)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def score_table(result: dict, title: str) -> str:
+        """The table of scores that train and eval print."""
+        raise NotImplementedError
+
+    @staticmethod
+    def describe_scoring(cfg: DictConfig) -> str:
+        """How the scores are taken (inference mode, resolution), for the table's title."""
+        raise NotImplementedError
+
+    @staticmethod
+    def describe_predictions(cfg: DictConfig) -> str:
+        """What ``eval save_predictions=true`` wrote."""
+        raise NotImplementedError
+
+    @staticmethod
+    def count_scored(result: dict) -> str:
+        """What the scores count (classes, categories, expressions)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def write_report(result: dict, directory: Path, title: str) -> Path:
+        """eval's chart of ``result`` in ``directory``; returns its path."""
+        raise NotImplementedError
+
+    @staticmethod
+    def prediction_files(name: str) -> list[str]:
+        """The files ``predict`` writes for the input named ``name``."""
+        raise NotImplementedError
+
+    @staticmethod
+    def predict_images(run, meta: dict, inference: dict, transforms, requests, names, out_dir: Path) -> str:
+        """predict: runs ``run`` (a task's exported module, or an export) on each request and writes its
+        files into ``out_dir``; returns the summary line."""
+        raise NotImplementedError
+
+    def prediction_writer(self, directory: Path, dataset) -> pl.Callback:
+        """The callback that writes eval's predictions in the published format."""
+        raise NotImplementedError
+
+    def exported_module(self) -> nn.Module:
+        """The module predict runs from a checkpoint, the same that export writes."""
+        raise NotImplementedError
+
+    def export_spec(self, sizes: list[tuple[int, ...]]) -> ExportSpec:
+        """What export writes and checks, at each of ``sizes``."""
+        raise NotImplementedError
+
+    def overlay_panels(self, batch: dict, outputs, count: int, alpha: float) -> list:
+        """Up to ``count`` image panels of ``batch`` with the model's ``outputs`` drawn over them."""
+        raise NotImplementedError
+
+    def reference_loss(self, model: nn.Module, batch: dict, device: torch.device) -> torch.Tensor:
+        """bench: the loss of one step as a hand-written loop computes it."""
+        raise NotImplementedError
+
+    @staticmethod
+    def bench_batch(batch: dict) -> dict:
+        """bench: what its step reads of a training batch."""
+        raise NotImplementedError
+
     def metadata(self) -> dict:
         """What eval, predict and export need besides the weights."""
         return {
@@ -310,17 +392,3 @@ def fused_on_gpu(factory: Callable, params: list[torch.Tensor]) -> dict:
         return {}
     on_gpu = bool(params) and all(p.is_cuda for p in params)
     return {"fused": True} if takes_fused and on_gpu and keywords.get("fused") is None else {}
-
-
-def output_names(inputs: list[Path]) -> dict[Path, str]:
-    """The mask name of each input: its stem, or its whole name where stems collide (a.png, a.jpg)."""
-    stems: dict[str, int] = {}
-    for path in inputs:
-        stems[path.stem] = stems.get(path.stem, 0) + 1
-    names: dict[Path, str] = {}
-    for path in inputs:
-        name = path.stem if stems[path.stem] == 1 else path.name.replace(".", "_")
-        while name in names.values():  # a.png, a.jpg beside an a_png.png
-            name += "_"
-        names[path] = name
-    return names

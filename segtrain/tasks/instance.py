@@ -29,7 +29,6 @@ from segtrain.tasks.base import ExportSpec, SegmentationTask
 
 class InstanceSegmentation(SegmentationTask):
     name = "instance"
-    primary_metric = "mask_AP"
     epoch_metrics = ("box_AP", "mask_AP")
 
     def __init__(self, model: nn.Module, **task_arguments):

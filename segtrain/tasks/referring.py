@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,7 @@ import torch.distributed
 import torch.nn as nn
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from segtrain.data.io import read_image
 from segtrain.data.referring import build_vocabulary, encode, tokenize, unread_words, word_ids
@@ -30,14 +29,13 @@ from segtrain.errors import SegtrainError
 from segtrain.inference import to_original_size
 from segtrain.metrics import PRECISION_THRESHOLDS, format_referring_table, referring_scores
 from segtrain.tasks.base import ExportSpec, SegmentationTask
-from segtrain.visualize import blend
+from segtrain.visualize import blend, captioned
 
 log = logging.getLogger(__name__)
 
 
 class ReferringSegmentation(SegmentationTask):
     name = "referring"
-    primary_metric = "overall_IoU"
     epoch_metrics = ("overall_IoU", "mean_IoU")
 
     def __init__(
@@ -98,26 +96,9 @@ class ReferringSegmentation(SegmentationTask):
     @staticmethod
     def check_data(cfg: DictConfig):
         """``segtrain check-data``: expressions, words past ``data.max_length``, and empty masks."""
-        datamodule = instantiate(cfg.data)
-        dataset = datamodule.reader(cfg.data.split, vocabulary=None)
-        report = ReferringReport(expressions=len(dataset))
-        for index in range(len(dataset)):
-            _, mask, meta = dataset.load(index)
-            words = len(tokenize(meta["expression"]))
-            report.longest = max(report.longest, words)
-            report.cut += words > datamodule.max_length
-            report.object_pixels += float((mask == 1).mean())
-            if not (mask == 1).any():
-                report.errors.append(f"{meta['name']}: the mask of '{meta['expression']}' is empty")
-        lines = [
-            f"data={cfg.data.get('name', '?')} split={cfg.data.split}: {report.expressions} expressions, "
-            f"the longest {report.longest} words ({report.cut} cut at data.max_length="
-            f"{datamodule.max_length}); the referred object covers "
-            f"{100 * report.object_pixels / max(report.expressions, 1):.1f}% of an "
-            "image on average",
-            *report.errors[:20],
-        ]
-        return report, "\n".join(lines)
+        from segtrain.data.referring import scan_expressions
+
+        return scan_expressions(cfg)
 
     @property
     def unlabelled_batch_hint(self) -> str:
@@ -372,24 +353,6 @@ class ReferringSegmentation(SegmentationTask):
             )
             panels.append(captioned(row, meta["expression"]))
         return panels
-
-
-def captioned(image: np.ndarray, text: str) -> np.ndarray:
-    """``image`` under a white band holding ``text``."""
-    band = Image.new("RGB", (image.shape[1], 14), (255, 255, 255))
-    ImageDraw.Draw(band).text((2, 1), text, fill=(0, 0, 0))
-    return np.concatenate([np.asarray(band), image if image.shape[-1] == 3 else np.repeat(image, 3, -1)], 0)
-
-
-@dataclass
-class ReferringReport:
-    """What ``check-data`` found in a referring split."""
-
-    expressions: int = 0
-    longest: int = 0
-    cut: int = 0
-    object_pixels: float = 0.0
-    errors: list[str] = field(default_factory=list)
 
 
 class ReferringPredictionWriter(pl.Callback):

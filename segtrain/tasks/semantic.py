@@ -21,6 +21,7 @@ from pytorch_lightning.utilities import rank_zero_warn
 
 from segtrain.data.io import read_image
 from segtrain.data.transforms import compose, transform_item
+from segtrain.errors import SegtrainError
 from segtrain.inference import class_ids, predict_probs, score_resolution, to_original_size
 from segtrain.metrics import ConfusionMatrix, format_table, scores
 from segtrain.models.adversarial import Adversary
@@ -33,7 +34,6 @@ log = logging.getLogger(__name__)
 
 class SemanticSegmentation(SegmentationTask):
     name = "semantic"
-    primary_metric = "mIoU"
     epoch_metrics = ("mIoU", "mDice")
 
     def __init__(
@@ -58,6 +58,29 @@ class SemanticSegmentation(SegmentationTask):
             adversary=instantiate(adversarial) if adversarial else None,
             **task_arguments,
         )
+
+    @classmethod
+    def validate(cls, cfg: DictConfig) -> None:
+        """Adversarial training steps its two optimizers itself (Lightning's manual optimization), so the
+        Trainer's own clipping, loss scaling and accumulation cannot apply."""
+        if not cfg.get("adversarial"):
+            return
+        if OmegaConf.select(cfg, "trainer.gradient_clip_val"):
+            raise SegtrainError(
+                "trainer.gradient_clip_val is not applied with adversarial training (both networks step in "
+                "the task's own training step); set trainer.gradient_clip_val=null"
+            )
+        if str(OmegaConf.select(cfg, "trainer.precision")).startswith("16"):
+            raise SegtrainError(
+                f"trainer.precision={OmegaConf.select(cfg, 'trainer.precision')} scales the loss, which the "
+                "adversarial discriminator's optimizer does not undo; use trainer.precision=bf16-mixed or "
+                "32-true"
+            )
+        if (OmegaConf.select(cfg, "trainer.accumulate_grad_batches") or 1) > 1:
+            raise SegtrainError(
+                "trainer.accumulate_grad_batches>1 is not applied with adversarial training (both networks "
+                "step every batch); set it to 1 and raise data.batch_size instead"
+            )
 
     @classmethod
     def prepare_config(cls, cfg: DictConfig) -> None:
@@ -120,7 +143,7 @@ class SemanticSegmentation(SegmentationTask):
         model_optimizer.step()
         # The plain optimizer: Lightning's wrapper would count a second step per batch in global_step (and so
         # in max_steps and the logging interval). Float16 loss scaling, which would need the wrapper, is
-        # refused with adversarial training (validation._check_adversarial).
+        # refused with adversarial training (``validate``).
         discriminator_optimizer.optimizer.step()
         scheduler = self.lr_schedulers()
         if scheduler is not None:
