@@ -87,6 +87,18 @@ def test_light_commands_and_config_errors_import_no_heavy_library(args, tmp_path
     assert not imported & {"pytorch_lightning", "lightning_fabric", "optuna", "torchvision"}
 
 
+def test_task_monitor_is_the_score_train_reports_as_best(tmp_path):
+    """task.monitor picks best.ckpt, and the summary and val_metrics.json name that score (they named the task's
+    default score beside the monitored one's value)."""
+    result = run_cli("train", *TINY, "task.monitor=val/mDice", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.loads(next(tmp_path.rglob("val_metrics.json")).read_text())
+    assert metrics["monitor"] == "val/mDice" and "best_val_mIoU" not in metrics
+    assert metrics["best_val_mDice"] == pytest.approx(metrics["mDice"])
+    assert metrics["mDice"] != pytest.approx(metrics["mIoU"])
+    assert "best val mDice" in result.stdout + result.stderr
+
+
 @pytest.mark.slow
 def test_train_prints_table_and_writes_checkpoints_with_metadata(trained_run):
     out = trained_run["stdout"]
