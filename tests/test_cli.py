@@ -88,8 +88,8 @@ def test_light_commands_and_config_errors_import_no_heavy_library(args, tmp_path
 
 
 def test_task_monitor_is_the_score_train_reports_as_best(tmp_path):
-    """task.monitor picks best.ckpt, and the summary and val_metrics.json name that score (they named the task's
-    default score beside the monitored one's value)."""
+    """task.monitor picks best.ckpt, and the summary and val_metrics.json name that score (they named the
+    task's default score beside the monitored one's value)."""
     result = run_cli("train", *TINY, "task.monitor=val/mDice", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     metrics = json.loads(next(tmp_path.rglob("val_metrics.json")).read_text())
