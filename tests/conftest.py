@@ -37,11 +37,17 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def run_cli(
-    *args: str, cwd: Path, env: dict | None = None, timeout: int = 300, preexec_fn=None
+    *args: str,
+    cwd: Path,
+    env: dict | None = None,
+    timeout: int = 300,
+    preexec_fn=None,
+    interpreter_flags: tuple[str, ...] = (),
 ) -> subprocess.CompletedProcess:
-    """``segtrain ARGS`` in a fresh interpreter, as a user runs it (``preexec_fn``: limits set on it)."""
+    """``segtrain ARGS`` in a fresh interpreter, as a user runs it (``preexec_fn``: limits set on it;
+    ``interpreter_flags``: options of python itself, such as ``-X importtime``)."""
     return subprocess.run(
-        [sys.executable, "-m", "segtrain", *args],
+        [sys.executable, *interpreter_flags, "-m", "segtrain", *args],
         cwd=cwd,
         env={**os.environ, **OFFLINE_ENV, **(env or {})},
         capture_output=True,

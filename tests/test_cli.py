@@ -67,20 +67,7 @@ def test_help_list_and_cfg(tmp_path):
 def test_light_commands_and_config_errors_import_no_heavy_library(args, tmp_path):
     """Printing help, a config or a config error imports neither Lightning, optuna nor torchvision (Hydra
     imports every installed plugin module whenever it composes, segtrain's sweeper among them)."""
-    import os
-    import subprocess
-    import sys
-
-    from tests.conftest import OFFLINE_ENV
-
-    result = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "segtrain", *args],
-        cwd=tmp_path,
-        env={**os.environ, **OFFLINE_ENV},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_cli(*args, cwd=tmp_path, timeout=120, interpreter_flags=("-X", "importtime"))
     assert result.returncode in (0, 2), result.stderr[-2000:]
     imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "|" in line}
     assert "segtrain.cli" in imported

@@ -6,6 +6,7 @@ import ast
 import json
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -141,9 +142,7 @@ def test_commands_and_callbacks_call_only_what_the_task_base_declares():
     package = Path(segtrain.__file__).parent
     sources = [*(package / "commands").glob("*.py"), package / "runtime" / "callbacks.py"]
     set_in_init = set()
-    for node in ast.walk(
-        ast.parse(inspect.getsource(SegmentationTask.__init__).strip().replace("\n    ", "\n"))
-    ):
+    for node in ast.walk(ast.parse(textwrap.dedent(inspect.getsource(SegmentationTask.__init__)))):
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "self":
             set_in_init.add(node.attr)
     called = set()
