@@ -21,6 +21,15 @@ FIXTURES = Path(__file__).parent / "fixtures"
 OLD_CHECKPOINT = FIXTURES / "semantic_unet_small_v0.1.0.ckpt"
 #: Its test-split mIoU as segtrain 0.1.0 evaluated it.
 OLD_CHECKPOINT_MIOU = 0.011491302390479468
+#: Written at 4b2a613, before the task spec, the task registry in conf/task and the task-owned inference keys
+#: (2-3 epoch tiny models on the embedded data), with what that commit's eval scored them.
+PRE_SPEC_CHECKPOINTS = {
+    "semantic_unet_tiny_4b2a613.ckpt": ((), {"mIoU": 0.015347896547308365}),
+    "referring_text_objseg_tiny_4b2a613.ckpt": (
+        ("inference.mask_threshold=0.2",),
+        {"overall_IoU": 0.0373823477179897, "mean_IoU": 0.037856449425306304},
+    ),
+}
 
 
 def test_training_imports_no_command_module():
@@ -190,6 +199,16 @@ def test_old_checkpoint_evaluates_predicts_and_exports(tmp_path: Path):
         result = run_cli("predict", f"ckpt={model}", f"input={images}", f"output={out}", cwd=tmp_path)
         assert result.returncode == 0, result.stderr
         assert Image.open(out / "red.png").size == (40, 30)
+
+
+@pytest.mark.parametrize("name", sorted(PRE_SPEC_CHECKPOINTS))
+def test_checkpoints_from_before_the_task_spec_evaluate_to_the_same_scores(tmp_path: Path, name: str):
+    overrides, expected = PRE_SPEC_CHECKPOINTS[name]
+    result = run_cli("eval", f"ckpt={FIXTURES / name}", *overrides, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads(next(tmp_path.rglob("metrics.json")).read_text())
+    for key, value in expected.items():
+        assert metrics[key] == pytest.approx(value, abs=1e-12), key
 
 
 def test_old_checkpoint_logits_on_fixed_images_equal_a_hand_preprocessed_forward():
