@@ -67,6 +67,8 @@ command's whole composed config.
 
 # Commands that only read: composed without a Hydra run, so they leave no run directory behind.
 _COMPOSE_ONLY = {"check-data"}
+# Commands that run a checkpoint or an export (ckpt=) as the task it was trained for.
+_CHECKPOINT_COMMANDS = {"eval", "predict", "export"}
 
 # Hydra flags that take a value; everything else starting with '-' is a switch.
 _VALUE_FLAGS = {
@@ -104,9 +106,33 @@ def _task_function(spec: str) -> Callable:
     return getattr(importlib.import_module(module), name)
 
 
-def precheck(command: str, overrides: list[str], flags: set[str]) -> None:
+def _typed(overrides: list[str], key: str) -> str | None:
+    """The value of ``key=...`` on the command line, if typed."""
+    return next((o.partition("=")[2] for o in overrides if o.partition("=")[0].lstrip("+~") == key), None)
+
+
+def checkpoint_task(command: str, overrides: list[str]) -> list[str]:
+    """``task=NAME`` of the checkpoint or export that ``ckpt=`` names, for eval, predict and export to
+    compose its task (its spec and inference settings); none where ``task=`` is typed (it must then be
+    the checkpoint's) or the file is not there (the command says so)."""
+    ckpt = _typed(overrides, "ckpt")
+    if command not in _CHECKPOINT_COMMANDS or not ckpt or not Path(ckpt).is_file():
+        return []
+    from segtrain.commands.loading import trained_task
+    from segtrain.runtime.checkpoint import check_task
+
+    trained = trained_task(Path(ckpt))
+    typed = _typed(overrides, "task")
+    if typed is not None:
+        check_task(trained, typed, ckpt)
+        return []
+    return [f"task={trained}"]
+
+
+def precheck(command: str, overrides: list[str], flags: set[str]) -> list[str]:
     """Compose and validate one run before Hydra starts it and writes its directory (the jobs of a
-    sweep are validated one by one, as they start)."""
+    sweep are validated one by one, as they start). Returns the overrides the run adds to the command
+    line's: the task a model or data config is for, where no task is typed."""
     from omegaconf import OmegaConf
 
     from segtrain.config import compose
@@ -118,19 +144,28 @@ def precheck(command: str, overrides: list[str], flags: set[str]) -> None:
         requeued,
         wait_for_claim,
     )
-    from segtrain.validation import check_accelerator, validate
+    from segtrain.validation import TaskMismatch, check_accelerator, validate
 
     multirun = bool(flags & {"-m", "--multirun"})
     if multirun:
         overrides = [o for o in overrides if not _is_sweep(o)]
     cfg = compose(COMMANDS[command][0], overrides, with_hydra=True)
     if flags & _INSPECT_FLAGS:
-        return
+        return []
     check_writable(cfg.paths.log_dir)
     check_run_name(cfg)
+    derived = []
     if command == "train" and not multirun:
         check_accelerator(cfg)
-        validate(cfg)
+        try:
+            validate(cfg)
+        except TaskMismatch as err:
+            if _typed(overrides, "task") is not None:
+                raise
+            derived = [f"task={err.task}"]
+            print(f"segtrain: {str(err).partition(', but')[0]}: training task={err.task}", file=sys.stderr)
+            cfg = compose(COMMANDS[command][0], overrides + derived, with_hydra=True)
+            validate(cfg)
     elif command in ("eval", "predict", "export") and not cfg.get("ckpt") and not multirun:
         raise SegtrainError(f"segtrain {command} needs ckpt=PATH (a .ckpt written by segtrain train)")
     # An Optuna study continues in its own sweep directory: finished trials keep their numbers and folders.
@@ -143,10 +178,11 @@ def precheck(command: str, overrides: list[str], flags: set[str]) -> None:
     if os.environ.get("SLURM_PROCID", "0") != "0" or os.environ.get("RANK", "0") != "0":
         if not multirun and "run_stamp" not in str(cfg.hydra.run._get_node("dir")._value()):
             wait_for_claim(directory)
-        return
+        return derived
     check_fresh_directory(directory, multirun, may_continue)
     if not multirun:
         claim_directory(directory, command, may_continue)
+    return derived
 
 
 def _is_sweep(override: str) -> bool:
@@ -220,7 +256,18 @@ def main(argv: list[str] | None = None) -> None:
 
             _task_function(COMMANDS[command][1])(compose(COMMANDS[command][0], overrides))
             return
-        precheck(command, overrides, flags)
+        added = checkpoint_task(command, overrides)
+        try:
+            added += precheck(command, overrides + added, flags)
+        except SegtrainError as err:
+            task = added[0].partition("=")[2] if added else None
+            if task and f"task={task} is not an option" in str(err):
+                raise SegtrainError(
+                    f"ckpt={_typed(overrides, 'ckpt')} was trained with task={task}, whose config "
+                    f"task/{task}.yaml is not on the config search path; pass hydra.searchpath=[file://DIR] "
+                    f"with the DIR that holds task/{task}.yaml"
+                ) from None
+            raise
     except SegtrainError as err:
         fail(str(err))
-    run_hydra(command, args)
+    run_hydra(command, args + added)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 from functools import lru_cache
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn as nn
@@ -115,12 +115,6 @@ def predict_probs(
 
         probs = torch.stack([dense_crf(p, rgb, **(crf_params or {})) for p, rgb in zip(probs, image)])
     return probs
-
-
-def score_resolution(inference: Mapping) -> str:
-    """``inference.score_resolution``: ``original`` unless set, also for checkpoints written before the key
-    existed (they scored at the transformed size; evaluated now, they score as the official tools do)."""
-    return inference.get("score_resolution", "original")
 
 
 def to_original_size(maps: torch.Tensor, metas: Sequence[dict]) -> torch.Tensor:

@@ -14,7 +14,6 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from segtrain.errors import SegtrainError
-from segtrain.tasks import TASKS, task_class
 
 #: ``loss.class_weights=median_frequency``: SegNet's class balancing, computed from the train split.
 MEDIAN_FREQUENCY = "median_frequency"
@@ -155,7 +154,8 @@ RULES = (
         required=False,
     ),
     Rule("auto_scale_lr.base_batch_size", lambda v: _int(v) and v >= 1, "an integer >= 1", required=False),
-    Rule("inference.mode", lambda v: v in ("whole", "slide"), "'whole' or 'slide'"),
+    # The inference keys are the task's (conf/inference/<task>.yaml): checked where the task has them.
+    Rule("inference.mode", lambda v: v in ("whole", "slide"), "'whole' or 'slide'", required=False),
     Rule(
         "inference.crop_size",
         _size(MIN_WINDOW),
@@ -174,8 +174,9 @@ RULES = (
             _list(v) and len(v) > 0 and all(_number(s) and SCALE_RANGE[0] <= s <= SCALE_RANGE[1] for s in v)
         ),
         f"a non-empty list of numbers in [{SCALE_RANGE[0]}, {SCALE_RANGE[1]}]",
+        required=False,
     ),
-    Rule("inference.flip", lambda v: isinstance(v, bool), "true or false"),
+    Rule("inference.flip", lambda v: isinstance(v, bool), "true or false", required=False),
     Rule(
         "trainer.threads",
         lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 1),
@@ -303,24 +304,40 @@ def config_task(target: str) -> str | None:
         return None
 
 
-def _check_task(cfg: DictConfig) -> None:
-    task = OmegaConf.select(cfg, "task.name", default="semantic")
-    if task not in TASKS:
-        raise SegtrainError(f"task={task} is not a task segtrain trains; choose {', '.join(TASKS)}")
+class TaskMismatch(SegtrainError):
+    """The model or the data config is for another task than the run's: ``task`` is theirs, which the CLI
+    composes instead where the command line did not name a task."""
+
+    def __init__(self, message: str, task: str):
+        super().__init__(message)
+        self.task = task
+
+
+def _check_task(cfg: DictConfig, spec) -> None:
+    from segtrain.tasks import spec_of
+
     for key in ("model", "data"):
         target = OmegaConf.select(cfg, f"{key}._target_")
         found = config_task(target) if target else None
-        if found is not None and found != task:
-            raise SegtrainError(
-                f"{key}._target_={target} is for task={found}, but this run's task is {task}. Pass "
-                f"task={found} with {TASKS[found][1]}; task={task} takes {TASKS[task][1]}"
+        if found is not None and found != spec.name and found not in spec.compatible_tasks:
+            other = spec_of(found)
+            raise TaskMismatch(
+                f"{key}._target_={target} is for task={found}, but this run's task is {spec.name}. Pass "
+                f"task={found}{f' with {other.trains_on}' if other else ''}; task={spec.name} takes "
+                f"{spec.trains_on}",
+                found,
             )
 
 
 def _check_consistency(cfg: DictConfig) -> None:
+    from segtrain.tasks import task_spec
+
+    spec = task_spec(cfg)
+    # First of these, which all assume the task's models and data; after every rule of a single key, since
+    # it imports the model's and the data module's classes (torch, Lightning).
+    _check_task(cfg, spec)
     classes = list(cfg.data.classes)
-    # Instance labels are 1..K: torchvision's detectors count the background as class 0.
-    instance = OmegaConf.select(cfg, "task.name") == "instance"
+    instance = spec.counts_background
     counted = len(classes) + instance
     if cfg.data.num_classes != counted:
         background = " and the background torchvision's detectors count as class 0" if instance else ""
@@ -352,23 +369,7 @@ def _check_consistency(cfg: DictConfig) -> None:
             raise SegtrainError(
                 f"data.{key} has {len(cfg.data[key])} values for data.in_channels={cfg.data.in_channels}"
             )
-    if cfg.inference.get("crf") and cfg.data.in_channels != 3:
-        raise SegtrainError(f"inference.crf=true needs RGB images; data.in_channels={cfg.data.in_channels}")
-    if cfg.inference.mode == "slide" and not cfg.inference.get("crop_size"):
-        raise SegtrainError(
-            "inference.mode=slide needs inference.crop_size=[H,W] (and optionally inference.stride)"
-        )
-    crop, stride = cfg.inference.get("crop_size"), cfg.inference.get("stride")
-    if crop and stride and (len(stride) != len(crop) or any(s > c for s, c in zip(stride, crop))):
-        raise SegtrainError(
-            f"inference.stride={list(stride)} must have one step per dimension of "
-            f"inference.crop_size={list(crop)}, "
-            "each no larger than the crop (larger steps would skip pixels)"
-        )
-    # Last: they import the model's, the data module's and the task's classes (torch, Lightning), which a
-    # message about any other key should not wait for.
-    _check_task(cfg)
-    task_class(OmegaConf.select(cfg, "task.name", default="semantic")).validate(cfg)
+    spec.validate(cfg)
 
 
 def check_accelerator(cfg: DictConfig) -> None:

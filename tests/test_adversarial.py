@@ -17,7 +17,7 @@ from omegaconf import open_dict
 from segtrain.config import compose
 from segtrain.errors import SegtrainError
 from segtrain.models.adversarial import Adversary
-from segtrain.tasks.semantic import SemanticSegmentation
+from segtrain.tasks.semantic.module import SemanticSegmentation
 from segtrain.validation import validate
 
 

@@ -131,11 +131,12 @@ def test_nonexistent_data_root_names_path_and_layout(tmp_path):
         ("inference.score_resolution=full", "inference.score_resolution"),
         ("loss.class_weights=[a,b]", "loss.class_weights"),
         ("trainer.max_epochs=1.5", "trainer.max_epochs"),
-        # Every threshold and probability of every task's inference node, and those of models and schedules.
-        ("inference.score_threshold=2", "inference.score_threshold"),
-        ("inference.score_threshold=1.0", "inference.score_threshold"),
-        ("inference.mask_threshold=-1", "inference.mask_threshold"),
-        ("inference.mask_threshold=0", "inference.mask_threshold"),
+        # Every threshold and probability of every task's inference settings (conf/inference/<task>.yaml),
+        # and those of models and schedules.
+        ("task=instance data=shapes inference.score_threshold=2", "inference.score_threshold"),
+        ("task=instance data=shapes inference.score_threshold=1.0", "inference.score_threshold"),
+        ("task=instance data=shapes inference.mask_threshold=-1", "inference.mask_threshold"),
+        ("task=instance data=shapes inference.mask_threshold=0", "inference.mask_threshold"),
         ("inference.gaussian=maybe", "inference.gaussian"),
         ("inference.crf_params.iterations=0", "inference.crf_params.iterations"),
         ("inference.crf_params.theta_beta=0", "inference.crf_params.theta_beta"),
@@ -150,10 +151,6 @@ def test_nonexistent_data_root_names_path_and_layout(tmp_path):
 def test_bad_values_name_the_key(override, key):
     with pytest.raises(SegtrainError, match=rf"^{key}=.* is invalid: it must be"):
         validate(compose("config", override.split()))
-
-
-def test_the_edges_of_the_unit_interval_pass():
-    validate(compose("config", ["inference.score_threshold=0", "scheduler.warmup_ratio=1"]))
 
 
 def test_an_override_hydra_cannot_parse_gets_the_quoting_that_works(capsys):

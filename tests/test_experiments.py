@@ -8,7 +8,7 @@ import torch
 from hydra.utils import instantiate
 
 from segtrain.config import compose, config_groups
-from segtrain.tasks.semantic import SemanticSegmentation
+from segtrain.tasks.semantic.task import SemanticTask
 from segtrain.validation import validate
 from tests.conftest import checkpoints, run_cli
 from tests.layouts import (
@@ -103,9 +103,7 @@ def test_experiment_trains_on_its_layout(experiment, tmp_path):
     datamodule.setup("fit")
     batch = next(iter(datamodule.train_dataloader()))
     assert batch["image"].shape[:2] == (2, cfg.data.in_channels)  # 32x32 crops, or whole images (SegNet)
-    SemanticSegmentation.prepare_config(
-        cfg
-    )  # median_frequency (segnet_camvid) becomes numbers, as in training
+    SemanticTask.prepare_config(cfg)  # median_frequency (segnet_camvid) becomes numbers, as in training
     model, loss_fn = instantiate(cfg.model), instantiate(cfg.loss)
     optimizer = instantiate(cfg.optimizer)(params=model.parameters())
     mean = torch.tensor(cfg.data.mean).view(1, -1, 1, 1) * 255

@@ -482,10 +482,38 @@ def test_an_instance_checkpoint_given_to_task_semantic_is_refused(trained, tmp_p
     assert_clean_error(result, "is an instance segmentation checkpoint, but the command says task=semantic")
 
 
-def test_semantic_and_instance_configs_do_not_mix(tmp_path):
-    result = run_cli("model=mask_rcnn", cwd=tmp_path)
-    assert result.returncode == 2
-    assert "is for task=instance, but this run's task is semantic. Pass task=instance" in result.stderr
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["task=semantic", "model=mask_rcnn"], "is for task=instance, but this run's task is semantic. Pass"),
+        # No task typed: the model's (instance) is taken, and then the semantic data does not fit it.
+        (["model=mask_rcnn", "data=shapes"], "is for task=semantic, but this run's task is instance. Pass"),
+    ],
+)
+def test_semantic_and_instance_configs_do_not_mix(overrides, message, tmp_path, monkeypatch, capsys):
+    from segtrain.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exited:
+        main(overrides)
+    assert exited.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_the_edges_of_the_unit_interval_pass(shapes_instances):
+    from segtrain.config import compose
+    from segtrain.validation import validate
+
+    overrides = [f"data.root={shapes_instances}", "inference.score_threshold=0", "scheduler.warmup_ratio=1"]
+    validate(compose("config", ["task=instance", *overrides]))
+
+
+def test_the_task_is_the_models_where_none_is_typed(shapes_instances, tmp_path, capsys):
+    """``segtrain model=mask_rcnn`` trains task=instance (its data default included) without task=."""
+    from segtrain.cli import precheck
+
+    overrides = ["model=mask_rcnn", f"data.root={shapes_instances}", f"hydra.run.dir={tmp_path / 'run'}"]
+    assert precheck("train", overrides, set()) == ["task=instance"]
+    assert "is for task=instance: training task=instance" in capsys.readouterr().err
 
 
 @pytest.mark.slow

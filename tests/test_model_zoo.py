@@ -31,7 +31,7 @@ from segtrain.models.reverse_attention import ReverseAttentionNetwork, reverse_a
 from segtrain.models.segnet import SegNet
 from segtrain.models.unet import UNet
 from segtrain.models.vnet import VNet
-from segtrain.tasks.base import ExportSpec
+from segtrain.tasks.module import ExportSpec
 from segtrain.validation import config_task
 
 # Tiny widths: a VGG16 at 1/8 of its channels, ResNet-18 for the ResNet models.

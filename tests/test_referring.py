@@ -300,8 +300,11 @@ def test_referring_refuses_flips_and_flipped_inference(tmp_path):
         and "HorizontalFlip" in result.stderr
         and "expressions name sides" in result.stderr
     )
+    # The referring task's inference settings have no flip; added on purpose, it is refused with the reason.
     result = run_cli(*RUN, "inference.flip=true", cwd=tmp_path)
-    assert result.returncode != 0 and "inference.flip=true" in result.stderr
+    assert result.returncode != 0 and "Valid keys under 'inference': mask_threshold" in result.stderr
+    result = run_cli(*RUN, "+inference.flip=true", cwd=tmp_path)
+    assert result.returncode != 0 and "inference.flip=true would change what the expression" in result.stderr
 
 
 def test_evaluation_from_logits_to_intersection_and_union():
@@ -309,7 +312,7 @@ def test_evaluation_from_logits_to_intersection_and_union():
     item A (4x6) was scaled x2 into the top-left 8x12 of a 10x12 batch, item B (5x5) x2 into the top-left
     10x10. Logits are constant on 2x2 blocks, so bringing them back is exact; sigmoid > 0.5 is the mask
     (logit 0.1 is in, -0.1 out), and pixels labelled 255 count in neither I nor U."""
-    from segtrain.tasks.referring import ReferringSegmentation
+    from segtrain.tasks.referring.module import ReferringSegmentation
 
     block_logits = {
         "A": torch.tensor([[3.0, 3.0, -3.0, 0.1, -0.1, 3.0]] * 2 + [[-3.0, -3.0, 3.0, 3.0, -3.0, -3.0]] * 2),
@@ -363,7 +366,7 @@ def test_predict_says_which_words_the_model_cannot_read_and_draws_nothing_for_un
 ):
     """Out-of-vocabulary words are named and recorded; words past max_length are named as cut; a text of
     no known word gets no mask and is recorded as not answered."""
-    from segtrain.tasks.referring import ReferringSegmentation
+    from segtrain.tasks.referring.task import ReferringTask
 
     image = tmp_path / "scene.png"
     Image.fromarray(np.full((12, 16, 3), 100, np.uint8)).save(image)
@@ -373,6 +376,7 @@ def test_predict_says_which_words_the_model_cannot_read_and_draws_nothing_for_un
         "vocabulary": [PAD, UNK, "the", "blue", "square", "left"],
         "max_length": 4,
         "palette": [[0, 0, 0], [255, 0, 0]],
+        "classes": ["background", "object"],
     }
     seen = []
 
@@ -388,7 +392,7 @@ def test_predict_says_which_words_the_model_cannot_read_and_draws_nothing_for_un
     names = {request: f"mask{index}" for index, request in enumerate(requests)}
     (tmp_path / "out" / "overlays").mkdir(parents=True)
     with caplog.at_level("WARNING"):
-        message = ReferringSegmentation.predict_images(
+        message = ReferringTask.predict_images(
             run, meta, {"mask_threshold": 0.5}, None, requests, names, tmp_path / "out"
         )
     assert seen == [[0, 2, 3, 1], [2, 3, 4, 1]]  # 'hexagon' and 'on' read as <unk>; 'the left' cut

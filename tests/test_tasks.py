@@ -35,9 +35,9 @@ PRE_SPEC_CHECKPOINTS = {
 def test_training_imports_no_command_module():
     """Tasks and the run-time plumbing never load a command: the commands sit on top of them."""
     probe = (
-        "import sys, segtrain.tasks.semantic, segtrain.tasks.instance, segtrain.runtime.trainer, "
-        "segtrain.runtime.resume, segtrain.runtime.callbacks, segtrain.runtime.distributed, "
-        "segtrain.data.statistics; "
+        "import sys, segtrain.tasks.semantic.module, segtrain.tasks.instance.module, "
+        "segtrain.runtime.trainer, segtrain.runtime.resume, segtrain.runtime.callbacks, "
+        "segtrain.runtime.distributed, segtrain.data.statistics; "
         "print(sorted(m for m in sys.modules if m.startswith('segtrain.commands')))"
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
@@ -114,58 +114,83 @@ def test_no_module_is_over_400_lines():
     assert long == []
 
 
-def contract_members() -> list[str]:
-    """The members the task base declares and leaves to each task (they raise NotImplementedError)."""
+def contract_members(base: type) -> list[str]:
+    """The members ``base`` declares and leaves to each task (they raise NotImplementedError)."""
     import inspect
 
-    from segtrain.tasks.base import SegmentationTask
-
     members = []
-    for name, value in vars(SegmentationTask).items():
+    for name, value in vars(base).items():
         function = getattr(value, "__func__", value)
         if callable(function) and "raise NotImplementedError" in inspect.getsource(function):
             members.append(name)
     return members
 
 
+def registered_specs() -> dict:
+    """Each task of conf/task, found as the commands find it: through its YAML's task._target_."""
+    from segtrain.config import config_dir
+    from segtrain.tasks import spec_of
+
+    return {path.stem: spec_of(path.stem) for path in sorted((config_dir() / "task").glob("*.yaml"))}
+
+
 def test_every_task_defines_every_member_of_the_contract():
-    from segtrain.tasks import TASKS, task_class
-    from segtrain.tasks.base import SegmentationTask
+    from segtrain.tasks.module import TaskModule
+    from segtrain.tasks.spec import Task
 
-    members = contract_members()
-    assert len(members) >= 14
-    for name in TASKS:
-        cls = task_class(name)
-        for member in [*members, "epoch_metrics"]:
-            owner = next(klass for klass in cls.__mro__ if member in vars(klass))
-            assert owner is not SegmentationTask, f"task {name} leaves {member} to the base"
+    specs = registered_specs()
+    assert sorted(specs) == ["instance", "referring", "semantic"]
+    spec_members, module_members = contract_members(Task), contract_members(TaskModule)
+    assert len(spec_members) >= 10 and len(module_members) >= 5
+    for name, spec in specs.items():
+        assert spec.name == name and spec.trains_on
+        module = spec.module_class()
+        assert issubclass(module, TaskModule)
+        for cls, base, members in ((spec, Task, spec_members), (module, TaskModule, module_members)):
+            for member in [*members, *(["epoch_metrics"] if base is TaskModule else [])]:
+                owner = next(klass for klass in cls.__mro__ if member in vars(klass))
+                assert owner is not base, f"task {name} leaves {member} to {base.__name__}"
 
 
-def test_commands_and_callbacks_call_only_what_the_task_base_declares():
-    """Every member that a command or a callback reads on a task (``task.X``, ``writer.X``,
-    ``pl_module.X``) is declared by the base, as a class member or in its __init__."""
+def test_task_specs_import_neither_torch_nor_lightning():
+    """Validating a config asks the task's spec, so a config error never waits for torch."""
+    probe = (
+        "import sys, segtrain.tasks.semantic.task, segtrain.tasks.instance.task, "
+        "segtrain.tasks.referring.task; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'pytorch_lightning', 'optuna'}))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_commands_and_callbacks_call_only_what_the_task_contract_declares():
+    """Every member that a command or a callback reads on a task's module (``task.X``, ``pl_module.X``) is
+    declared by the module base, as a class member or in its __init__, and every member read on a spec
+    (``spec.X``, ``writer.X``) by the spec base."""
     import inspect
 
-    from segtrain.tasks.base import SegmentationTask
+    from segtrain.tasks.module import TaskModule
+    from segtrain.tasks.spec import Task
 
     package = Path(segtrain.__file__).parent
     sources = [*(package / "commands").glob("*.py"), package / "runtime" / "callbacks.py"]
     set_in_init = set()
-    for node in ast.walk(ast.parse(textwrap.dedent(inspect.getsource(SegmentationTask.__init__)))):
+    for node in ast.walk(ast.parse(textwrap.dedent(inspect.getsource(TaskModule.__init__)))):
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "self":
             set_in_init.add(node.attr)
+    bases = {"task": TaskModule, "pl_module": TaskModule, "spec": Task, "writer": Task}
     called = set()
     for path in sources:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
-                if node.value.id in ("task", "writer", "pl_module"):
-                    called.add((path.name, node.attr))
+                if node.value.id in bases:
+                    called.add((path.name, node.value.id, node.attr))
     undeclared = sorted(
-        f"{file}: {attr}"
-        for file, attr in called
-        if not hasattr(SegmentationTask, attr) and attr not in set_in_init
+        f"{file}: {name}.{attr}"
+        for file, name, attr in called
+        if not hasattr(bases[name], attr) and not (bases[name] is TaskModule and attr in set_in_init)
     )
-    assert len(called) > 20
+    assert len({c for c in called if bases[c[1]] is Task}) > 10 and len(called) > 25
     assert undeclared == []
 
 

@@ -27,8 +27,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from segtrain.errors import SegtrainError
 from segtrain.runtime.trainer import build_trainer, output_dir
-from segtrain.tasks import build_task, task_class, task_name
-from segtrain.tasks.base import fused_on_gpu
+from segtrain.tasks import build_task, task_spec
+from segtrain.tasks.module import fused_on_gpu
 from segtrain.validation import check_accelerator, validate
 
 #: Dense bf16 tensor-core peaks (TFLOP/s) of the cards segtrain is measured on, from their data sheets.
@@ -187,8 +187,9 @@ def bench(cfg: DictConfig) -> dict:
     if cfg.bench.get("data"):
         return bench_data(cfg)
     check_accelerator(cfg)
+    spec = task_spec(cfg)
     # What training derives from the data first (class weights, a referring model's vocabulary).
-    task_class(task_name(cfg)).prepare_config(cfg)
+    spec.prepare_config(cfg)
     pl.seed_everything(cfg.seed)
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
@@ -198,7 +199,7 @@ def bench(cfg: DictConfig) -> dict:
     reference = build_task(cfg)
     batches = []
     for batch in datamodule.train_dataloader():
-        batches.append(reference.bench_batch(batch))
+        batches.append(spec.bench_batch(batch))
         if len(batches) == steps:
             break
     device = device_of(cfg)

@@ -9,14 +9,14 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from segtrain.errors import SegtrainError
-from segtrain.tasks import task_class, task_name
+from segtrain.tasks import task_spec
 from segtrain.validation import validate
 
 
 def check_data(cfg: DictConfig):
     """Prints the task's scan of ``data.split`` and returns the scan's report."""
     validate(cfg)
-    report, text = task_class(task_name(cfg)).check_data(cfg)
+    report, text = task_spec(cfg).check_data(cfg)
     print(text, flush=True)
     if report.errors:
         raise SegtrainError(

@@ -9,13 +9,14 @@ from omegaconf import DictConfig
 
 from segtrain.commands.loading import load_task
 from segtrain.runtime.trainer import build_trainer, output_dir, write_metrics
-from segtrain.tasks import build_datamodule
+from segtrain.tasks import build_datamodule, task_spec
 
 log = logging.getLogger(__name__)
 
 
 def evaluate(cfg: DictConfig) -> dict:
     task, merged = load_task(cfg)
+    spec = task_spec(merged)
     datamodule = build_datamodule(merged)
     trainer = build_trainer(merged, logger=False)
     if cfg.get("save_predictions"):
@@ -23,7 +24,7 @@ def evaluate(cfg: DictConfig) -> dict:
         trainer.callbacks.append(task.prediction_writer(predictions, datamodule.build("eval")))
     root, split = merged.data.get("root"), merged.data.split
     images = len(datamodule.build("eval"))
-    scoring = task.describe_scoring(merged)
+    scoring = spec.describe_scoring(merged)
     log.info(
         "evaluating ckpt=%s on data=%s root=%s split=%s: %d images, %s",
         cfg.ckpt,
@@ -46,16 +47,16 @@ def evaluate(cfg: DictConfig) -> dict:
         "split": split,
         "images": images,
         "ckpt": str(cfg.ckpt),
-        "inference": task.inference_settings(merged),
+        "inference": spec.inference_settings(merged),
     }
     title = (
         f"{merged.data.get('name', '')} root={root} split={split} ({images} images, "
-        f"{task.count_scored(result)}), {scoring}; ckpt={cfg.ckpt}"
+        f"{spec.count_scored(result)}), {scoring}; ckpt={cfg.ckpt}"
     )
-    log.info("%s", task.score_table(result, title))
+    log.info("%s", spec.score_table(result, title))
     log.info("%d images in %.1f s (%.1f images/s, loading included)", images, seconds, images / seconds)
-    report = task.write_report(result, output_dir(cfg), title=f"{result['data']} {split}")
+    report = spec.write_report(result, output_dir(cfg), title=f"{result['data']} {split}")
     log.info("metrics written to %s, chart to %s", write_metrics(cfg, result, "metrics.json"), report)
     if cfg.get("save_predictions"):
-        log.info("predictions written to %s (%s)", predictions, task.describe_predictions(merged))
+        log.info("predictions written to %s (%s)", predictions, spec.describe_predictions(merged))
     return result

@@ -18,14 +18,15 @@ from typing import Callable
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from segtrain.commands.loading import load_task
-from segtrain.commands.predict import metadata_path, session_runner
+from segtrain.commands.loading import load_task, metadata_path
+from segtrain.commands.predict import session_runner
 from segtrain.errors import SegtrainError
 from segtrain.noise import exporting
 from segtrain.run_directory import check_writable
 from segtrain.runtime.checkpoint import save_failure, temporary_beside
 from segtrain.runtime.trainer import output_dir
-from segtrain.tasks.base import ExportSpec
+from segtrain.tasks import task_spec
+from segtrain.tasks.module import ExportSpec
 
 
 def export_onnx(
@@ -34,23 +35,23 @@ def export_onnx(
     path: Path,
     opset: int,
     exporter: str = "torchscript",
-    spec: ExportSpec | None = None,
+    plan: ExportSpec | None = None,
 ) -> None:
-    """ONNX with the dynamic axes of ``spec`` (by default a semantic model's batch, height and width), by
+    """ONNX with the dynamic axes of ``plan`` (by default a semantic model's batch, height and width), by
     ``exporter``: torch.export's (opset 18 and up), or the TorchScript-based one, deprecated since torch 2.9
     but able to trace the size-dependent Python branches that torch.export rejects (U-Net's crop, for one)
     and the detectors' data-dependent number of detections."""
-    spec = spec or ExportSpec(model, [sample])
+    plan = plan or ExportSpec(model, [sample])
     inputs = sample if isinstance(sample, tuple) else (sample,)
-    names = {"input_names": spec.input_names, "output_names": spec.output_names, "opset_version": opset}
+    names = {"input_names": plan.input_names, "output_names": plan.output_names, "opset_version": opset}
     if exporter == "torch.export":
         dims = {}
         shapes = tuple(
             {
                 axis: dims.setdefault(name, torch.export.Dim(name))
-                for axis, name in spec.dynamic_axes[key].items()
+                for axis, name in plan.dynamic_axes[key].items()
             }
-            for key in spec.input_names
+            for key in plan.input_names
         )
         torch.onnx.export(
             model,
@@ -64,7 +65,7 @@ def export_onnx(
         )
         return
     with exporting():
-        torch.onnx.export(model, inputs, str(path), dynamic_axes=spec.dynamic_axes, dynamo=False, **names)
+        torch.onnx.export(model, inputs, str(path), dynamic_axes=plan.dynamic_axes, dynamo=False, **names)
 
 
 def embed_metadata(path: Path, meta: dict) -> None:
@@ -126,14 +127,14 @@ def as_tuple(outputs) -> tuple[torch.Tensor, ...]:
     return tuple(outputs) if isinstance(outputs, (tuple, list)) else (outputs,)
 
 
-def write_and_compare(spec: ExportSpec, path: Path, fmt: str, opset: int, atol: float) -> tuple[float, str]:
-    """Exports ``spec.module`` to ``path``; returns the largest difference from PyTorch over the samples and
-    the exporter that wrote the file (ONNX: the first of ``spec.onnx_exporters`` that works within
+def write_and_compare(plan: ExportSpec, path: Path, fmt: str, opset: int, atol: float) -> tuple[float, str]:
+    """Exports ``plan.module`` to ``path``; returns the largest difference from PyTorch over the samples and
+    the exporter that wrote the file (ONNX: the first of ``plan.onnx_exporters`` that works within
     ``atol``)."""
-    model, samples = spec.module, spec.samples
+    model, samples = plan.module, plan.samples
     with torch.no_grad():
         if fmt != "onnx":
-            if spec.torchscript == "script":
+            if plan.torchscript == "script":
                 try:
                     scripted = torch.jit.script(model)
                 except Exception as err:
@@ -146,14 +147,14 @@ def write_and_compare(spec: ExportSpec, path: Path, fmt: str, opset: int, atol: 
             else:
                 torch.jit.trace(model, samples[0], check_trace=False).save(str(path))
             scripted = torch.jit.load(str(path))
-            return compare(scripted, model, samples, fmt, spec.align), f"torch.jit.{spec.torchscript}"
+            return compare(scripted, model, samples, fmt, plan.align), f"torch.jit.{plan.torchscript}"
         exporters = (
-            spec.onnx_exporters if opset >= 18 else [e for e in spec.onnx_exporters if e != "torch.export"]
+            plan.onnx_exporters if opset >= 18 else [e for e in plan.onnx_exporters if e != "torch.export"]
         )
         for exporter in exporters[:-1]:
             try:
-                export_onnx(model, samples[0], path, opset, exporter, spec)
-                worst = compare(onnx_runner(path), model, samples, f"onnx ({exporter} exporter)", spec.align)
+                export_onnx(model, samples[0], path, opset, exporter, plan)
+                worst = compare(onnx_runner(path), model, samples, f"onnx ({exporter} exporter)", plan.align)
                 if worst <= atol:
                     return worst, exporter
                 reason = f"it differs from PyTorch by {worst:.3e}"
@@ -164,9 +165,9 @@ def write_and_compare(spec: ExportSpec, path: Path, fmt: str, opset: int, atol: 
                     raise err.__cause__ from None
                 reason = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip().splitlines()[0][:160]
             print(f"the {exporter} ONNX exporter does not fit this model ({reason}); trying the next one")
-        export_onnx(model, samples[0], path, opset, exporters[-1], spec)
+        export_onnx(model, samples[0], path, opset, exporters[-1], plan)
         label = f"onnx ({exporters[-1]} exporter)"
-        return compare(onnx_runner(path), model, samples, label, spec.align), exporters[-1]
+        return compare(onnx_runner(path), model, samples, label, plan.align), exporters[-1]
 
 
 def export(cfg: DictConfig) -> Path:
@@ -183,12 +184,12 @@ def export(cfg: DictConfig) -> Path:
     # A model that cannot be exported says why (Graph LSTM: SLIC and a data-dependent update order).
     if getattr(task.model, "export_error", None):
         raise SegtrainError(task.model.export_error)
-    spec = task.export_spec([tuple(size) for size in cfg.export.check_sizes])
+    plan = task.export_spec([tuple(size) for size in cfg.export.check_sizes])
     path.parent.mkdir(parents=True, exist_ok=True)
     # Written beside the target and renamed into place once checked: a failed export keeps the old file.
     written = temporary_beside(path)
     try:
-        worst, exporter = write_and_compare(spec, written, fmt, cfg.export.opset, cfg.export.atol)
+        worst, exporter = write_and_compare(plan, written, fmt, cfg.export.opset, cfg.export.atol)
         if worst > cfg.export.atol:
             raise SegtrainError(
                 f"exported {fmt} model differs from PyTorch by {worst:.3e} > export.atol={cfg.export.atol}; "
@@ -199,10 +200,10 @@ def export(cfg: DictConfig) -> Path:
             **task.metadata(),
             "format": fmt,
             "exporter": exporter,
-            "input": spec.input,
-            "output": spec.output,
+            "input": plan.input,
+            "output": plan.output,
             # segtrain predict applies them to exported models too, as it does to checkpoints.
-            "inference": task.inference_settings(merged),
+            "inference": task_spec(merged).inference_settings(merged),
             "val_transforms": OmegaConf.to_container(merged.data.val_transforms, resolve=True),
             "max_abs_diff": worst,
             "atol": cfg.export.atol,

@@ -1,15 +1,25 @@
-"""A trained task from ``ckpt=``, for the commands that read checkpoints (eval, predict, export)."""
+"""A trained task from ``ckpt=``, for the commands that read checkpoints and exports (eval, predict,
+export)."""
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 
 from omegaconf import DictConfig
 
+from segtrain.data.description import DEFAULT_TASK
 from segtrain.errors import SegtrainError
-from segtrain.runtime.checkpoint import check_classes, check_task, load_checkpoint, stored_config
+from segtrain.runtime.checkpoint import (
+    check_classes,
+    check_task,
+    load_checkpoint,
+    read_metadata,
+    stored_config,
+)
 from segtrain.runtime.trainer import set_threads
-from segtrain.tasks import build_task
+from segtrain.tasks import build_task, task_name
 from segtrain.validation import check_accelerator, validate
 
 log = logging.getLogger(__name__)
@@ -19,7 +29,7 @@ def load_task(cfg: DictConfig, data_root: bool = True):
     """A model from ``cfg.ckpt`` with its stored config, this command's overrides applied and validated
     (``data_root``: whether this command reads the dataset)."""
     checkpoint = load_checkpoint(cfg.ckpt)
-    check_task(checkpoint, cfg, cfg.ckpt)
+    check_task(checkpoint["segtrain"].get("task", DEFAULT_TASK), task_name(cfg), cfg.ckpt)
     merged = stored_config(checkpoint, cfg)
     check_classes(checkpoint, merged, cfg.ckpt)
     validate(merged, data_root=data_root)
@@ -48,6 +58,35 @@ def load_task(cfg: DictConfig, data_root: bool = True):
             "model overrides; eval, predict and export use the model the checkpoint was trained with."
         ) from None
     return task.eval(), merged
+
+
+def metadata_path(model_path: Path) -> Path:
+    """``model.onnx.json`` beside ``model.onnx``, ``model.pt.json`` beside ``model.pt``: one metadata file
+    per exported file, so exporting one never replaces the other's classes and normalisation."""
+    return model_path.with_name(model_path.name + ".json")
+
+
+#: Files ``segtrain export`` writes, which predict runs without a checkpoint.
+EXPORTED_SUFFIXES = {".onnx": "onnx", ".pt": "torchscript"}
+
+
+def trained_task(path: Path) -> str:
+    """The task a checkpoint (its metadata) or an export (its metadata file, or the copy inside an ONNX
+    file) was trained for; semantic for those written before tasks were named."""
+    if path.suffix not in EXPORTED_SUFFIXES:
+        return read_metadata(path).get("task", DEFAULT_TASK)
+    meta_path = metadata_path(path)
+    try:
+        if meta_path.is_file():
+            return json.loads(meta_path.read_text()).get("task", DEFAULT_TASK)
+        if path.suffix == ".onnx":
+            import onnx
+
+            properties = onnx.load(str(path), load_external_data=False).metadata_props
+            return json.loads({p.key: p.value for p in properties}.get("task", json.dumps(DEFAULT_TASK)))
+    except Exception:  # predict's own reading of the export says what is wrong with it
+        pass
+    return DEFAULT_TASK
 
 
 def without_pretrained(node) -> None:

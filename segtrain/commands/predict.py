@@ -18,12 +18,14 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from segtrain.commands.loading import EXPORTED_SUFFIXES, load_task, metadata_path
 from segtrain.data.description import DEFAULT_TASK
 from segtrain.data.io import IMAGE_SUFFIXES, list_images
 from segtrain.errors import SegtrainError
 from segtrain.run_directory import check_writable
-from segtrain.runtime.checkpoint import check_targets, typed_values
-from segtrain.tasks import task_class
+from segtrain.runtime.checkpoint import check_targets, check_task, typed_values
+from segtrain.tasks import task_spec
+from segtrain.tasks.spec import Task
 
 
 def list_inputs(path: str) -> list[Path]:
@@ -38,19 +40,9 @@ def list_inputs(path: str) -> list[Path]:
     return files
 
 
-def metadata_path(model_path: Path) -> Path:
-    """``model.onnx.json`` beside ``model.onnx``, ``model.pt.json`` beside ``model.pt``: one metadata file
-    per exported file, so exporting one never replaces the other's classes and normalisation."""
-    return model_path.with_name(model_path.name + ".json")
-
-
-#: Files ``segtrain export`` writes, which predict runs without a checkpoint.
-EXPORTED_SUFFIXES = {".onnx": "onnx", ".pt": "torchscript"}
-
-
-def load_exported(path: Path) -> tuple[Callable[[torch.Tensor], torch.Tensor], dict]:
-    """A model written by ``segtrain export`` (ONNX or TorchScript) and its metadata file. Like a
-    checkpoint's weights, an exported model is a program: run only files you trust."""
+def load_exported(path: Path, spec: type[Task]) -> tuple[Callable[[torch.Tensor], torch.Tensor], dict]:
+    """A model written by ``segtrain export`` (ONNX or TorchScript) of task ``spec``, and its metadata file.
+    Like a checkpoint's weights, an exported model is a program: run only files you trust."""
     if not path.is_file():
         raise SegtrainError(f"ckpt={path} does not exist")
     meta_path = metadata_path(path)
@@ -87,9 +79,7 @@ def load_exported(path: Path) -> tuple[Callable[[torch.Tensor], torch.Tensor], d
             )
         meta = {key: json.loads(value) for key, value in embedded.items()}
     first = session.get_outputs()[0]
-    # A semantic model's logits hold one channel per class (a referring model's one, whatever the classes).
-    semantic = meta.get("task", DEFAULT_TASK) == "semantic"
-    channels = first.shape[1] if first.name == "logits" and semantic else None
+    channels = first.shape[1] if first.name == "logits" and spec.logits_per_class else None
     if isinstance(channels, int) and channels != len(meta["classes"]):
         raise SegtrainError(
             f"{path} outputs {channels} classes but its metadata {meta_path} lists {len(meta['classes'])}: "
@@ -144,22 +134,23 @@ def predict(cfg: DictConfig) -> Path:
     out_dir = Path(cfg.output)
     written_before = check_output(out_dir, inputs, Path(cfg.input))
     ckpt = Path(cfg.ckpt)
+    writer = task_spec(cfg)
     if ckpt.suffix in EXPORTED_SUFFIXES:
-        run, meta = load_exported(ckpt)
+        run, meta = load_exported(ckpt, writer)
+        check_task(meta.get("task", DEFAULT_TASK), writer.name, ckpt)
         # An export records its inference settings; inference.* typed on this command line replace them.
-        inference = {**(meta.get("inference") or OmegaConf.to_container(cfg.inference, resolve=True))}
+        inference = {
+            **(meta.get("inference") or OmegaConf.to_container(cfg.get("inference") or {}, resolve=True))
+        }
         inference.update(typed_values(cfg, "inference"))
         transforms = OmegaConf.create({"val_transforms": meta.get("val_transforms", [])})
         check_targets(transforms, cfg, ckpt)
         transforms = transforms.val_transforms
     else:
-        from segtrain.commands.loading import load_task
-
         task, merged = load_task(cfg, data_root=False)
         run, meta = task.exported_module(), task.metadata()
-        inference = task.inference_settings(merged)
+        inference = writer.inference_settings(merged)
         transforms = merged.data.val_transforms
-    writer = task_class(meta.get("task", DEFAULT_TASK))
     requests = writer.prediction_requests(cfg, inputs)
     names = writer.prediction_names(requests)
     targets = [name for request in requests for name in writer.prediction_files(names[request])]

@@ -15,7 +15,7 @@ from segtrain.runtime import distributed
 from segtrain.runtime.callbacks import TrainingLog, duration
 from segtrain.runtime.resume import resolve_resume
 from segtrain.runtime.trainer import METRICS_FILE, build_trainer, output_dir, set_threads, write_metrics
-from segtrain.tasks import build_datamodule, build_task, task_class, task_name
+from segtrain.tasks import build_datamodule, build_task, task_spec
 from segtrain.validation import check_accelerator, validate
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ def train(cfg: DictConfig) -> float | None:
     best.ckpt and what sweeps optimise)."""
     validate(cfg)
     check_accelerator(cfg)
-    task_class(task_name(cfg)).prepare_config(cfg)
+    task_spec(cfg).prepare_config(cfg)
     resolve_resume(cfg)
     return fit(cfg)
 
@@ -61,8 +61,9 @@ def fit(cfg: DictConfig) -> float | None:
     monitoring = next((callback for callback in trainer.checkpoint_callbacks if callback.monitor), None)
     best = monitoring.best_model_score if monitoring else None
     best_value = float(best) if best is not None else task.val_scores[metric]
-    title = f"validation after epoch {trainer.current_epoch}, {task.describe_scoring(cfg)}"
-    log.info("%s", task.score_table(task.val_scores, title))
+    spec = task_spec(cfg)
+    title = f"validation after epoch {trainer.current_epoch}, {spec.describe_scoring(cfg)}"
+    log.info("%s", spec.score_table(task.val_scores, title))
     metrics_path = write_metrics(
         cfg,
         {

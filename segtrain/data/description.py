@@ -56,5 +56,14 @@ class DatasetDescription:
     def in_channels(self) -> int:
         return len(self.mean)
 
+    def normalize(self, image):
+        """A uint8 ``[B, C, H, W]`` batch as the model takes it: ``(x / 255 - mean) / std`` per channel
+        (where there is no LightningModule to do it on the device: predict from a checkpoint or an export)."""
+        import torch
+
+        mean = torch.tensor(self.mean).view(1, -1, 1, 1) * 255
+        std = torch.tensor(self.std).view(1, -1, 1, 1) * 255
+        return (image.float() - mean) / std
+
     def metadata(self) -> dict:
         return asdict(self)

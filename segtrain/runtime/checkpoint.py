@@ -244,8 +244,10 @@ def stored_config(checkpoint: dict, cfg: DictConfig) -> DictConfig:
     for key in RUNTIME_KEYS:
         if key in cfg:
             stored[key] = cfg[key]
-    if "task" not in stored:  # written before checkpoints named their task: check_task found it semantic
-        stored["task"] = cfg.task
+    # The task's spec is the one this command composed (the checkpoint's task, check_task says), and its
+    # keys are the defaults of those the checkpoint predates (or, before tasks were named, all of them).
+    stored["task"] = OmegaConf.merge(cfg.task, stored.get("task") or {})
+    stored.task["_target_"] = cfg.task.get("_target_")
     for override in _typed_overrides():
         key = override.key_or_group
         top = key.split(".")[0]
@@ -287,15 +289,10 @@ def typed_values(cfg: DictConfig, prefix: str) -> dict:
     return values
 
 
-def check_task(checkpoint: dict, cfg: DictConfig, ckpt_path) -> None:
-    """A ``task=`` typed on the command line must be the checkpoint's own (those written before tasks were
-    named are semantic)."""
-    from segtrain.data.description import DEFAULT_TASK
-
-    trained = checkpoint["segtrain"].get("task", DEFAULT_TASK)
-    typed = any(override.key_or_group.split(".")[0] == "task" for override in _typed_overrides())
-    wanted = OmegaConf.select(cfg, "task.name", default=DEFAULT_TASK)
-    if typed and wanted != trained:
+def check_task(trained: str, wanted: str, ckpt_path) -> None:
+    """The command's task is the one the checkpoint or export at ``ckpt_path`` was trained for (the CLI
+    composes eval, predict and export with it unless ``task=`` is typed)."""
+    if wanted != trained:
         raise SegtrainError(
             f"ckpt={ckpt_path} is {'an' if trained[0] in 'aeiou' else 'a'} {trained} segmentation "
             f"checkpoint, but the command says task={wanted}. "

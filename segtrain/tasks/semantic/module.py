@@ -1,4 +1,4 @@
-"""Semantic segmentation: one class per pixel, scored by a confusion matrix (mIoU, Dice, ...).
+"""Semantic segmentation's LightningModule: one class per pixel, scored by a confusion matrix (mIoU, Dice).
 
 Items: ``{"image": uint8 CHW, "mask": uint8 HW (ignore_index 255), "meta": {...}}``; predictions are
 mapped back onto each image's own grid before they are scored or written (``inference.score_resolution``).
@@ -6,7 +6,6 @@ mapped back onto each image's own grid before they are scored or written (``infe
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Sequence
 
@@ -15,25 +14,17 @@ import pytorch_lightning as pl
 import torch
 import torch.nn as nn
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
-from PIL import Image
+from omegaconf import DictConfig
 from pytorch_lightning.utilities import rank_zero_warn
 
-from segtrain.data.io import read_image
-from segtrain.data.transforms import compose, transform_item
-from segtrain.errors import SegtrainError
-from segtrain.inference import class_ids, predict_probs, score_resolution, to_original_size
-from segtrain.metrics import ConfusionMatrix, format_table, scores
+from segtrain.inference import class_ids, predict_probs, to_original_size
+from segtrain.metrics import ConfusionMatrix, scores
 from segtrain.models.adversarial import Adversary
-from segtrain.tasks.base import ExportSpec, SegmentationTask
-from segtrain.validation import MEDIAN_FREQUENCY
-from segtrain.visualize import blend, palette_image
-
-log = logging.getLogger(__name__)
+from segtrain.tasks.module import ExportSpec, TaskModule
+from segtrain.visualize import blend
 
 
-class SemanticSegmentation(SegmentationTask):
-    name = "semantic"
+class SemanticSegmentation(TaskModule):
     epoch_metrics = ("mIoU", "mDice")
 
     def __init__(
@@ -58,50 +49,6 @@ class SemanticSegmentation(SegmentationTask):
             adversary=instantiate(adversarial) if adversarial else None,
             **task_arguments,
         )
-
-    @classmethod
-    def validate(cls, cfg: DictConfig) -> None:
-        """Adversarial training steps its two optimizers itself (Lightning's manual optimization), so the
-        Trainer's own clipping, loss scaling and accumulation cannot apply."""
-        if not cfg.get("adversarial"):
-            return
-        if OmegaConf.select(cfg, "trainer.gradient_clip_val"):
-            raise SegtrainError(
-                "trainer.gradient_clip_val is not applied with adversarial training (both networks step in "
-                "the task's own training step); set trainer.gradient_clip_val=null"
-            )
-        if str(OmegaConf.select(cfg, "trainer.precision")).startswith("16"):
-            raise SegtrainError(
-                f"trainer.precision={OmegaConf.select(cfg, 'trainer.precision')} scales the loss, which the "
-                "adversarial discriminator's optimizer does not undo; use trainer.precision=bf16-mixed or "
-                "32-true"
-            )
-        if (OmegaConf.select(cfg, "trainer.accumulate_grad_batches") or 1) > 1:
-            raise SegtrainError(
-                "trainer.accumulate_grad_batches>1 is not applied with adversarial training (both networks "
-                "step every batch); set it to 1 and raise data.batch_size instead"
-            )
-
-    @classmethod
-    def prepare_config(cls, cfg: DictConfig) -> None:
-        """``loss.class_weights=median_frequency``: computed from the train split's masks, and stored as
-        numbers in the config (and so in checkpoints)."""
-        if OmegaConf.select(cfg, "loss.class_weights") != MEDIAN_FREQUENCY:
-            return
-        from segtrain.data.statistics import median_frequency_weights, scan_split
-
-        datamodule, report = scan_split(cfg.data, cfg.data.train_split)
-        weights = median_frequency_weights(report, datamodule.num_classes)
-        log.info("median-frequency class weights from %d train masks: %s", report.pairs, weights)
-        cfg.loss.class_weights = weights
-
-    @staticmethod
-    def check_data(cfg: DictConfig):
-        """``segtrain check-data``'s scan of ``data.split``: the report and its text."""
-        from segtrain.data.statistics import format_report, scan_split
-
-        datamodule, report = scan_split(cfg.data, cfg.data.split, cfg.check.workers)
-        return report, format_report(report, datamodule.classes, datamodule.ignore_index, datamodule.name)
 
     @property
     def unlabelled_batch_hint(self) -> str:
@@ -184,12 +131,6 @@ class SemanticSegmentation(SegmentationTask):
         image = self.normalize(batch["image"].to(device, non_blocking=True))
         return self.loss(model(image), batch["mask"].to(device, non_blocking=True))
 
-    @staticmethod
-    def bench_batch(batch: dict) -> dict:
-        """What a bench step reads of a training batch, pinned for asynchronous copies on a GPU."""
-        pin = torch.cuda.is_available()
-        return {key: batch[key].pin_memory() if pin else batch[key] for key in ("image", "mask")}
-
     def _evaluate_batch(self, batch: dict, confmat: ConfusionMatrix) -> torch.Tensor:
         preds = class_ids(to_original_size(self.predict_probs(batch["image"]), batch["meta"]))
         confmat.update(preds, batch["mask"])
@@ -218,32 +159,6 @@ class SemanticSegmentation(SegmentationTask):
     def on_test_epoch_end(self) -> None:
         self.test_scores = self._log_scores(self.test_confmat, "test")
 
-    # What the commands ask of a task.
-
-    @staticmethod
-    def score_table(result: dict, title: str) -> str:
-        return format_table(result, title=title)
-
-    @staticmethod
-    def describe_scoring(cfg: DictConfig) -> str:
-        """The inference settings and resolution a table was made with, for titles and messages."""
-        return f"{describe_inference(cfg)}, scored at {describe_resolution(cfg)}"
-
-    @staticmethod
-    def describe_predictions(cfg: DictConfig) -> str:
-        return f"in the dataset's own encoding, at {describe_resolution(cfg)}"
-
-    @staticmethod
-    def count_scored(result: dict) -> str:
-        return f"{result['pixels']} labelled pixels"
-
-    @staticmethod
-    def write_report(result: dict, directory, title: str):
-        """The per-class IoU chart beside metrics.json."""
-        from segtrain.plots import per_class_chart
-
-        return per_class_chart(result, directory / "per_class_iou.png", title=title)
-
     def prediction_writer(self, directory, dataset) -> pl.Callback:
         """``save_predictions=true``: each prediction in the dataset's published encoding, at its size."""
         return PredictionWriter(directory, dataset, self.palette)
@@ -260,35 +175,6 @@ class SemanticSegmentation(SegmentationTask):
             input="float32 [batch, C, H, W], RGB, (x / 255 - mean) / std",
             output="logits [batch, num_classes, H, W]",
         )
-
-    @staticmethod
-    def prediction_files(name: str) -> list[str]:
-        return [f"{name}.png", f"overlays/{name}.jpg"]
-
-    #: Files predict writes once for all images.
-    prediction_summary_files: list[str] = []
-
-    @staticmethod
-    def predict_images(run, meta: dict, inference: dict, transforms, inputs, names, out_dir: Path) -> str:
-        """Palette PNG masks and overlays, at each image's own size unless
-        ``inference.score_resolution=transformed``; ``run`` takes normalised images."""
-        original_size = score_resolution(inference) == "original"
-        pipeline = compose(transforms, track_extent=original_size)
-        mean = torch.tensor(meta["mean"]).view(1, -1, 1, 1) * 255
-        std = torch.tensor(meta["std"]).view(1, -1, 1, 1) * 255
-        for path in inputs:
-            original = read_image(path, len(meta["mean"]))
-            image, _, region = transform_item(pipeline, original, None, original_size)
-            rgb = torch.from_numpy(image).permute(2, 0, 1)[None]
-            probs = predict_probs(run, (rgb.float() - mean) / std, image=rgb, **inference)
-            shown = original if original_size else image
-            pred = class_ids(to_original_size(probs, [{"size": shown.shape[:2], "region": region}]))[0]
-            pred = pred.numpy().astype(np.uint8)
-            palette_image(pred, meta["palette"]).save(out_dir / f"{names[path]}.png")
-            Image.fromarray(blend(shown, pred, meta["palette"])).save(
-                out_dir / "overlays" / f"{names[path]}.jpg", quality=90
-            )
-        return f"wrote {len(inputs)} masks to {out_dir} and {len(inputs)} overlays to {out_dir / 'overlays'}"
 
     def overlay_panels(self, batch: dict, preds: torch.Tensor, count: int, alpha: float) -> list[np.ndarray]:
         """Image | ground truth | prediction, at each image's own size (2D images; volumes draw none)."""
@@ -309,26 +195,6 @@ class SemanticSegmentation(SegmentationTask):
             )
             for img, gt, pred in zip(images, masks, preds[:count].cpu().numpy())
         ]
-
-
-def describe_resolution(cfg: DictConfig) -> str:
-    """The resolution predictions are scored and written at, for titles and messages."""
-    if score_resolution(cfg.inference) == "original":
-        return "each image's own resolution"
-    return "the size data.val_transforms give (inference.score_resolution=transformed)"
-
-
-def describe_inference(cfg: DictConfig) -> str:
-    """The inference settings a table was made with: mode, windows, flip, scales, CRF."""
-    inference = cfg.inference
-    parts = [str(inference.mode)]
-    if inference.mode == "slide":
-        stride = list(inference.stride) if inference.get("stride") else "half"
-        parts[0] += f" (windows {list(inference.crop_size)}, stride {stride})"
-    parts.append(f"flip {'on' if inference.flip else 'off'}")
-    parts.append(f"scales {list(inference.scales)}")
-    parts.append(f"CRF {'on' if inference.get('crf') else 'off'}")
-    return "inference " + ", ".join(parts)
 
 
 class PredictionWriter(pl.Callback):

@@ -1,4 +1,5 @@
-"""Instance segmentation: a box, a class, a score and a mask per object, scored by COCO's box and mask AP.
+"""Instance segmentation's LightningModule: a box, a class, a score and a mask per object, scored by
+COCO's box and mask AP.
 
 Items: ``{"image": uint8 [C,H,W], "boxes": float [N,4] xyxy, "labels": int64 [N] (1..K), "masks": uint8
 [N,H,W], "meta": {"image_id", "name", "size"}}``, batched as lists. The model is a torchvision-style
@@ -16,19 +17,14 @@ import pytorch_lightning as pl
 import torch
 import torch.distributed
 import torch.nn as nn
-from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
-from segtrain.data.datasets.coco_instances import transform_instances
-from segtrain.data.io import read_image
-from segtrain.data.transforms import compose
 from segtrain.errors import SegtrainError
-from segtrain.metrics import coco_results, coco_scores, format_coco_table
-from segtrain.tasks.base import ExportSpec, SegmentationTask
+from segtrain.metrics import coco_results, coco_scores
+from segtrain.tasks.module import ExportSpec, TaskModule
 
 
-class InstanceSegmentation(SegmentationTask):
-    name = "instance"
+class InstanceSegmentation(TaskModule):
     epoch_metrics = ("box_AP", "mask_AP")
 
     def __init__(self, model: nn.Module, **task_arguments):
@@ -36,28 +32,6 @@ class InstanceSegmentation(SegmentationTask):
         #: This rank's COCO results and scored image ids, for the epoch's COCOeval.
         self.results: list[dict] = []
         self.scored_images: list[int] = []
-
-    @classmethod
-    def from_config(cls, cfg: DictConfig, **task_arguments) -> InstanceSegmentation:
-        if cfg.get("loss"):
-            raise SegtrainError(
-                f"task=instance takes no loss group (loss={OmegaConf.select(cfg, 'loss._target_')}): the "
-                "detectors compute their own RPN, box and mask losses. Drop the loss override"
-            )
-        return super().from_config(cfg, **task_arguments)
-
-    @staticmethod
-    def check_data(cfg: DictConfig):
-        """``segtrain check-data``'s scan of ``data.split``'s json and images: the report and its text."""
-        from segtrain.data.instance_checks import format_instance_report, scan_instances
-
-        data = cfg.data
-        root = Path(str(data.root))
-        report = scan_instances(
-            root / data.annotation_file.format(split=data.split),
-            root / data.image_dir.format(split=data.split),
-        )
-        return report, format_instance_report(report, data.get("name", "?"), data.split)
 
     @staticmethod
     def to_unit_range(images: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -91,10 +65,6 @@ class InstanceSegmentation(SegmentationTask):
             for key in ("image", "boxes", "labels", "masks")
         }
         return sum(model(self.to_unit_range(moved["image"]), self.targets(moved)).values())
-
-    @staticmethod
-    def bench_batch(batch: dict) -> dict:
-        return {key: batch[key] for key in ("image", "boxes", "labels", "masks", "meta")}
 
     def _evaluate_batch(self, batch: dict) -> list[dict]:
         for image, meta in zip(batch["image"], batch["meta"]):
@@ -151,40 +121,6 @@ class InstanceSegmentation(SegmentationTask):
     def on_test_epoch_end(self) -> None:
         self.test_scores = self._score("eval", "test")
 
-    # What the commands ask of a task.
-
-    @staticmethod
-    def score_table(result: dict, title: str) -> str:
-        return format_coco_table(result, title=title)
-
-    @staticmethod
-    def describe_scoring(cfg: DictConfig) -> str:
-        return (
-            "COCO box and mask AP (pycocotools COCOeval, up to model.box_detections_per_img detections per "
-            "image above model.box_score_thresh, masks cut at "
-            f"inference.mask_threshold={cfg.inference.mask_threshold})"
-        )
-
-    @staticmethod
-    def inference_settings(cfg: DictConfig) -> dict:
-        return OmegaConf.to_container(cfg.inference, resolve=True)
-
-    @staticmethod
-    def describe_predictions(cfg: DictConfig) -> str:
-        return "as COCO results json and instance overlays"
-
-    @staticmethod
-    def count_scored(result: dict) -> str:
-        return f"{result['instances']} annotated instances"
-
-    @staticmethod
-    def write_report(result: dict, directory: Path, title: str) -> Path:
-        from segtrain.plots import per_class_chart
-
-        return per_class_chart(
-            result, directory / "per_class_ap.png", title=title, score="mask_AP", mean="mask_AP"
-        )
-
     def prediction_writer(self, directory: Path, dataset) -> pl.Callback:
         return InstancePredictionWriter(
             directory, self.classes, self.description.category_ids, self.inference
@@ -218,42 +154,6 @@ class InstanceSegmentation(SegmentationTask):
                 "boxes [N, 4] xyxy pixels, labels [N] (classes[label - 1]), scores [N], masks [N, 1, H, W] "
                 "probabilities; every detection above model.box_score_thresh"
             ),
-        )
-
-    @staticmethod
-    def prediction_files(name: str) -> list[str]:
-        return [f"overlays/{name}.jpg"]
-
-    #: Files predict writes once for all images: COCO results, and which image each image_id is.
-    prediction_summary_files = ["detections.json", "images.json"]
-
-    @staticmethod
-    def predict_images(run, meta: dict, inference: dict, transforms, inputs, names, out_dir: Path) -> str:
-        """COCO results json of every detection, and overlays of those above ``inference.score_threshold``
-        (masks cut at ``inference.mask_threshold``); ``run`` is a ``DetectorExport`` or its export."""
-        pipeline = compose(transforms, boxes=True)
-        results, images = [], []
-        for image_id, path in enumerate(inputs, start=1):
-            original = read_image(path, len(meta["mean"]))
-            image = transform_instances(pipeline, original, [], [], [])["image"]
-            if tuple(image.shape[-2:]) != original.shape[:2]:
-                raise SegtrainError(
-                    f"the model's data.val_transforms change the size of {path}; instance predictions are "
-                    "made at each image's own size (the detector resizes internally)"
-                )
-            output = dict(zip(DETECTIONS, run(image[None].float())))
-            results += coco_results(output, image_id, meta["category_ids"], inference["mask_threshold"])
-            images.append(
-                {"id": image_id, "file_name": str(path), "height": image.shape[1], "width": image.shape[2]}
-            )
-            drawn = draw_detections(image, output, meta["classes"], meta["palette"], inference)
-            Image.fromarray(drawn).save(out_dir / "overlays" / f"{names[path]}.jpg", quality=90)
-        (out_dir / "detections.json").write_text(json.dumps(results))
-        (out_dir / "images.json").write_text(json.dumps(images, indent=1))
-        return (
-            f"wrote {len(results)} detections of {len(inputs)} images to {out_dir / 'detections.json'} (COCO "
-            f"results; image ids in images.json) and overlays of those scoring above "
-            f"{inference['score_threshold']} to {out_dir / 'overlays'}"
         )
 
     def overlay_panels(self, batch: dict, outputs: list[dict], count: int, alpha: float) -> list[np.ndarray]:

@@ -1,8 +1,9 @@
 """What every task's LightningModule shares: normalisation on the device, optimisation, the first
 non-finite loss, launch time, ``trainer.channels_last`` / ``trainer.compile``, and checkpoint metadata.
 
-A task subclass owns its step logic, metrics, prediction writer and export wrapper; which score ranks
-its runs is the task config's ``task.monitor``.
+A task's module owns its steps, losses, metrics, prediction writer and export wrapper; the hooks the
+commands call without a network are its spec's (``segtrain.tasks.spec``). Which score ranks its runs is
+the task config's ``task.monitor``.
 """
 
 from __future__ import annotations
@@ -23,9 +24,7 @@ from pytorch_lightning.utilities import rank_zero_info
 
 from segtrain import LAUNCHED_AT, __version__
 from segtrain.data.description import DatasetDescription
-from segtrain.data.io import output_names
 from segtrain.errors import SegtrainError
-from segtrain.inference import score_resolution
 from segtrain.runtime.checkpoint import composed_config
 
 
@@ -55,11 +54,8 @@ class ExportSpec:
     align: Callable | None = None
 
 
-class SegmentationTask(pl.LightningModule):
+class TaskModule(pl.LightningModule):
     """``model`` is a plain nn.Module; images arrive as uint8 and are normalised here, on the device."""
-
-    #: The ``task`` config's name.
-    name = ""
 
     def __init__(
         self,
@@ -117,14 +113,14 @@ class SegmentationTask(pl.LightningModule):
         self.test_scores: dict | None = None
 
     @classmethod
-    def from_config(cls, cfg: DictConfig, **task_arguments) -> SegmentationTask:
+    def from_config(cls, cfg: DictConfig, **task_arguments) -> TaskModule:
         scheduler = cfg.get("scheduler")
         return cls(
             model=instantiate(cfg.model),
             optimizer=instantiate(cfg.optimizer),
             scheduler=instantiate(scheduler) if scheduler else None,
             description=DatasetDescription.from_config(cfg),
-            inference=OmegaConf.to_container(cfg.inference, resolve=True),
+            inference=OmegaConf.to_container(cfg.inference, resolve=True) if cfg.get("inference") else {},
             config=composed_config(cfg),
             resolved_config=OmegaConf.to_container(cfg, resolve=True),
             lr_base_batch_size=OmegaConf.select(cfg, "auto_scale_lr.base_batch_size")
@@ -136,24 +132,6 @@ class SegmentationTask(pl.LightningModule):
             else None,
             **task_arguments,
         )
-
-    @classmethod
-    def validate(cls, cfg: DictConfig) -> None:
-        """The task's own rules, checked after ``segtrain.validation``'s generic ones."""
-        if cfg.get("adversarial"):
-            raise SegtrainError(
-                f"adversarial training is for semantic segmentation; remove adversarial for task={cls.name}"
-            )
-
-    @classmethod
-    def prepare_config(cls, cfg: DictConfig) -> None:
-        """Settings derived from the data before training starts, written into ``cfg`` (and so into
-        checkpoints); the base task derives none."""
-
-    @classmethod
-    def build_datamodule(cls, cfg: DictConfig) -> pl.LightningDataModule:
-        """The data config's module, told at which resolution validation and evaluation score."""
-        return instantiate(cfg.data, score_resolution=score_resolution(cfg.inference))
 
     def setup(self, stage: str) -> None:
         """``trainer.channels_last`` and ``trainer.compile`` (benchmarks/gpu.md says where they pay)."""
@@ -258,76 +236,11 @@ class SegmentationTask(pl.LightningModule):
             )
         rank_zero_info(message)
 
-    @staticmethod
-    def inference_settings(cfg: DictConfig) -> dict:
-        """The inference settings eval records and export stores, with the resolution scores are taken at."""
-        settings = OmegaConf.to_container(cfg.inference, resolve=True)
-        return {**settings, "score_resolution": score_resolution(cfg.inference)}
-
-    @staticmethod
-    def prediction_requests(cfg: DictConfig, inputs: list) -> list:
-        """What ``predict`` runs the model on: the input images (the referring task pairs them with
-        expressions)."""
-        if cfg.get("text"):
-            raise SegtrainError(
-                f"text={cfg.text!r} is for referring checkpoints (task=referring); this model segments "
-                "images without an expression. Drop text="
-            )
-        return inputs
-
-    @staticmethod
-    def prediction_names(requests: list) -> dict:
-        """The output file name of each request: its image's stem, or whole name where stems collide."""
-        return output_names(requests)
-
-    # The task contract: what the commands (train, eval, predict, export, bench, check-data) and the
-    # callbacks call on a task, which every task defines (tests/test_tasks.py checks both sides).
+    # The module's part of the task contract: what the commands (eval, predict, export, bench) and the
+    # callbacks call on a trained network, which every task defines (tests/test_tasks.py checks both sides).
 
     #: The scores printed and plotted after each validation.
     epoch_metrics: tuple[str, ...] = ()
-    #: Files ``predict`` writes once per run besides one set per image.
-    prediction_summary_files: list[str] = []
-
-    @staticmethod
-    def check_data(cfg: DictConfig):
-        """check-data: the scan of ``data.split``, as (report with ``errors``, its text)."""
-        raise NotImplementedError
-
-    @staticmethod
-    def score_table(result: dict, title: str) -> str:
-        """The table of scores that train and eval print."""
-        raise NotImplementedError
-
-    @staticmethod
-    def describe_scoring(cfg: DictConfig) -> str:
-        """How the scores are taken (inference mode, resolution), for the table's title."""
-        raise NotImplementedError
-
-    @staticmethod
-    def describe_predictions(cfg: DictConfig) -> str:
-        """What ``eval save_predictions=true`` wrote."""
-        raise NotImplementedError
-
-    @staticmethod
-    def count_scored(result: dict) -> str:
-        """What the scores count (classes, categories, expressions)."""
-        raise NotImplementedError
-
-    @staticmethod
-    def write_report(result: dict, directory: Path, title: str) -> Path:
-        """eval's chart of ``result`` in ``directory``; returns its path."""
-        raise NotImplementedError
-
-    @staticmethod
-    def prediction_files(name: str) -> list[str]:
-        """The files ``predict`` writes for the input named ``name``."""
-        raise NotImplementedError
-
-    @staticmethod
-    def predict_images(run, meta: dict, inference: dict, transforms, requests, names, out_dir: Path) -> str:
-        """predict: runs ``run`` (a task's exported module, or an export) on each request and writes its
-        files into ``out_dir``; returns the summary line."""
-        raise NotImplementedError
 
     def prediction_writer(self, directory: Path, dataset) -> pl.Callback:
         """The callback that writes eval's predictions in the published format."""
@@ -347,11 +260,6 @@ class SegmentationTask(pl.LightningModule):
 
     def reference_loss(self, model: nn.Module, batch: dict, device: torch.device) -> torch.Tensor:
         """bench: the loss of one step as a hand-written loop computes it."""
-        raise NotImplementedError
-
-    @staticmethod
-    def bench_batch(batch: dict) -> dict:
-        """bench: what its step reads of a training batch."""
         raise NotImplementedError
 
     def metadata(self) -> dict:
