@@ -85,9 +85,14 @@ def _explain_override_error(err: Exception, config_name: str, overrides: list[st
         return (
             f"{group}={option} is not an option of the '{group}' group; choose one of: {', '.join(choices)}"
         )
-    match = re.search(r"Could not override '([^']+)'", message) or re.search(
-        r"Could not append to config. An item is already at '([^']+)'", message
-    )
+    present = re.search(r"Could not append to config. An item is already at '([^']+)'", message)
+    if present:
+        key = present.group(1)
+        return (
+            f"+{key}=... adds a key, but this config already has {key}: write {key}=... to set it "
+            f"(or ++{key}=... to set it whether or not it is there)"
+        )
+    match = re.search(r"Could not override '([^']+)'", message)
     if not match:
         return message
     key = match.group(1)

@@ -110,6 +110,13 @@ def test_unknown_key_lists_valid_keys_and_suggests():
     assert "num_workers" in message
 
 
+def test_adding_a_key_that_is_there_says_to_drop_the_plus():
+    with pytest.raises(SegtrainError) as err:
+        compose("config", ["+data.batch_size=4"])
+    assert str(err.value).startswith("+data.batch_size=... adds a key, but this config already has")
+    assert "write data.batch_size=... to set it" in str(err.value)
+
+
 def test_missing_data_root_says_how_to_set_it():
     with pytest.raises(SegtrainError, match=r"data.root is not set.*data.root=/path.*JPEGImages"):
         validate(compose("config", ["data=voc"]))

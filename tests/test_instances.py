@@ -336,7 +336,8 @@ def test_export_onnx_and_torchscript_and_predict_with_all_three(trained, tmp_pat
 def test_export_of_a_model_with_no_detections(trained, tmp_path):
     """pytorch/vision#2251: the exported graph must run on an image where nothing is detected."""
     path = tmp_path / "empty.onnx"
-    args = ["export", f"ckpt={trained['ckpt']}", "+model.box_score_thresh=1.0", f"output={path}"]
+    # The checkpoint's task (instance) is composed, its model's keys included: no + to add it.
+    args = ["export", f"ckpt={trained['ckpt']}", "model.box_score_thresh=1.0", f"output={path}"]
     result = run_cli(*args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "outputs (0, 4), (0,), (0,), (0, 1, 161, 195)" in result.stdout
