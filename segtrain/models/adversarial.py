@@ -40,16 +40,10 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from segtrain.errors import SegtrainError
+from segtrain.models.blocks import ConvReLU
 
 INPUTS = ("basic", "product", "scaling")
 ARCHITECTURES = ("stanford", "pascal")
-
-
-def conv_relu(in_channels: int, out_channels: int, kernel_size: int) -> list[nn.Module]:
-    return [
-        nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2),
-        nn.ReLU(inplace=True),
-    ]
 
 
 def trunk(in_channels: int, layout: list) -> nn.Sequential:
@@ -59,7 +53,7 @@ def trunk(in_channels: int, layout: list) -> nn.Sequential:
         if width == "M":
             layers.append(nn.MaxPool2d(2, ceil_mode=True))
         else:
-            layers += conv_relu(in_channels, width, 3)
+            layers += ConvReLU(in_channels, width, 3)
             in_channels = width
     return nn.Sequential(*layers, nn.Conv2d(in_channels, 1, 3, padding=1))
 
@@ -68,9 +62,9 @@ class StanfordDiscriminator(nn.Module):
     def __init__(self, label_channels: int, image_channels: int = 3, width: float = 1.0):
         super().__init__()
         scaled = lambda n: max(1, int(n * width))  # noqa: E731
-        self.labels = nn.Sequential(*conv_relu(label_channels, scaled(64), 5))
+        self.labels = ConvReLU(label_channels, scaled(64), 5)
         self.image = nn.Sequential(
-            *conv_relu(image_channels, scaled(16), 5), *conv_relu(scaled(16), scaled(64), 5)
+            *ConvReLU(image_channels, scaled(16), 5), *ConvReLU(scaled(16), scaled(64), 5)
         )
         self.trunk = trunk(2 * scaled(64), [scaled(128), "M", scaled(256), "M", scaled(512)])
 

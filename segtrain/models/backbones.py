@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Callable, Sequence, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
 from urllib.parse import urlparse
 
 import timm
@@ -121,7 +121,17 @@ def create_backbone(
     record_source(model, name, source)
     if multi_grid is not None:
         apply_multi_grid(model, multi_grid)
+    #: Input size / feature size of the last stage (DeepLab picks its atrous rates from it).
+    model.output_stride = output_stride
     return model
+
+
+def paper_backbone(
+    config: dict | None, *, in_channels: int, out_indices: Sequence[int], **paper: Any
+) -> nn.Module:
+    """The backbone a model's paper describes (``paper``: its name, output stride, ...), with what
+    ``model.backbone`` (``config``) changes: the one prologue of every model on a timm trunk."""
+    return create_backbone(in_channels=in_channels, out_indices=out_indices, **{**paper, **(config or {})})
 
 
 def apply_multi_grid(model: nn.Module, grid: Sequence[int]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Sequence
 
 import torch
@@ -9,6 +10,25 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from segtrain.errors import SegtrainError
+
+
+class ConvReLU(nn.Sequential):
+    """A conv (``padding`` keeps the size at stride 1), then GroupNorm if ``group_norm`` (with no conv bias:
+    the norm's own replaces it), then ReLU."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        group_norm: bool = False,
+    ):
+        conv = nn.Conv2d(
+            in_channels, out_channels, kernel_size, stride, kernel_size // 2, bias=not group_norm
+        )
+        norm = [nn.GroupNorm(math.gcd(32, out_channels), out_channels)] if group_norm else []
+        super().__init__(conv, *norm, nn.ReLU(inplace=True))
 
 
 class ConvBNReLU(nn.Sequential):

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from segtrain.models.backbones import create_backbone
+from segtrain.models.backbones import paper_backbone
 from segtrain.models.blocks import ConvBNReLU, resize_to, with_aux
 
 
@@ -65,8 +65,9 @@ class DANet(nn.Module):
         dropout: float = 0.1,
     ):
         super().__init__()
-        spec = {"name": "resnet101", "output_stride": 8, **(backbone or {})}
-        self.backbone = create_backbone(in_channels=in_channels, out_indices=(4,), **spec)
+        self.backbone = paper_backbone(
+            backbone, in_channels=in_channels, out_indices=(4,), name="resnet101", output_stride=8
+        )
         res5 = self.backbone.feature_info.channels()[-1]
         self.position = nn.Sequential(
             ConvBNReLU(res5, channels, 3), PositionAttention(channels), ConvBNReLU(channels, channels, 3)

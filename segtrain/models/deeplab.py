@@ -25,7 +25,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
-from segtrain.models.backbones import VGG16, create_backbone
+from segtrain.models.backbones import VGG16, paper_backbone
 from segtrain.models.blocks import ASPP, ConvBNReLU, ScaleFusion, SeparableConvBNReLU, resize_to, with_aux
 
 _DEFAULT_BACKBONE = {"name": "resnet101", "output_stride": 16, "multi_grid": (1, 2, 4)}
@@ -140,7 +140,7 @@ class DeepLabV2(nn.Module):
                 for rate in atrous_rates
             )
         else:
-            self.trunk = create_backbone(in_channels=in_channels, out_indices=(4,), **spec)
+            self.trunk = paper_backbone(spec, in_channels=in_channels, out_indices=(4,))
             self.branches = aspp_l(self.trunk.feature_info.channels()[-1], num_classes, atrous_rates)
 
     def features_and_scores(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -165,9 +165,10 @@ class DeepLabV3(nn.Module):
         channels: int = 256,
     ):
         super().__init__()
-        spec = {**_DEFAULT_BACKBONE, **(backbone or {})}
-        self.backbone = create_backbone(in_channels=in_channels, out_indices=(4,), **spec)
-        rates = _atrous_rates(spec["output_stride"], atrous_rates)
+        self.backbone = paper_backbone(
+            backbone, in_channels=in_channels, out_indices=(4,), **_DEFAULT_BACKBONE
+        )
+        rates = _atrous_rates(self.backbone.output_stride, atrous_rates)
         self.aspp = ASPP(self.backbone.feature_info.channels()[-1], rates, channels)
         self.head = nn.Conv2d(channels, num_classes, 1)
 
@@ -187,10 +188,11 @@ class DeepLabV3Plus(nn.Module):
         low_level_channels: int = 48,
     ):
         super().__init__()
-        spec = {**_DEFAULT_BACKBONE, **(backbone or {})}
-        self.backbone = create_backbone(in_channels=in_channels, out_indices=(1, 4), **spec)
+        self.backbone = paper_backbone(
+            backbone, in_channels=in_channels, out_indices=(1, 4), **_DEFAULT_BACKBONE
+        )
         low_channels, high_channels = self.backbone.feature_info.channels()
-        rates = _atrous_rates(spec["output_stride"], atrous_rates)
+        rates = _atrous_rates(self.backbone.output_stride, atrous_rates)
         self.aspp = ASPP(high_channels, rates, channels, separable=True)
         self.project_low = ConvBNReLU(low_channels, low_level_channels, 1)
         self.decoder = nn.Sequential(

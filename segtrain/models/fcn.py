@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 from segtrain.errors import SegtrainError
-from segtrain.models.backbones import VGG16, create_backbone
+from segtrain.models.backbones import VGG16, paper_backbone
 from segtrain.models.blocks import FCNHead, LearnedUpsample, pad_to_multiple, resize_to, with_aux
 
 
@@ -81,8 +81,9 @@ class FCN(nn.Module):
         dropout: float = 0.1,
     ):
         super().__init__()
-        spec = {"name": "resnet50", "output_stride": 8, **(backbone or {})}
-        self.backbone = create_backbone(in_channels=in_channels, out_indices=(3, 4), **spec)
+        self.backbone = paper_backbone(
+            backbone, in_channels=in_channels, out_indices=(3, 4), name="resnet50", output_stride=8
+        )
         res4_channels, res5_channels = self.backbone.feature_info.channels()
         self.head = FCNHead(res5_channels, num_classes, dropout)
         self.aux_head = FCNHead(res4_channels, num_classes, dropout) if aux_head else None

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 from torchvision.ops import FeaturePyramidNetwork
 
-from segtrain.models.backbones import create_backbone
+from segtrain.models.backbones import paper_backbone
 from segtrain.models.blocks import resize_to
 
 
@@ -55,8 +55,9 @@ class SemanticFPN(nn.Module):
         head_channels: int = 128,
     ):
         super().__init__()
-        spec = {"name": "resnet50", "output_stride": 32, **(backbone or {})}
-        self.backbone = create_backbone(in_channels=in_channels, out_indices=(1, 2, 3, 4), **spec)
+        self.backbone = paper_backbone(
+            backbone, in_channels=in_channels, out_indices=(1, 2, 3, 4), name="resnet50", output_stride=32
+        )
         self.fpn = FeaturePyramidNetwork(self.backbone.feature_info.channels(), fpn_channels)
         self.heads = nn.ModuleList(ScaleHead(fpn_channels, head_channels, steps) for steps in range(4))
         self.classifier = nn.Conv2d(head_channels, num_classes, 1)

@@ -35,16 +35,13 @@ from torchvision.models.detection import faster_rcnn
 from torchvision.models.detection.roi_heads import project_masks_on_boxes
 from torchvision.ops import roi_align
 
-from segtrain.models.mask_rcnn import (
+from segtrain.models.blocks import ConvReLU
+from segtrain.models.detection import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     StableSizeTransform,
     detector_options,
 )
-
-
-def conv_relu(in_channels: int, out_channels: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, padding=1), nn.ReLU(inplace=True))
 
 
 def direction_bins(dy: torch.Tensor, dx: torch.Tensor, bins: int) -> torch.Tensor:
@@ -115,16 +112,16 @@ class MaskLab(faster_rcnn.FasterRCNN):
         self.distances = distances
         self.mask_size = mask_size
         self.semantic_head = nn.Sequential(
-            conv_relu(fpn_channels, head_channels), nn.Conv2d(head_channels, num_classes, 1)
+            ConvReLU(fpn_channels, head_channels), nn.Conv2d(head_channels, num_classes, 1)
         )
         self.direction_head = nn.Sequential(
-            conv_relu(fpn_channels, head_channels), nn.Conv2d(head_channels, directions * distances, 1)
+            ConvReLU(fpn_channels, head_channels), nn.Conv2d(head_channels, directions * distances, 1)
         )
         self.coarse = nn.Conv2d(2, 1, 1)
         self.refine = nn.Sequential(
-            conv_relu(fpn_channels + 1, refine_channels),
-            conv_relu(refine_channels, refine_channels),
-            conv_relu(refine_channels, refine_channels),
+            ConvReLU(fpn_channels + 1, refine_channels),
+            ConvReLU(refine_channels, refine_channels),
+            ConvReLU(refine_channels, refine_channels),
             nn.Conv2d(refine_channels, 1, 1),
         )
         # The direction (and distance) bin of each cell of the box grid, from the cell to the box centre.

@@ -17,7 +17,6 @@ the authors' GN configurations do; their box head is then 4 convs + 1 fc, which 
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 
 import torch
@@ -26,20 +25,8 @@ import torch.nn.functional as F
 from torchvision.models.detection import mask_rcnn
 from torchvision.ops import roi_align
 
+from segtrain.models.blocks import ConvReLU
 from segtrain.models.mask_rcnn import MaskRCNN
-
-
-def conv_relu(
-    in_channels: int, out_channels: int, stride: int = 1, group_norm: bool = False
-) -> nn.Sequential:
-    """3x3 conv, then GroupNorm (no conv bias: the norm's own replaces it) if asked, then ReLU."""
-    if not group_norm:
-        return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, stride, 1), nn.ReLU(inplace=True))
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False),
-        nn.GroupNorm(math.gcd(32, out_channels), out_channels),
-        nn.ReLU(inplace=True),
-    )
 
 
 class PathStep(nn.Module):
@@ -47,8 +34,8 @@ class PathStep(nn.Module):
 
     def __init__(self, channels: int, group_norm: bool = False):
         super().__init__()
-        self.downsample = conv_relu(channels, channels, stride=2, group_norm=group_norm)
-        self.fuse = conv_relu(channels, channels, group_norm=group_norm)
+        self.downsample = ConvReLU(channels, channels, stride=2, group_norm=group_norm)
+        self.fuse = ConvReLU(channels, channels, group_norm=group_norm)
 
     def forward(self, previous: torch.Tensor, lateral: torch.Tensor) -> torch.Tensor:
         down = self.downsample(previous)
@@ -135,17 +122,15 @@ class AdaptiveMaskHead(nn.Module):
         self, channels: int, levels: int, convs: int = 4, fc_fusion: bool = True, group_norm: bool = False
     ):
         super().__init__()
-        self.conv1 = nn.ModuleList(
-            conv_relu(channels, channels, group_norm=group_norm) for _ in range(levels)
-        )
+        self.conv1 = nn.ModuleList(ConvReLU(channels, channels, group_norm=group_norm) for _ in range(levels))
         self.convs = nn.ModuleList(
-            conv_relu(channels, channels, group_norm=group_norm) for _ in range(convs - 1)
+            ConvReLU(channels, channels, group_norm=group_norm) for _ in range(convs - 1)
         )
         self.fc_fusion = fc_fusion
         self.fc_branch = (
             nn.Sequential(
-                conv_relu(channels, channels, group_norm=group_norm),
-                conv_relu(channels, channels // 2, group_norm=group_norm),
+                ConvReLU(channels, channels, group_norm=group_norm),
+                ConvReLU(channels, channels // 2, group_norm=group_norm),
                 nn.Flatten(),
                 nn.Linear(channels // 2 * 14 * 14, 28 * 28),
                 nn.ReLU(inplace=True),

@@ -17,7 +17,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
-from segtrain.models.backbones import create_backbone
+from segtrain.models.backbones import paper_backbone
 from segtrain.models.blocks import ConvBNReLU, FCNHead, PyramidPooling, resize_to, with_aux
 
 
@@ -33,8 +33,9 @@ class PSPNet(nn.Module):
         aux_head: bool = True,
     ):
         super().__init__()
-        spec = {"name": "resnet101", "output_stride": 8, **(backbone or {})}
-        self.backbone = create_backbone(in_channels=in_channels, out_indices=(3, 4), **spec)
+        self.backbone = paper_backbone(
+            backbone, in_channels=in_channels, out_indices=(3, 4), name="resnet101", output_stride=8
+        )
         res4_channels, res5_channels = self.backbone.feature_info.channels()
         self.ppm = PyramidPooling(res5_channels, bins)
         self.head = nn.Sequential(

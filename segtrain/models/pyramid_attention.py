@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from segtrain.models.backbones import create_backbone
+from segtrain.models.backbones import paper_backbone
 from segtrain.models.blocks import ConvBNReLU, resize_to
 
 
@@ -82,8 +82,9 @@ class PyramidAttentionNetwork(nn.Module):
         pyramid_channels: int = 1,
     ):
         super().__init__()
-        spec = {"name": "resnet101", "output_stride": 16, **(backbone or {})}
-        self.backbone = create_backbone(in_channels=in_channels, out_indices=(1, 2, 3, 4), **spec)
+        self.backbone = paper_backbone(
+            backbone, in_channels=in_channels, out_indices=(1, 2, 3, 4), name="resnet101", output_stride=16
+        )
         res2, res3, res4, res5 = self.backbone.feature_info.channels()
         self.fpa = FeaturePyramidAttention(res5, channels, pyramid_channels)
         self.gau = nn.ModuleList(GlobalAttentionUpsample(low, channels) for low in (res4, res3, res2))

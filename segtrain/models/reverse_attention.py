@@ -21,7 +21,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
-from segtrain.models.backbones import VGG16, create_backbone
+from segtrain.models.backbones import VGG16, paper_backbone
 from segtrain.models.blocks import resize_to, with_aux
 from segtrain.models.deeplab import aspp_l, fc6_fc7
 
@@ -54,8 +54,7 @@ class ReverseAttentionNetwork(nn.Module):
                     nn.Conv2d(fc_channels, num_classes, 1),
                 )
         else:
-            spec = {"output_stride": 8, **(backbone or {})}
-            self.trunk = create_backbone(in_channels=in_channels, out_indices=(4,), **spec)
+            self.trunk = paper_backbone(backbone, in_channels=in_channels, out_indices=(4,), output_stride=8)
 
             def branch() -> nn.Module:
                 return aspp_l(self.trunk.feature_info.channels()[-1], num_classes, atrous_rates)
