@@ -16,7 +16,7 @@ from omegaconf import open_dict
 
 from segtrain.config import compose
 from segtrain.errors import SegtrainError
-from segtrain.models.adversarial import Adversary
+from segtrain.tasks.semantic.adversarial import Adversary
 from segtrain.tasks.semantic.module import SemanticSegmentation
 from segtrain.validation import validate
 
@@ -196,8 +196,18 @@ def test_adversarial_training_under_ddp_resumes_evaluates_and_exports_the_segmen
     assert json.loads((tmp_path / "resumed/val_metrics.json").read_text())["epochs"] == 2
     assert torch.load(tmp_path / "resumed/checkpoints/last.ckpt", weights_only=False)["global_step"] == 3
 
-    evaluated = run_cli("eval", f"ckpt={last}", "data.num_workers=0", cwd=tmp_path)
+    evaluated = run_cli("eval", f"ckpt={last}", "data.num_workers=0", "hydra.run.dir=eval", cwd=tmp_path)
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    # A checkpoint from before the training policy moved next to the semantic task names the old target.
+    for config in ("config", "resolved_config"):
+        checkpoint["segtrain"][config]["adversarial"]["_target_"] = "segtrain.models.adversarial.Adversary"
+    torch.save(checkpoint, tmp_path / "before_the_move.ckpt")
+    args = ["eval", "ckpt=before_the_move.ckpt", "data.num_workers=0", "hydra.run.dir=eval_before"]
+    assert run_cli(*args, cwd=tmp_path).returncode == 0
+    scores = [
+        json.loads((tmp_path / f"{run}/metrics.json").read_text())["mIoU"] for run in ("eval", "eval_before")
+    ]
+    assert scores[0] == scores[1]
     exported = run_cli("export", f"ckpt={last}", "output=model.onnx", cwd=tmp_path)
     assert exported.returncode == 0, exported.stderr[-3000:]
     graph = onnx.load(tmp_path / "model.onnx").graph

@@ -10,13 +10,14 @@ import torch
 import torch.nn as nn
 import yaml
 
-from segtrain.models.adversarial import ARCHITECTURES, Adversary
+from segtrain.models.adversarial import ARCHITECTURES
 from segtrain.models.graph_lstm import GraphLSTMNet
 from segtrain.models.mask_rcnn import MaskRCNN
 from segtrain.models.masklab import MaskLab
 from segtrain.models.panet import PANet
 from segtrain.models.text_objseg import TextObjSeg
 from segtrain.models.vnet import VNet
+from segtrain.tasks.semantic.adversarial import Adversary
 from tests.test_instances import TINY, _targets
 from tests.test_model_zoo import ODD_SIZES, SIZES, ZOO
 from tests.test_recurrent_models import shapes_image

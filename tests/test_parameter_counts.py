@@ -228,7 +228,7 @@ def text_objseg_count(words: int) -> int:
 
 
 def adversary_count(architecture: str, kind: str) -> int:
-    from segtrain.models.adversarial import Adversary
+    from segtrain.tasks.semantic.adversarial import Adversary
 
     with torch.device("meta"):
         return count(Adversary(K, input=kind, architecture=architecture).discriminator)

@@ -167,6 +167,25 @@ def _targets(node: Any, path: str = "") -> list[tuple[str, Any]]:
     return found
 
 
+#: Callables that moved since a checkpoint may have been written: its config is read with the new names.
+MOVED_TARGETS = {
+    # The adversarial training policy went next to the semantic task (the discriminators stay in models).
+    "segtrain.models.adversarial.Adversary": "segtrain.tasks.semantic.adversarial.Adversary",
+}
+
+
+def upgraded(config: Any) -> Any:
+    """A checkpoint's stored config with the targets of ``MOVED_TARGETS`` renamed."""
+    if isinstance(config, dict):
+        return {
+            key: MOVED_TARGETS.get(value, value) if key == "_target_" else upgraded(value)
+            for key, value in config.items()
+        }
+    if isinstance(config, list):
+        return [upgraded(item) for item in config]
+    return config
+
+
 def check_targets(stored: DictConfig, command_cfg: DictConfig, ckpt_path, key_name: str = "ckpt") -> None:
     """Refuses a checkpoint whose config names a callable segtrain cannot name itself.
 
@@ -240,7 +259,7 @@ def stored_config(checkpoint: dict, cfg: DictConfig) -> DictConfig:
     keeps its interpolations, what derives from an overridden key (``data.dataset.root``,
     ``inference.crop_size``) follows it. Every ``_target_`` is checked before anything is built.
     """
-    stored = OmegaConf.create(checkpoint["segtrain"]["config"])
+    stored = OmegaConf.create(upgraded(checkpoint["segtrain"]["config"]))
     for key in RUNTIME_KEYS:
         if key in cfg:
             stored[key] = cfg[key]

@@ -8,7 +8,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from segtrain.errors import SegtrainError
 from segtrain.run_directory import requeued
-from segtrain.runtime.checkpoint import check_targets, read_metadata
+from segtrain.runtime.checkpoint import check_targets, read_metadata, upgraded
 from segtrain.runtime.trainer import output_dir
 
 log = logging.getLogger(__name__)
@@ -95,8 +95,8 @@ def resolve_resume(cfg: DictConfig) -> None:
     if metadata.get("config"):
         # The run continues with this command's config, but a checkpoint naming callables segtrain cannot
         # name was crafted or comes from elsewhere: it is not resumed either.
-        check_targets(OmegaConf.create(metadata["config"]), cfg, checkpoint, "resume")
-    describe_resume(checkpoint, metadata.get("resolved_config"), cfg)
+        check_targets(OmegaConf.create(upgraded(metadata["config"])), cfg, checkpoint, "resume")
+    describe_resume(checkpoint, upgraded(metadata.get("resolved_config")), cfg)
     wandb_id = metadata.get("wandb_id")
     if wandb_id and OmegaConf.select(cfg, "logger.wandb"):
         cfg.logger.wandb.id = wandb_id

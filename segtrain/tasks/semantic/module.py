@@ -19,8 +19,8 @@ from pytorch_lightning.utilities import rank_zero_warn
 
 from segtrain.inference import class_ids, predict_probs, to_original_size
 from segtrain.metrics import ConfusionMatrix, scores
-from segtrain.models.adversarial import Adversary
 from segtrain.tasks.module import ExportSpec, TaskModule
+from segtrain.tasks.semantic.adversarial import Adversary
 from segtrain.visualize import blend
 
 
