@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from segtrain.compat import unresolved
 from segtrain.errors import SegtrainError
 from segtrain.reporting import fail, report_errors
 
@@ -176,7 +177,7 @@ def precheck(command: str, overrides: list[str], flags: set[str]) -> list[str]:
     # Where a cluster or torchrun starts every rank with this command line, rank 0 alone checks and claims
     # the run directory; the others write into a shared one only once rank 0 has claimed it.
     if os.environ.get("SLURM_PROCID", "0") != "0" or os.environ.get("RANK", "0") != "0":
-        if not multirun and "run_stamp" not in str(cfg.hydra.run._get_node("dir")._value()):
+        if not multirun and "run_stamp" not in str(unresolved(cfg.hydra.run, "dir")):
             wait_for_claim(directory)
         return derived
     check_fresh_directory(directory, multirun, may_continue)

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import difflib
-import re
 from pathlib import Path
 
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from segtrain.errors import SegtrainError
+from segtrain.errors import SegtrainError, override_error, unparsable_override
 from segtrain.resolvers import register_resolvers
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
@@ -49,66 +47,13 @@ def compose(config_name: str, overrides: list[str], with_hydra: bool = False) ->
         try:
             cfg = hydra_compose(config_name, overrides=overrides, return_hydra_config=with_hydra)
         except (ConfigCompositionException, MissingConfigException) as err:
-            raise SegtrainError(_explain_override_error(err, config_name, overrides)) from None
+            raise SegtrainError(
+                override_error(
+                    str(err), overrides, config_groups(), lambda others: hydra_compose(config_name, others)
+                )
+            ) from None
         except OverrideParseException as err:
             raise SegtrainError(unparsable_override(overrides, err)) from None
     if with_hydra:
         HydraConfig.instance().set_config(cfg)
     return cfg
-
-
-def unparsable_override(overrides: list[str], err: Exception) -> str:
-    """Hydra's grammar error as the override it could not read and the quoting that passes it: braces,
-    brackets, quotes and spaces in a value are grammar unless the value is quoted."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parser = OverridesParser.create()
-    for override in overrides:
-        try:
-            parser.parse_override(override)
-        except Exception:  # the grammar's errors reach here as HydraException
-            key, _, value = override.partition("=")
-            quoted = value.replace('"', '\\"')
-            return (
-                f"cannot read the override {override!r} ({str(err).splitlines()[0]}). Quote its value for "
-                f"Hydra, and the whole override for the shell: '{key}=\"{quoted}\"'"
-            )
-    return str(err).splitlines()[0]
-
-
-def _explain_override_error(err: Exception, config_name: str, overrides: list[str]) -> str:
-    message = str(err).strip()
-    missing = re.search(r"Could not find '([^']+)/([^'/]+)'", message)
-    if missing:
-        group, option = missing.groups()
-        choices = config_groups().get(group, [])
-        return (
-            f"{group}={option} is not an option of the '{group}' group; choose one of: {', '.join(choices)}"
-        )
-    present = re.search(r"Could not append to config. An item is already at '([^']+)'", message)
-    if present:
-        key = present.group(1)
-        return (
-            f"+{key}=... adds a key, but this config already has {key}: write {key}=... to set it "
-            f"(or ++{key}=... to set it whether or not it is there)"
-        )
-    match = re.search(r"Could not override '([^']+)'", message)
-    if not match:
-        return message
-    key = match.group(1)
-    others = [o for o in overrides if not o.lstrip("+~").startswith(key + "=")]
-    try:
-        base = hydra_compose(config_name, overrides=others)
-    except Exception:
-        return message
-    parent_key, _, leaf = key.rpartition(".")
-    parent = OmegaConf.select(base, parent_key) if parent_key else base
-    if not isinstance(parent, DictConfig):
-        return f"unknown config key '{key}': '{parent_key}' is not a config section"
-    valid = sorted(k for k in parent.keys() if isinstance(k, str))
-    close = difflib.get_close_matches(leaf, valid, n=1)
-    hint = f" Did you mean '{parent_key + '.' if parent_key else ''}{close[0]}'?" if close else ""
-    return (
-        f"unknown config key '{key}'.{hint} Valid keys under '{parent_key or '<root>'}': {', '.join(valid)}. "
-        f"To add a new key on purpose, write +{key}=..."
-    )

@@ -5,41 +5,12 @@ Used by the CLI and by every extra DDP rank, which is why it sits below both.
 
 from __future__ import annotations
 
-import re
 import signal
 import sys
 import threading
 from typing import Callable, NoReturn
 
-from segtrain.errors import SegtrainError
-
-
-def _user_message(err: BaseException) -> str:
-    """The error text, also when a DataLoader worker re-raised it with the worker's traceback."""
-    lines = str(err).splitlines()
-    for index in range(len(lines) - 1, -1, -1):
-        if re.match(rf"([\w.]+\.)?{type(err).__name__}: ", lines[index]):
-            return "\n".join([lines[index].partition(": ")[2], *lines[index + 1 :]]).strip()
-    return str(err)
-
-
-def _instantiation_message(err: BaseException) -> str:
-    """Hydra's "Error in call to target ..." as one line that names the config key and the fix."""
-    if isinstance(err.__cause__, SegtrainError):
-        return _user_message(err.__cause__)
-    text = str(err)
-    target = re.search(r"target '([^']+)'", text)
-    key = re.search(r"full_key: (\S+)", text)
-    where = f"{key.group(1) if key else 'an object'} ({target.group(1) if target else 'unknown target'})"
-    cause = err.__cause__
-    detail = " ".join(str(cause).split()) if cause is not None else " ".join(text.splitlines()[1:2])
-    unexpected = re.search(r"unexpected keyword argument '(\w+)'", detail)
-    if unexpected and key:
-        return (
-            f"cannot build {where}: it takes no argument '{unexpected.group(1)}'. "
-            f"Remove {key.group(1)}.{unexpected.group(1)} from the overrides"
-        )
-    return f"cannot build {where}: {detail}"
+from segtrain.errors import SegtrainError, instantiation_message, user_message
 
 
 def report_errors(task: Callable, cfg, prefix: str = "error"):
@@ -58,9 +29,9 @@ def report_errors(task: Callable, cfg, prefix: str = "error"):
     try:
         return task(cfg)
     except SegtrainError as err:
-        fail(_user_message(err), prefix)
+        fail(user_message(err), prefix)
     except InstantiationException as err:
-        fail(_instantiation_message(err), prefix)
+        fail(instantiation_message(err), prefix)
     except SIGTERMException:
         # Lightning exits 0 on SIGTERM, which a scheduler reads as success: report 128 + SIGTERM.
         _stopped_by("SIGTERM", 143)

@@ -13,6 +13,7 @@ from typing import Any, Callable
 from hydra.utils import get_class
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from segtrain.compat import config_node
 from segtrain.errors import SegtrainError
 
 #: ``loss.class_weights=median_frequency``: SegNet's class balancing, computed from the train split.
@@ -263,7 +264,7 @@ def _check_unit_keys(node, path: str) -> None:
     if not isinstance(node, DictConfig):
         return
     for key in node:
-        if isinstance(node._get_node(key), DictConfig):
+        if isinstance(config_node(node, key), DictConfig):
             _check_unit_keys(node[key], f"{path}.{key}")
             continue
         value = _value(node, str(key)) if _UNIT_KEY.search(str(key)) else None

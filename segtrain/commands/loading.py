@@ -9,6 +9,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from segtrain.compat import config_node
 from segtrain.data.description import DEFAULT_TASK
 from segtrain.errors import SegtrainError
 from segtrain.runtime.checkpoint import (
@@ -94,7 +95,7 @@ def without_pretrained(node) -> None:
     if not isinstance(node, DictConfig):
         return
     for key in list(node.keys()):
-        child = node._get_node(key)
+        child = config_node(node, key)
         if isinstance(child, DictConfig):
             without_pretrained(child)
         elif key == "pretrained":

@@ -22,6 +22,7 @@ from torchvision.models.detection.transform import (
 from torchvision.ops import FeaturePyramidNetwork, FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
+from segtrain.compat import shape_as_tensor
 from segtrain.errors import SegtrainError
 from segtrain.models.backbones import (
     RANDOM_INIT,
@@ -185,7 +186,7 @@ def resize_within(image: torch.Tensor, min_size: float, max_size: float) -> torc
     if torch.jit.is_scripting():
         shape = torch.tensor(image.shape[-2:], dtype=torch.float32)
     else:
-        shape = torch._shape_as_tensor(image)[-2:].to(torch.float32)
+        shape = shape_as_tensor(image)[-2:].to(torch.float32)
     scale = torch.min(min_size / shape.min(), max_size / shape.max())
     size = torch.floor(shape * scale).to(torch.int64)
     if torch.jit.is_scripting():

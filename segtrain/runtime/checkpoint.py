@@ -21,6 +21,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from segtrain.compat import config_node
 from segtrain.errors import SegtrainError
 from segtrain.runtime.processes import process_runs
 
@@ -160,10 +161,10 @@ def _targets(node: Any, path: str = "") -> list[tuple[str, Any]]:
             if key == "_target_":
                 found.append((child, node[key]))
             else:
-                found += _targets(node._get_node(key), child)
+                found += _targets(config_node(node, key), child)
     elif isinstance(node, ListConfig):
         for index in range(len(node)):
-            found += _targets(node._get_node(index), f"{path}[{index}]")
+            found += _targets(config_node(node, index), f"{path}[{index}]")
     return found
 
 

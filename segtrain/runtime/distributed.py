@@ -27,8 +27,8 @@ import torch
 import torch.distributed
 from hydra.utils import get_method
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from pytorch_lightning.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 
+from segtrain.compat import SubprocessScriptLauncher, stop_on_every_rank
 from segtrain.errors import SegtrainError
 from segtrain.reporting import report_errors
 
@@ -41,7 +41,7 @@ def config_hash(config: dict) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
 
 
-class ConfigLauncher(_SubprocessScriptLauncher):
+class ConfigLauncher(SubprocessScriptLauncher):
     """Lightning's subprocess launcher, starting ranks on the job file instead of ``sys.argv``."""
 
     def __init__(
@@ -165,7 +165,7 @@ class StopTogether(pl.Callback):
         flag = torch.tensor([float(self.signalled)], device=pl_module.device)
         torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
         if flag.item():
-            trainer._signal_connector.received_sigterm = True
+            stop_on_every_rank(trainer)
 
 
 class RankRecord(pl.Callback):

@@ -18,9 +18,9 @@ import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
-from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_params_from_overrides
 from omegaconf import DictConfig, OmegaConf
 
+from segtrain.compat import OptunaSweeperImpl, create_params_from_overrides, fail_trial, job_outcome, trial_id
 from segtrain.errors import SegtrainError
 from segtrain.runtime.trainer import METRICS_FILE
 
@@ -123,9 +123,9 @@ def trial_outcome(result: JobReturn) -> tuple[optuna.trial.TrialState, float | N
             log.warning("a trial returned no val mIoU (did it validate?); counted as failed")
             return optuna.trial.TrialState.FAIL, None
         return optuna.trial.TrialState.COMPLETE, float(value)
-    if isinstance(result._return_value, optuna.TrialPruned):
+    if isinstance(job_outcome(result), optuna.TrialPruned):
         return optuna.trial.TrialState.PRUNED, None
-    log.warning("trial failed: %r", result._return_value)
+    log.warning("trial failed: %r", job_outcome(result))
     return optuna.trial.TrialState.FAIL, None
 
 
@@ -134,7 +134,7 @@ def requeue_interrupted(study: optuna.Study) -> int:
     again; returns how many."""
     interrupted = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
     for trial in interrupted:
-        study._storage.set_trial_state(trial._trial_id, optuna.trial.TrialState.FAIL)
+        fail_trial(study, trial)
         study.enqueue_trial(trial.params)
         log.info("trial %d was interrupted; its parameters run again", trial.number)
     return len(interrupted)
@@ -173,7 +173,7 @@ class ResumableOptunaSweeperImpl(OptunaSweeperImpl):
         while remaining > 0:
             trials = [study.ask() for _ in range(min(remaining, self.n_jobs))]
             overrides = [
-                (*params, f"optuna.trial_id={trial._trial_id}")
+                (*params, f"optuna.trial_id={trial_id(trial)}")
                 for params, trial in zip(self._configure_trials(trials, distributions, fixed), trials)
             ]
             # Job directories are numbered by trial, so a resumed study never overwrites an earlier trial's.

@@ -1,15 +1,90 @@
-"""The private APIs of Lightning, Hydra's Optuna sweeper and Optuna that segtrain overrides or calls.
+"""Where segtrain reaches the private APIs of Lightning, Hydra, OmegaConf, torch, torchvision and Optuna.
 
-They carry no compatibility promise, so each is listed here with the parameters segtrain relies on;
-``tests/test_private_apis.py`` checks the installed versions against this table and names the entry
-that an upgrade broke, before a user meets it as a hang or a traceback in the middle of a run.
+They carry no compatibility promise. Every other module reaches them through this one: the private
+classes it subclasses (imported when first asked for, so that importing this module costs nothing) and
+the accessors below. Each is listed in ``PRIVATE_APIS`` with the parameters segtrain relies on, and so
+are the private hooks segtrain's subclasses override; ``tests/test_compat.py`` checks the installed
+versions against that table, and that no other module reaches a private name.
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
+import re
 from dataclasses import dataclass
+from typing import Any
+
+#: Private classes and functions other modules import from here, and where they live.
+_LAZY = {
+    "SubprocessScriptLauncher": (
+        "pytorch_lightning.strategies.launchers.subprocess_script",
+        "_SubprocessScriptLauncher",
+    ),
+    "OptunaSweeperImpl": ("hydra_plugins.hydra_optuna_sweeper._impl", "OptunaSweeperImpl"),
+    "create_params_from_overrides": (
+        "hydra_plugins.hydra_optuna_sweeper._impl",
+        "create_params_from_overrides",
+    ),
+    # A tensor's shape as a tensor, which a traced ONNX graph keeps dynamic (the operator itself, which
+    # TorchScript also compiles).
+    "shape_as_tensor": ("torch", "_shape_as_tensor"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module, attribute = _LAZY[name]
+    return getattr(importlib.import_module(module), attribute)
+
+
+#: The third-party message texts segtrain parses into its own errors (``segtrain.errors``); each is pinned
+#: by a test that makes the library say it.
+MESSAGE_FORMATS = {
+    "hydra_missing_option": r"Could not find '([^']+)/([^'/]+)'",
+    "hydra_unknown_key": r"Could not override '([^']+)'",
+    "hydra_present_key": r"Could not append to config. An item is already at '([^']+)'",
+    "hydra_instantiate_target": r"target '([^']+)'",
+    "hydra_instantiate_key": r"full_key: (\S+)",
+    "python_unexpected_keyword": r"unexpected keyword argument '(\w+)'",
+}
+
+
+def message_match(name: str, text: str) -> re.Match | None:
+    return re.search(MESSAGE_FORMATS[name], text)
+
+
+def config_node(config, key):
+    """OmegaConf's node of ``key`` under ``config`` (a DictConfig or ListConfig), interpolations kept."""
+    return config._get_node(key)
+
+
+def unresolved(config, key) -> Any:
+    """The value of ``key`` as written, before its interpolations are resolved."""
+    return config._get_node(key)._value()
+
+
+def stop_on_every_rank(trainer) -> None:
+    """Tells Lightning that a SIGTERM arrived, so that this rank stops as the signalled one does."""
+    trainer._signal_connector.received_sigterm = True
+
+
+def job_outcome(result) -> Any:
+    """What a Hydra job returned or raised (``JobReturn.return_value`` raises the exception again)."""
+    return result._return_value
+
+
+def trial_id(trial) -> int:
+    """An Optuna trial's id in its storage (``number`` counts within the study)."""
+    return trial._trial_id
+
+
+def fail_trial(study, trial) -> None:
+    """Marks a running trial as failed in the study's storage."""
+    import optuna
+
+    study._storage.set_trial_state(trial._trial_id, optuna.trial.TrialState.FAIL)
 
 
 @dataclass(frozen=True)
@@ -120,7 +195,45 @@ PRIVATE_APIS = (
     PrivateAPI(
         "optuna.storages:RDBStorage.set_trial_state",
         ("self", "trial_id", "state"),
-        "sweeps.requeue_interrupted fails trials an interruption left running",
+        "sweeps.requeue_interrupted fails trials an interruption left running (fail_trial)",
+    ),
+    PrivateAPI(
+        "optuna.study:Study.__init__",
+        None,
+        "fail_trial reaches the study's storage",
+        attributes=("_storage",),
+    ),
+    PrivateAPI(
+        "optuna.trial:Trial.__init__",
+        None,
+        "sweeps numbers trial jobs and fails interrupted trials by storage id (trial_id)",
+        attributes=("_trial_id",),
+    ),
+    PrivateAPI(
+        "pytorch_lightning.loggers.csv_logs:ExperimentWriter._check_log_dir_exists",
+        ("self",),
+        "loggers: segtrain's CSV writer overrides it (a resumed run appends to its own metrics)",
+    ),
+    PrivateAPI(
+        "omegaconf.basecontainer:BaseContainer._get_node",
+        ("self", "key"),
+        "config_node, unresolved: a key's node with its interpolation kept",
+    ),
+    PrivateAPI(
+        "omegaconf.nodes:ValueNode._value",
+        ("self",),
+        "unresolved: the text of an interpolation",
+    ),
+    PrivateAPI(
+        "torch:_shape_as_tensor",
+        None,
+        "shape_as_tensor: models.detection.resize_within's size stays dynamic in the ONNX graph",
+    ),
+    PrivateAPI(
+        "torchvision.models.detection.transform:GeneralizedRCNNTransform.__init__",
+        None,
+        "models.detection.StableSizeTransform reads it (self._skip_resize: TorchScript compiles the method)",
+        attributes=("_skip_resize",),
     ),
 )
 
