@@ -107,6 +107,22 @@ def _task_function(spec: str) -> Callable:
     return getattr(importlib.import_module(module), name)
 
 
+#: Old spellings still read: the name Hydra's template gave the command's key, one dot from task.name.
+_RENAMED_KEYS = {"task_name": "command"}
+
+
+def _renamed(arg: str) -> str:
+    """``arg`` with ``--help-all`` as Hydra's ``--help`` and an old key spelling as today's."""
+    if arg == "--help-all":
+        return "--help"
+    key, equals, value = arg.partition("=")
+    bare = key.lstrip("+~")
+    if equals and bare in _RENAMED_KEYS:
+        print(f"segtrain: {bare} is now called {_RENAMED_KEYS[bare]}", file=sys.stderr)
+        return f"{key[: len(key) - len(bare)]}{_RENAMED_KEYS[bare]}={value}"
+    return arg
+
+
 def _typed(overrides: list[str], key: str) -> str | None:
     """The value of ``key=...`` on the command line, if typed."""
     return next((o.partition("=")[2] for o in overrides if o.partition("=")[0].lstrip("+~") == key), None)
@@ -250,7 +266,7 @@ def main(argv: list[str] | None = None) -> None:
 
             print(command_help(command))
             return
-        args = ["--help" if arg == "--help-all" else arg for arg in args]
+        args = [_renamed(arg) for arg in args]
         overrides, flags = _split_args(args)
         if command in _COMPOSE_ONLY and not flags:
             from segtrain.config import compose

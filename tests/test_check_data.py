@@ -1,5 +1,7 @@
 """``segtrain check-data``: every error it reports comes with the override that fixes it."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -186,6 +188,13 @@ def test_training_resolves_median_frequency_weights_into_the_checkpoint(tmp_path
     (last,) = checkpoints(tmp_path / "outputs")
     stored = torch.load(last, weights_only=True)["segtrain"]["config"]["loss"]["class_weights"]
     assert len(stored) == 11 and all(isinstance(w, float) for w in stored) and 1.0 in stored
+    # The derived values are an overlay, logged and written beside the run; the composed config is untouched.
+    (derived,) = (tmp_path / "outputs").rglob("derived.json")
+    assert json.loads(derived.read_text()) == {"loss.class_weights": stored}
+    logged = result.stdout + result.stderr
+    assert "derived from the data" in logged and "loss.class_weights=[" in logged
+    (composed,) = (tmp_path / "outputs").rglob(".hydra/config.yaml")
+    assert "class_weights: median_frequency" in composed.read_text()
 
 
 def colour_tree(root, colors):

@@ -301,3 +301,13 @@ def test_resume_then_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path)
     assert "optimizer.lr: 0.001 -> 0.01 (kept as before" in poisoned.stdout + poisoned.stderr
     assert hashlib.sha256(newest.read_bytes()).hexdigest() == digest
     assert len(checkpoints(tmp_path / "outputs")) == 2, "the failed run must not write a checkpoint"
+
+
+def test_the_old_spelling_task_name_is_read_as_command(capsys):
+    """``command`` (which command made a run) was ``task_name``, one dot from ``task.name``."""
+    from segtrain.cli import main
+
+    main(["task_name=renamed", "--cfg", "job"])
+    captured = capsys.readouterr()
+    assert "command: renamed" in captured.out and "task_name" not in captured.out
+    assert "task_name is now called command" in captured.err

@@ -8,6 +8,7 @@ import torch
 from hydra.utils import instantiate
 
 from segtrain.config import compose, config_groups
+from segtrain.tasks import with_derived
 from segtrain.tasks.semantic.task import SemanticTask
 from segtrain.validation import validate
 from tests.conftest import checkpoints, run_cli
@@ -103,7 +104,9 @@ def test_experiment_trains_on_its_layout(experiment, tmp_path):
     datamodule.setup("fit")
     batch = next(iter(datamodule.train_dataloader()))
     assert batch["image"].shape[:2] == (2, cfg.data.in_channels)  # 32x32 crops, or whole images (SegNet)
-    SemanticTask.prepare_config(cfg)  # median_frequency (segnet_camvid) becomes numbers, as in training
+    cfg = with_derived(
+        cfg, SemanticTask.derive(cfg)
+    )  # median_frequency (segnet_camvid): numbers, as training
     model, loss_fn = instantiate(cfg.model), instantiate(cfg.loss)
     optimizer = instantiate(cfg.optimizer)(params=model.parameters())
     mean = torch.tensor(cfg.data.mean).view(1, -1, 1, 1) * 255

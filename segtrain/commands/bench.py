@@ -27,7 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from segtrain.errors import SegtrainError
 from segtrain.runtime.trainer import build_trainer, output_dir
-from segtrain.tasks import build_task, task_spec
+from segtrain.tasks import build_task, task_spec, with_derived
 from segtrain.tasks.module import fused_on_gpu
 from segtrain.validation import check_accelerator, validate
 
@@ -189,7 +189,7 @@ def bench(cfg: DictConfig) -> dict:
     check_accelerator(cfg)
     spec = task_spec(cfg)
     # What training derives from the data first (class weights, a referring model's vocabulary).
-    spec.prepare_config(cfg)
+    cfg = with_derived(cfg, spec.derive(cfg))
     pl.seed_everything(cfg.seed)
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")

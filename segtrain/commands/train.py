@@ -3,6 +3,7 @@ weights), find the checkpoint to continue from, then fit the task ``cfg.task`` n
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ from segtrain.runtime import distributed
 from segtrain.runtime.callbacks import TrainingLog, duration
 from segtrain.runtime.resume import resolve_resume
 from segtrain.runtime.trainer import METRICS_FILE, build_trainer, output_dir, set_threads, write_metrics
-from segtrain.tasks import build_datamodule, build_task, task_spec
+from segtrain.tasks import build_datamodule, build_task, task_spec, with_derived
 from segtrain.validation import check_accelerator, validate
 
 log = logging.getLogger(__name__)
@@ -26,9 +27,25 @@ def train(cfg: DictConfig) -> float | None:
     best.ckpt and what sweeps optimise)."""
     validate(cfg)
     check_accelerator(cfg)
-    task_spec(cfg).prepare_config(cfg)
+    derived = task_spec(cfg).derive(cfg)
+    if derived:
+        # Logged and kept beside the run; the checkpoints store the config with them applied.
+        path = output_dir(cfg) / "derived.json"
+        path.write_text(json.dumps(derived, indent=1))
+        log.info(
+            "derived from the data (%s): %s", path, ", ".join(f"{k}={short(v)}" for k, v in derived.items())
+        )
+        cfg = with_derived(cfg, derived)
     resolve_resume(cfg)
     return fit(cfg)
+
+
+def short(value) -> str:
+    """A derived value for the log: a long list by its length and first items."""
+    if isinstance(value, list) and len(value) > 6:
+        first = ", ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in value[:4])
+        return f"[{first}, ... ({len(value)} values)]"
+    return repr(value)
 
 
 def fit(cfg: DictConfig) -> float | None:

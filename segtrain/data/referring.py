@@ -104,7 +104,7 @@ class ReferringDataModule(SegDataModule):
 
     ``vocabulary``: the words the model reads, ``<pad>`` and ``<unk>`` first; null until training builds it
     from the train split's words seen ``min_word_count`` times or more
-    (``ReferringSegmentation.prepare_config``), after which checkpoints carry it. ``max_length``: words
+    (``ReferringTask.derive``), after which checkpoints carry it. ``max_length``: words
     read per expression (the paper's 20).
     """
 
@@ -113,7 +113,7 @@ class ReferringDataModule(SegDataModule):
     def __init__(
         self, vocabulary: Sequence[str] | None = None, max_length: int = 20, min_word_count: int = 1, **data
     ):
-        # min_word_count is read where the vocabulary is built (ReferringSegmentation.prepare_config).
+        # min_word_count is read where the vocabulary is built (ReferringTask.derive).
         super().__init__(label_check_batches=0, **data)
         self.vocabulary = list(vocabulary) if vocabulary is not None else None
         self.max_length = max_length

@@ -26,7 +26,7 @@ from segtrain.errors import SegtrainError
 from segtrain.runtime.processes import process_runs
 
 #: Keys of eval / predict / export themselves, never applied to a checkpoint's training config.
-COMMAND_KEYS = {"ckpt", "input", "output", "format", "export", "task_name", "hydra"}
+COMMAND_KEYS = {"ckpt", "input", "output", "format", "export", "command", "task_name", "hydra"}
 #: The machine and where outputs go: always this command's, never the checkpoint's.
 RUNTIME_KEYS = ("trainer", "paths", "logger", "callbacks")
 

@@ -67,7 +67,16 @@ def describe_resume(checkpoint: str, stored: dict | None, cfg: DictConfig) -> No
     log.warning("\n".join(lines))
 
 
-_NOT_RECIPE = ("resume", "paths", "hydra", "logger", "callbacks", "task_name", "trainer.default_root_dir")
+_NOT_RECIPE = (
+    "resume",
+    "paths",
+    "hydra",
+    "logger",
+    "callbacks",
+    "command",
+    "task_name",
+    "trainer.default_root_dir",
+)
 
 
 def config_changes(before: dict, after: dict, prefix: str = "") -> list[tuple[str, object, object]]:

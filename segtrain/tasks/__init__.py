@@ -4,6 +4,8 @@ find a run's task through its config and hold no task's logic themselves."""
 
 from __future__ import annotations
 
+import copy
+
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
@@ -47,6 +49,14 @@ def spec_of(name: str) -> type[Task] | None:
         return None
     target = OmegaConf.select(OmegaConf.load(path), "task._target_")
     return get_class(target) if target else None
+
+
+def with_derived(cfg: DictConfig, derived: dict) -> DictConfig:
+    """A copy of ``cfg`` with the values its task derived from the data (``Task.derive``) in place."""
+    result = copy.deepcopy(cfg)
+    for key, value in derived.items():
+        OmegaConf.update(result, key, value, merge=False)
+    return result
 
 
 def build_task(cfg: DictConfig):

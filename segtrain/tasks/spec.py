@@ -64,9 +64,11 @@ class Task:
             )
 
     @classmethod
-    def prepare_config(cls, cfg: DictConfig) -> None:
-        """Settings derived from the data before training starts, written into ``cfg`` (and so into
-        checkpoints); the base task derives none."""
+    def derive(cls, cfg: DictConfig) -> dict:
+        """Settings derived from the data before training starts, as ``{dotted key: value}``: train and
+        bench apply them over the config (``segtrain.tasks.with_derived``), and train logs them and writes
+        them to derived.json. The base task derives none."""
+        return {}
 
     @staticmethod
     def inference_settings(cfg: DictConfig) -> dict:

@@ -50,10 +50,10 @@ class ReferringTask(Task):
             )
 
     @classmethod
-    def prepare_config(cls, cfg: DictConfig) -> None:
-        """``data.vocabulary=null``: built from the train split's expressions and written into the config."""
+    def derive(cls, cfg: DictConfig) -> dict:
+        """``data.vocabulary=null``: the vocabulary, built from the train split's expressions."""
         if cfg.data.get("vocabulary") is not None:
-            return
+            return {}
         from hydra.utils import instantiate
 
         from segtrain.data.referring import build_vocabulary
@@ -67,7 +67,7 @@ class ReferringTask(Task):
             len(expressions),
             ", ".join(vocabulary[2:8]),
         )
-        cfg.data.vocabulary = vocabulary
+        return {"data.vocabulary": vocabulary}
 
     @staticmethod
     def check_data(cfg: DictConfig):

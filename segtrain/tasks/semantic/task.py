@@ -69,17 +69,16 @@ class SemanticTask(Task):
             )
 
     @classmethod
-    def prepare_config(cls, cfg: DictConfig) -> None:
-        """``loss.class_weights=median_frequency``: computed from the train split's masks, and stored as
-        numbers in the config (and so in checkpoints)."""
+    def derive(cls, cfg: DictConfig) -> dict:
+        """``loss.class_weights=median_frequency``: the numbers, computed from the train split's masks."""
         if OmegaConf.select(cfg, "loss.class_weights") != MEDIAN_FREQUENCY:
-            return
+            return {}
         from segtrain.data.statistics import median_frequency_weights, scan_split
 
         datamodule, report = scan_split(cfg.data, cfg.data.train_split)
         weights = median_frequency_weights(report, datamodule.num_classes)
-        log.info("median-frequency class weights from %d train masks: %s", report.pairs, weights)
-        cfg.loss.class_weights = weights
+        log.info("median-frequency class weights from %d train masks", report.pairs)
+        return {"loss.class_weights": weights}
 
     @staticmethod
     def check_data(cfg: DictConfig):
