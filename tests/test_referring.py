@@ -355,7 +355,7 @@ def test_evaluation_from_logits_to_intersection_and_union():
         ],
     }
     task = Task()
-    predicted = ReferringSegmentation._evaluate_batch(task, batch, "val")
+    predicted = ReferringSegmentation.evaluate_batch(task, batch, "val")
     assert predicted.shape == (2, 5, 6)
     (overlaps,) = task.overlaps["val"]
     assert [tuple(pair) for pair in overlaps.T.tolist()] == expected == [(8, 14), (8, 16)]

@@ -236,11 +236,48 @@ class TaskModule(pl.LightningModule):
             )
         rank_zero_info(message)
 
+    def validation_step(self, batch: dict, batch_idx: int):
+        return self.evaluate_batch(batch, "val")
+
+    def test_step(self, batch: dict, batch_idx: int):
+        return self.evaluate_batch(batch, "test")
+
+    def on_validation_epoch_end(self) -> None:
+        # The sanity check's few batches are no validation: scoring them would report their numbers as
+        # the run's if no real validation followed.
+        if self.trainer.sanity_checking:
+            self.reset_scores("val")
+            return
+        self.val_scores = self.epoch_scores("val")
+
+    def on_test_epoch_end(self) -> None:
+        self.test_scores = self.epoch_scores("test")
+
+    def gather(self, value) -> list:
+        """``value`` of every rank (of this one alone outside distributed runs), in rank order."""
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return [value]
+        gathered = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(gathered, value)
+        return gathered
+
     # The module's part of the task contract: what the commands (eval, predict, export, bench) and the
     # callbacks call on a trained network, which every task defines (tests/test_tasks.py checks both sides).
 
     #: The scores printed and plotted after each validation.
     epoch_metrics: tuple[str, ...] = ()
+
+    def evaluate_batch(self, batch: dict, stage: str):
+        """Predicts ``batch`` and adds it to the ``stage``'s (val, test) scores; returns the predictions."""
+        raise NotImplementedError
+
+    def epoch_scores(self, stage: str) -> dict:
+        """The ``stage``'s scores over every rank, logged as ``{stage}/NAME``; starts the next count."""
+        raise NotImplementedError
+
+    def reset_scores(self, stage: str) -> None:
+        """Forgets what ``stage`` has counted so far."""
+        raise NotImplementedError
 
     def prediction_writer(self, directory: Path, dataset) -> pl.Callback:
         """The callback that writes eval's predictions in the published format."""

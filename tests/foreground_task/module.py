@@ -40,7 +40,7 @@ class ForegroundSegmentation(TaskModule):
         self.log("train/loss", loss, batch_size=batch["image"].shape[0])
         return loss
 
-    def _evaluate_batch(self, batch: dict) -> torch.Tensor:
+    def evaluate_batch(self, batch: dict, stage: str) -> torch.Tensor:
         predicted = self(batch["image"]).softmax(1)[:, 1] > self.threshold
         labelled = batch["mask"] != self.ignore_index
         truth = (batch["mask"] == 1) & labelled
@@ -55,29 +55,20 @@ class ForegroundSegmentation(TaskModule):
         ).double()
         return predicted
 
-    def validation_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        return self._evaluate_batch(batch)
-
-    def test_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        return self._evaluate_batch(batch)
-
-    def _score(self, prefix: str) -> dict:
-        counts = self.all_gather(self.counts).reshape(-1, 4).sum(0)
+    def reset_scores(self, stage: str) -> None:
         self.counts.zero_()
+
+    def epoch_scores(self, stage: str) -> dict:
+        counts = self.all_gather(self.counts).reshape(-1, 4).sum(0)
+        self.reset_scores(stage)
         intersection, union, sizes, pixels = (float(value) for value in counts)
         result = {
             "foreground_IoU": intersection / union if union else 1.0,
             "foreground_Dice": 2 * intersection / sizes if sizes else 1.0,
             "pixels": int(pixels),
         }
-        self.log_dict({f"{prefix}/{key}": result[key] for key in self.epoch_metrics}, sync_dist=True)
+        self.log_dict({f"{stage}/{key}": result[key] for key in self.epoch_metrics}, sync_dist=True)
         return result
-
-    def on_validation_epoch_end(self) -> None:
-        self.val_scores = self._score("val")
-
-    def on_test_epoch_end(self) -> None:
-        self.test_scores = self._score("test")
 
     def prediction_writer(self, directory: Path, dataset) -> pl.Callback:
         return ForegroundWriter(directory)

@@ -66,7 +66,7 @@ class InstanceSegmentation(TaskModule):
         }
         return sum(model(self.to_unit_range(moved["image"]), self.targets(moved)).values())
 
-    def _evaluate_batch(self, batch: dict) -> list[dict]:
+    def evaluate_batch(self, batch: dict, stage: str) -> list[dict]:
         for image, meta in zip(batch["image"], batch["meta"]):
             if tuple(image.shape[-2:]) != tuple(meta["size"]):
                 raise SegtrainError(
@@ -82,44 +82,29 @@ class InstanceSegmentation(TaskModule):
             self.scored_images.append(meta["image_id"])
         return outputs
 
-    def validation_step(self, batch: dict, batch_idx: int) -> list[dict]:
-        return self._evaluate_batch(batch)
-
-    def test_step(self, batch: dict, batch_idx: int) -> list[dict]:
-        return self._evaluate_batch(batch)
-
-    def _score(self, stage: str, prefix: str) -> dict:
-        results, images = self.results, self.scored_images
+    def reset_scores(self, stage: str) -> None:
         self.results, self.scored_images = [], []
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            gathered = [None] * torch.distributed.get_world_size()
-            torch.distributed.all_gather_object(gathered, (results, images))
-            results, images, seen = [], [], set()
-            # An image scored by two ranks (a sampler that pads) counts once.
-            for rank_results, rank_images in gathered:
-                fresh = set(rank_images) - seen
-                results += [result for result in rank_results if result["image_id"] in fresh]
-                images += sorted(fresh)
-                seen |= fresh
-        dataset = self.trainer.datamodule.build(stage)
+
+    def epoch_scores(self, stage: str) -> dict:
+        gathered = self.gather((self.results, self.scored_images))
+        self.reset_scores(stage)
+        results, images, seen = [], [], set()
+        # An image scored by two ranks (a sampler that pads) counts once.
+        for rank_results, rank_images in gathered:
+            fresh = set(rank_images) - seen
+            results += [result for result in rank_results if result["image_id"] in fresh]
+            images += sorted(fresh)
+            seen |= fresh
+        dataset = self.trainer.datamodule.build("val" if stage == "val" else "eval")
         result = coco_scores(
             dataset.ground_truth(), results, sorted(set(images)), self.classes, self.description.category_ids
         )
         self.log_dict(
-            {f"{prefix}/{key}": result[key] for key in self.epoch_metrics if key in result},
+            {f"{stage}/{key}": result[key] for key in self.epoch_metrics if key in result},
             prog_bar=True,
             sync_dist=True,
         )
         return result
-
-    def on_validation_epoch_end(self) -> None:
-        if self.trainer.sanity_checking:
-            self.results, self.scored_images = [], []
-            return
-        self.val_scores = self._score("val", "val")
-
-    def on_test_epoch_end(self) -> None:
-        self.test_scores = self._score("eval", "test")
 
     def prediction_writer(self, directory: Path, dataset) -> pl.Callback:
         return InstancePredictionWriter(

@@ -76,7 +76,7 @@ class ReferringSegmentation(TaskModule):
         tokens = batch["tokens"].to(device, non_blocking=True)
         return self.loss(model(image, tokens), batch["mask"].to(device, non_blocking=True))
 
-    def _evaluate_batch(self, batch: dict, stage: str) -> torch.Tensor:
+    def evaluate_batch(self, batch: dict, stage: str) -> torch.Tensor:
         logits = to_original_size(self(batch["image"], batch["tokens"]).float(), batch["meta"])
         predicted = torch.sigmoid(logits[:, 0]) > self.threshold
         mask = batch["mask"]
@@ -86,19 +86,13 @@ class ReferringSegmentation(TaskModule):
         self.overlaps[stage].append(torch.stack([intersection, union]))
         return predicted
 
-    def validation_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        return self._evaluate_batch(batch, "val")
-
-    def test_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        return self._evaluate_batch(batch, "test")
-
-    def _score(self, stage: str) -> dict:
-        overlaps = torch.cat(self.overlaps[stage], 1).cpu() if self.overlaps[stage] else torch.zeros(2, 0)
+    def reset_scores(self, stage: str) -> None:
         self.overlaps[stage] = []
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            gathered = [None] * torch.distributed.get_world_size()
-            torch.distributed.all_gather_object(gathered, overlaps)
-            overlaps = torch.cat(gathered, 1)
+
+    def epoch_scores(self, stage: str) -> dict:
+        overlaps = torch.cat(self.overlaps[stage], 1).cpu() if self.overlaps[stage] else torch.zeros(2, 0)
+        self.reset_scores(stage)
+        overlaps = torch.cat(self.gather(overlaps), 1)
         result = referring_scores(overlaps[0], overlaps[1])
         # Every rank holds the same numbers: sync_dist averages equal values and keeps Lightning quiet.
         self.log(f"{stage}/overall_IoU", result["overall_IoU"], prog_bar=True, sync_dist=True)
@@ -107,15 +101,6 @@ class ReferringSegmentation(TaskModule):
             sync_dist=True,
         )
         return result
-
-    def on_validation_epoch_end(self) -> None:
-        if self.trainer.sanity_checking:
-            self.overlaps["val"] = []
-            return
-        self.val_scores = self._score("val")
-
-    def on_test_epoch_end(self) -> None:
-        self.test_scores = self._score("test")
 
     def metadata(self) -> dict:
         return {**super().metadata(), "vocabulary": self.vocabulary, "max_length": self.max_length}

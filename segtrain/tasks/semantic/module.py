@@ -131,33 +131,27 @@ class SemanticSegmentation(TaskModule):
         image = self.normalize(batch["image"].to(device, non_blocking=True))
         return self.loss(model(image), batch["mask"].to(device, non_blocking=True))
 
-    def _evaluate_batch(self, batch: dict, confmat: ConfusionMatrix) -> torch.Tensor:
+    def evaluate_batch(self, batch: dict, stage: str) -> torch.Tensor:
         preds = class_ids(to_original_size(self.predict_probs(batch["image"]), batch["meta"]))
-        confmat.update(preds, batch["mask"])
+        self.confmat(stage).update(preds, batch["mask"])
         return preds
 
-    def validation_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        return self._evaluate_batch(batch, self.val_confmat)
+    def confmat(self, stage: str) -> ConfusionMatrix:
+        return self.val_confmat if stage == "val" else self.test_confmat
 
-    def test_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        return self._evaluate_batch(batch, self.test_confmat)
+    def reset_scores(self, stage: str) -> None:
+        self.confmat(stage).reset()
 
-    def _log_scores(self, confmat: ConfusionMatrix, prefix: str) -> dict:
-        result = scores(confmat.compute(), self.classes)
-        confmat.reset()
+    def epoch_scores(self, stage: str) -> dict:
+        result = scores(self.confmat(stage).compute(), self.classes)
+        self.reset_scores(stage)
         # The confusion matrix is already summed over ranks, so every rank holds the same numbers;
         # sync_dist averages equal values (a few scalars once per epoch) and keeps Lightning quiet.
-        self.log(f"{prefix}/mIoU", result["mIoU"], prog_bar=True, sync_dist=True)
+        self.log(f"{stage}/mIoU", result["mIoU"], prog_bar=True, sync_dist=True)
         self.log_dict(
-            {f"{prefix}/{key}": result[key] for key in ("mDice", "aAcc", "mAcc", "fwIoU")}, sync_dist=True
+            {f"{stage}/{key}": result[key] for key in ("mDice", "aAcc", "mAcc", "fwIoU")}, sync_dist=True
         )
         return result
-
-    def on_validation_epoch_end(self) -> None:
-        self.val_scores = self._log_scores(self.val_confmat, "val")
-
-    def on_test_epoch_end(self) -> None:
-        self.test_scores = self._log_scores(self.test_confmat, "test")
 
     def prediction_writer(self, directory, dataset) -> pl.Callback:
         """``save_predictions=true``: each prediction in the dataset's published encoding, at its size."""
