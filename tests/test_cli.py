@@ -87,6 +87,17 @@ def test_task_monitor_is_the_score_train_reports_as_best(tmp_path):
 
 
 @pytest.mark.slow
+def test_the_sanity_check_is_not_reported_as_a_validation(tmp_path):
+    """Lightning's sanity check runs two validation batches before training; with no validation after it,
+    train says so instead of reporting those batches' mIoU as the run's best."""
+    result = run_cli(
+        "train", *TINY, "trainer.check_val_every_n_epoch=2", "trainer.num_sanity_val_steps=2", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "training finished without a validation" in result.stdout + result.stderr
+    assert not list(tmp_path.rglob("val_metrics.json"))
+
+
 def test_train_prints_table_and_writes_checkpoints_with_metadata(trained_run):
     out = trained_run["stdout"]
     for name in ("background", "disc", "ring", "IoU", "Dice", "mIoU", "mDice", "aAcc", "mAcc"):
