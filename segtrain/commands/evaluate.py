@@ -7,7 +7,7 @@ import time
 
 from omegaconf import DictConfig
 
-from segtrain.commands.loading import load_task
+from segtrain.commands.loading import command_overrides, load_task
 from segtrain.runtime.trainer import build_trainer, output_dir, write_metrics
 from segtrain.tasks import build_datamodule, task_spec
 
@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 
 
 def evaluate(cfg: DictConfig) -> dict:
-    task, merged = load_task(cfg)
+    task, merged = load_task(cfg, command_overrides())
     spec = task_spec(merged)
     datamodule = build_datamodule(merged)
     trainer = build_trainer(merged, logger=False)

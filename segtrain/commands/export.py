@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from segtrain.commands.loading import load_task, metadata_path
+from segtrain.commands.loading import command_overrides, load_task, metadata_path
 from segtrain.commands.predict import session_runner
 from segtrain.errors import SegtrainError
 from segtrain.noise import exporting
@@ -180,7 +180,7 @@ def export(cfg: DictConfig) -> Path:
         else output_dir(cfg) / ("model.onnx" if fmt == "onnx" else "model.pt")
     )
     check_output(path)
-    task, merged = load_task(cfg, data_root=False)
+    task, merged = load_task(cfg, command_overrides(), data_root=False)
     # A model that cannot be exported says why (Graph LSTM: SLIC and a data-dependent update order).
     if getattr(task.model, "export_error", None):
         raise SegtrainError(task.model.export_error)

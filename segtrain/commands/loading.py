@@ -26,12 +26,19 @@ from segtrain.validation import check_accelerator, validate
 log = logging.getLogger(__name__)
 
 
-def load_task(cfg: DictConfig, data_root: bool = True):
-    """A model from ``cfg.ckpt`` with its stored config, this command's overrides applied and validated
-    (``data_root``: whether this command reads the dataset)."""
+def command_overrides() -> list[str]:
+    """The overrides typed on this command's line, as Hydra recorded them for the job."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task)
+
+
+def load_task(cfg: DictConfig, overrides: list[str], data_root: bool = True):
+    """A model from ``cfg.ckpt`` with its stored config, this command's ``overrides`` applied and
+    validated (``data_root``: whether this command reads the dataset)."""
     checkpoint = load_checkpoint(cfg.ckpt)
     check_task(checkpoint["segtrain"].get("task", DEFAULT_TASK), task_name(cfg), cfg.ckpt)
-    merged = stored_config(checkpoint, cfg)
+    merged = stored_config(checkpoint, cfg, overrides)
     check_classes(checkpoint, merged, cfg.ckpt)
     validate(merged, data_root=data_root)
     check_accelerator(merged)

@@ -18,7 +18,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from segtrain.commands.loading import EXPORTED_SUFFIXES, load_task, metadata_path
+from segtrain.commands.loading import EXPORTED_SUFFIXES, command_overrides, load_task, metadata_path
 from segtrain.data.description import DEFAULT_TASK
 from segtrain.data.io import IMAGE_SUFFIXES, list_images
 from segtrain.errors import SegtrainError
@@ -135,6 +135,7 @@ def predict(cfg: DictConfig) -> Path:
     written_before = check_output(out_dir, inputs, Path(cfg.input))
     ckpt = Path(cfg.ckpt)
     writer = task_spec(cfg)
+    overrides = command_overrides()
     if ckpt.suffix in EXPORTED_SUFFIXES:
         run, meta = load_exported(ckpt, writer)
         check_task(meta.get("task", DEFAULT_TASK), writer.name, ckpt)
@@ -142,12 +143,12 @@ def predict(cfg: DictConfig) -> Path:
         inference = {
             **(meta.get("inference") or OmegaConf.to_container(cfg.get("inference") or {}, resolve=True))
         }
-        inference.update(typed_values(cfg, "inference"))
+        inference.update(typed_values(cfg, "inference", overrides))
         transforms = OmegaConf.create({"val_transforms": meta.get("val_transforms", [])})
         check_targets(transforms, cfg, ckpt)
         transforms = transforms.val_transforms
     else:
-        task, merged = load_task(cfg, data_root=False)
+        task, merged = load_task(cfg, overrides, data_root=False)
         run, meta = task.exported_module(), task.metadata()
         inference = writer.inference_settings(merged)
         transforms = merged.data.val_transforms

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -251,7 +250,7 @@ def load_checkpoint(path: str | Path) -> dict:
     return checkpoint
 
 
-def stored_config(checkpoint: dict, cfg: DictConfig) -> DictConfig:
+def stored_config(checkpoint: dict, cfg: DictConfig, overrides: list[str]) -> DictConfig:
     """The checkpoint's training config, with this command's runtime nodes and overrides.
 
     ``trainer``, ``paths``, ``logger`` and ``callbacks`` come from this command. Every override on
@@ -268,7 +267,7 @@ def stored_config(checkpoint: dict, cfg: DictConfig) -> DictConfig:
     # keys are the defaults of those the checkpoint predates (or, before tasks were named, all of them).
     stored["task"] = OmegaConf.merge(cfg.task, stored.get("task") or {})
     stored.task["_target_"] = cfg.task.get("_target_")
-    for override in _typed_overrides():
+    for override in _parsed(overrides):
         key = override.key_or_group
         top = key.split(".")[0]
         if top in COMMAND_KEYS or top in RUNTIME_KEYS:
@@ -293,14 +292,14 @@ def stored_config(checkpoint: dict, cfg: DictConfig) -> DictConfig:
     return stored
 
 
-def _typed_overrides() -> list:
-    return OverridesParser.create().parse_overrides(list(HydraConfig.get().overrides.task))
+def _parsed(overrides: list[str]) -> list:
+    return OverridesParser.create().parse_overrides(list(overrides))
 
 
-def typed_values(cfg: DictConfig, prefix: str) -> dict:
+def typed_values(cfg: DictConfig, prefix: str, overrides: list[str]) -> dict:
     """The keys under ``prefix`` typed on this command line, with the values the command composed."""
     values = {}
-    for override in _typed_overrides():
+    for override in _parsed(overrides):
         key = override.key_or_group
         if key.startswith(prefix + ".") and not override.is_delete():
             values[key[len(prefix) + 1 :]] = OmegaConf.to_container(
