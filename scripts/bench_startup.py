@@ -35,6 +35,8 @@ COMMANDS = (
     ("error: unknown model", ["-m", "segtrain", "model=nope"]),
     ("error: bad value", ["-m", "segtrain", "trainer.max_epochs=-3"]),
     ("error: eval without ckpt", ["-m", "segtrain", "eval"]),
+    ("error: model of another task", ["-m", "segtrain", "task=semantic", "model=mask_rcnn"]),
+    ("error: a task's own rule", ["-m", "segtrain", "inference.mode=slide", "inference.crop_size=null"]),
     ("error: data.root not set", ["-m", "segtrain", "data=camvid"]),
 )
 

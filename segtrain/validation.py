@@ -296,15 +296,6 @@ def _dataset_layout(data: DictConfig) -> str:
         return "see the dataset's docs"
 
 
-def config_task(target: str) -> str | None:
-    """The task a model or data module class is for (its ``task`` attribute; semantic by default), or None
-    when the target cannot be imported (instantiation reports that)."""
-    try:
-        return getattr(get_class(target), "task", "semantic")
-    except Exception:
-        return None
-
-
 class TaskMismatch(SegtrainError):
     """The model or the data config is for another task than the run's: ``task`` is theirs, which the CLI
     composes instead where the command line did not name a task."""
@@ -316,6 +307,7 @@ class TaskMismatch(SegtrainError):
 
 def _check_task(cfg: DictConfig, spec) -> None:
     from segtrain.tasks import spec_of
+    from segtrain.tasks.declared import config_task
 
     for key in ("model", "data"):
         target = OmegaConf.select(cfg, f"{key}._target_")

@@ -62,6 +62,8 @@ def test_help_list_and_cfg(tmp_path):
         ("model=nope",),
         ("trainer.max_epochs=-3",),
         ("eval",),
+        ("task=semantic", "model=mask_rcnn"),
+        ("inference.mode=slide", "inference.crop_size=null"),
     ],
 )
 def test_light_commands_and_config_errors_import_no_heavy_library(args, tmp_path):

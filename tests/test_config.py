@@ -11,7 +11,8 @@ from segtrain.commands.train import build_trainer
 from segtrain.config import compose, config_groups
 from segtrain.errors import SegtrainError
 from segtrain.runtime.checkpoint import AtomicCheckpointIO
-from segtrain.validation import check_accelerator, config_task, validate
+from segtrain.tasks.declared import config_task
+from segtrain.validation import check_accelerator, validate
 from tests.instances import write_coco_json
 
 GROUPS = config_groups()

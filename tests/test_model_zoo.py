@@ -31,8 +31,8 @@ from segtrain.models.reverse_attention import ReverseAttentionNetwork, reverse_a
 from segtrain.models.segnet import SegNet
 from segtrain.models.unet import UNet
 from segtrain.models.vnet import VNet
+from segtrain.tasks.declared import config_task
 from segtrain.tasks.module import ExportSpec
-from segtrain.validation import config_task
 
 # Tiny widths: a VGG16 at 1/8 of its channels, ResNet-18 for the ResNet models.
 VGG = {"width": 0.125}

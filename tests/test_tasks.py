@@ -268,3 +268,30 @@ def test_a_semantic_checkpoint_given_to_task_instance_is_refused(tmp_path: Path)
     assert result.returncode == 2
     assert "is a semantic segmentation checkpoint, but the command says task=instance" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_task_of_every_model_and_data_config_is_read_without_importing_it():
+    """The task check reads a class's ``task`` from segtrain's source (PANet inherits Mask R-CNN's): the
+    same as the imported class says, for every model and data config, and with no torch imported."""
+    from hydra.utils import get_class
+    from omegaconf import OmegaConf
+
+    from segtrain.config import config_dir
+    from segtrain.tasks.declared import config_task
+
+    targets = set()
+    for group in ("model", "data"):
+        for path in (config_dir() / group).glob("*.yaml"):
+            target = OmegaConf.load(path).get("_target_")
+            if target:
+                targets.add(target)
+    assert len(targets) > 20
+    read = {target: config_task(target) for target in sorted(targets)}
+    assert read == {target: getattr(get_class(target), "task", "semantic") for target in sorted(targets)}
+    assert {"semantic", "instance", "referring"} <= set(read.values())
+    probe = (
+        "import sys; from segtrain.tasks.declared import config_task; "
+        "print(config_task('segtrain.models.panet.PANet'), 'torch' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["instance", "False"]
