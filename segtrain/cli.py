@@ -221,7 +221,11 @@ def run_hydra(command: str, args: list[str]) -> None:
     # The command's module (and with it torch and Lightning) is imported when a job runs, so that
     # --cfg, --help and Hydra's own errors print without it.
     def job(cfg):
-        return report_errors(_task_function(spec), cfg)
+        from segtrain.noise import through_job_logging
+
+        function = _task_function(spec)
+        through_job_logging()
+        return report_errors(function, cfg)
 
     job.__name__ = command
     sys.argv = [f"segtrain {command}", *args]

@@ -105,6 +105,17 @@ def quiet() -> None:
             logger.addFilter(line_filter)
 
 
+def through_job_logging() -> None:
+    """Lightning's lines go where segtrain's go: the console and the run's log file. Lightning gives its
+    logger a handler of its own when it is imported before logging is configured (as when a checkpoint is
+    read before Hydra starts), and leaves it to the root logger otherwise; this makes it the latter."""
+    for name in ("pytorch_lightning", "lightning_fabric"):
+        logger = logging.getLogger(name)
+        for handler in [h for h in logger.handlers if type(h) is logging.StreamHandler]:
+            logger.removeHandler(handler)
+        logger.propagate = True
+
+
 @contextlib.contextmanager
 def exporting() -> Iterator[None]:
     """The ``EXPORT_WARNINGS`` silenced for the duration of an export; every other warning stays."""
