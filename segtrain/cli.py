@@ -123,6 +123,14 @@ def _renamed(arg: str) -> str:
     return arg
 
 
+def _with_overrides(args: list[str], added: list[str]) -> list[str]:
+    """``args`` with ``added`` beside the overrides already there: Hydra's parser takes the overrides as one
+    run of arguments, so after a flag (``--cfg job``, ``-m``) they would be refused."""
+    overrides, _ = _split_args(args)
+    at = args.index(overrides[0]) if overrides else len(args)
+    return [*args[:at], *added, *args[at:]]
+
+
 def _typed(overrides: list[str], key: str) -> str | None:
     """The value of ``key=...`` on the command line, if typed."""
     return next((o.partition("=")[2] for o in overrides if o.partition("=")[0].lstrip("+~") == key), None)
@@ -149,7 +157,8 @@ def checkpoint_task(command: str, overrides: list[str]) -> list[str]:
 def precheck(command: str, overrides: list[str], flags: set[str]) -> list[str]:
     """Compose and validate one run before Hydra starts it and writes its directory (the jobs of a
     sweep are validated one by one, as they start). Returns the overrides the run adds to the command
-    line's: the task a model or data config is for, where no task is typed."""
+    line's: the task a model or data config is for, where no task is typed (in a sweep, where the
+    overrides it does not sweep name one)."""
     from omegaconf import OmegaConf
 
     from segtrain.config import compose
@@ -161,28 +170,27 @@ def precheck(command: str, overrides: list[str], flags: set[str]) -> list[str]:
         requeued,
         wait_for_claim,
     )
-    from segtrain.validation import TaskMismatch, check_accelerator, validate
+    from segtrain.validation import check_accelerator, other_task, validate
 
     multirun = bool(flags & {"-m", "--multirun"})
     if multirun:
         overrides = [o for o in overrides if not _is_sweep(o)]
     cfg = compose(COMMANDS[command][0], overrides, with_hydra=True)
+    derived = []
+    # No task typed: the model's (or the data's) is the run's, also in what --cfg job prints.
+    mismatch = other_task(cfg) if command == "train" and _typed(overrides, "task") is None else None
+    if mismatch is not None:
+        key, target, task = mismatch
+        derived = [f"task={task}"]
+        print(f"segtrain: {key}._target_={target} is for task={task}: training task={task}", file=sys.stderr)
+        cfg = compose(COMMANDS[command][0], overrides + derived, with_hydra=True)
     if flags & _INSPECT_FLAGS:
-        return []
+        return derived
     check_writable(cfg.paths.log_dir)
     check_run_name(cfg)
-    derived = []
     if command == "train" and not multirun:
         check_accelerator(cfg)
-        try:
-            validate(cfg)
-        except TaskMismatch as err:
-            if _typed(overrides, "task") is not None:
-                raise
-            derived = [f"task={err.task}"]
-            print(f"segtrain: {str(err).partition(', but')[0]}: training task={err.task}", file=sys.stderr)
-            cfg = compose(COMMANDS[command][0], overrides + derived, with_hydra=True)
-            validate(cfg)
+        validate(cfg)
     elif command in ("eval", "predict", "export") and not cfg.get("ckpt") and not multirun:
         raise SegtrainError(f"segtrain {command} needs ckpt=PATH (a .ckpt written by segtrain train)")
     # An Optuna study continues in its own sweep directory: finished trials keep their numbers and folders.
@@ -291,4 +299,4 @@ def main(argv: list[str] | None = None) -> None:
             raise
     except SegtrainError as err:
         fail(str(err))
-    run_hydra(command, args + added)
+    run_hydra(command, _with_overrides(args, added))

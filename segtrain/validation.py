@@ -296,38 +296,40 @@ def _dataset_layout(data: DictConfig) -> str:
         return "see the dataset's docs"
 
 
-class TaskMismatch(SegtrainError):
-    """The model or the data config is for another task than the run's: ``task`` is theirs, which the CLI
-    composes instead where the command line did not name a task."""
-
-    def __init__(self, message: str, task: str):
-        super().__init__(message)
-        self.task = task
-
-
-def _check_task(cfg: DictConfig, spec) -> None:
-    from segtrain.tasks import spec_of
+def other_task(cfg: DictConfig) -> tuple[str, str, str] | None:
+    """(key, target, task) of the model or data config whose class is for another task than ``cfg``'s
+    (read from segtrain's source, without importing it), or None."""
+    from segtrain.tasks import task_spec
     from segtrain.tasks.declared import config_task
 
+    spec = task_spec(cfg)
     for key in ("model", "data"):
         target = OmegaConf.select(cfg, f"{key}._target_")
         found = config_task(target) if target else None
         if found is not None and found != spec.name and found not in spec.compatible_tasks:
-            other = spec_of(found)
-            raise TaskMismatch(
-                f"{key}._target_={target} is for task={found}, but this run's task is {spec.name}. Pass "
-                f"task={found}{f' with {other.trains_on}' if other else ''}; task={spec.name} takes "
-                f"{spec.trains_on}",
-                found,
-            )
+            return key, target, found
+    return None
+
+
+def _check_task(cfg: DictConfig, spec) -> None:
+    from segtrain.tasks import spec_of
+
+    mismatch = other_task(cfg)
+    if mismatch is not None:
+        key, target, found = mismatch
+        other = spec_of(found)
+        raise SegtrainError(
+            f"{key}._target_={target} is for task={found}, but this run's task is {spec.name}. Pass "
+            f"task={found}{f' with {other.trains_on}' if other else ''}; task={spec.name} takes "
+            f"{spec.trains_on}"
+        )
 
 
 def _check_consistency(cfg: DictConfig) -> None:
     from segtrain.tasks import task_spec
 
     spec = task_spec(cfg)
-    # First of these, which all assume the task's models and data; after every rule of a single key, since
-    # it imports the model's and the data module's classes (torch, Lightning).
+    # First of these, which all assume the task's models and data.
     _check_task(cfg, spec)
     classes = list(cfg.data.classes)
     instance = spec.counts_background

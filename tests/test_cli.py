@@ -324,3 +324,27 @@ def test_the_old_spelling_task_name_is_read_as_command(capsys):
     captured = capsys.readouterr()
     assert "command: renamed" in captured.out and "task_name" not in captured.out
     assert "task_name is now called command" in captured.err
+
+
+@pytest.mark.parametrize(
+    "args, task",
+    [
+        # No task typed: the model's is the run's, and --cfg job prints what would run.
+        (["model=mask_rcnn", "--cfg", "job"], "instance"),
+        (["--cfg", "job", "model=mask_rcnn"], "instance"),
+        # eval composes the checkpoint's task (its inference settings too), also with Hydra's flags after it.
+        (
+            ["eval", "ckpt=tests/fixtures/referring_text_objseg_tiny_4b2a613.ckpt", "--cfg", "job"],
+            "referring",
+        ),
+    ],
+)
+def test_the_task_a_command_adds_is_in_the_config_it_prints(args, task, capsys, monkeypatch):
+    from pathlib import Path
+
+    from segtrain.cli import main
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    main(args)
+    printed = capsys.readouterr().out
+    assert f"task:\n  _target_: segtrain.tasks.{task}.task." in printed and f"  name: {task}\n" in printed
