@@ -210,3 +210,18 @@ def test_real_isbi_membranes_read_as_binary_ids():
     image, mask, _ = dm.datasets["val"].load(0)
     assert image.shape == (512, 512, 1) and set(np.unique(mask).tolist()) == {0, 1}
     assert 0.6 < mask.mean() < 0.9  # cell interior dominates, membranes are thin
+
+
+@pytest.mark.parametrize("dataset", ["shapes", "shapes_referring"])
+def test_lengths_that_are_no_mapping_get_the_spelling_that_passes(dataset):
+    """``data.dataset.lengths=train:32`` (or ``{train:32}`` whose braces the shell ate) reaches the dataset
+    as a string; it was a ValueError traceback from dict()."""
+    from segtrain.data.datasets.shapes import Shapes
+    from segtrain.data.datasets.shapes_referring import ShapesReferring
+
+    cls = Shapes if dataset == "shapes" else ShapesReferring
+    with pytest.raises(
+        SegtrainError, match=r"data.dataset.lengths='train:32' must map each split .*\{train:32"
+    ):
+        cls("train", lengths="train:32")
+    assert len(cls("train", lengths={"train": 3})) == 3

@@ -10,6 +10,7 @@ mIoU of about 0.13.
 from __future__ import annotations
 
 import math
+from typing import Mapping
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -19,6 +20,21 @@ from segtrain.errors import SegtrainError
 
 CLASSES = ("background", "disc", "square", "triangle", "cross", "ring")
 _SPLIT_SEEDS = {"train": 0, "val": 1, "test": 2}
+
+
+def split_lengths(lengths, default: dict[str, int]) -> dict[str, int]:
+    """``data.dataset.lengths``: images per split, ``default`` when unset. A value that is no mapping
+    (``lengths=train:32``, or a shell that ate the braces of ``{train:32}``) is one error with the spelling
+    that passes."""
+    if lengths is None:
+        return dict(default)
+    if not isinstance(lengths, Mapping):
+        raise SegtrainError(
+            f"data.dataset.lengths={lengths!r} must map each split to its number of images; write "
+            "'data.dataset.lengths={train:32,val:8,test:8}' (quoted, so that the shell keeps the braces), or "
+            "set one split with data.dataset.lengths.train=32"
+        )
+    return dict(lengths)
 
 
 def _polygon(kind: str, cx: float, cy: float, radius: float, angle: float) -> list[tuple[float, float]]:
@@ -115,7 +131,7 @@ class Shapes(SegmentationDataset):
         **kwargs,
     ):
         super().__init__(split, num_classes, **kwargs)
-        lengths = dict(lengths or {split_name: 1000 for split_name in _SPLIT_SEEDS})
+        lengths = split_lengths(lengths, {split_name: 1000 for split_name in _SPLIT_SEEDS})
         if split not in lengths:
             raise SegtrainError(
                 f"data=shapes has no split '{split}'; its splits are {', '.join(lengths)} "

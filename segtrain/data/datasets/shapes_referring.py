@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from segtrain.data.datasets.shapes import _shape_mask
+from segtrain.data.datasets.shapes import _shape_mask, split_lengths
 from segtrain.data.referring import ReferringDataset
 
 COLORS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220), "yellow": (230, 210, 40)}
@@ -69,7 +69,7 @@ class ShapesReferring(ReferringDataset):
         **kwargs,
     ):
         super().__init__(split, **kwargs)
-        lengths = dict(lengths or {"train": 3000, "val": 300, "test": 300})
+        lengths = split_lengths(lengths, {"train": 3000, "val": 300, "test": 300})
         self.length = int(lengths.get(split, lengths.get("val", 300)))
         self.image_size = image_size
         self.targets_per_image = targets_per_image
