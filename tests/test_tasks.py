@@ -204,15 +204,17 @@ def test_old_checkpoint_metadata_reads_as_a_semantic_description():
     assert description.in_channels == 3
 
 
-def test_old_checkpoint_evaluates_predicts_and_exports(tmp_path: Path):
-    result = run_cli("eval", f"ckpt={OLD_CHECKPOINT}", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    metrics = json.loads(next(tmp_path.rglob("metrics.json")).read_text())
+def test_old_checkpoint_evaluates_predicts_and_exports(tmp_path: Path, monkeypatch):
+    """In one process, as the commands run in a notebook (each with its own run directory)."""
+    from segtrain.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    main(["eval", f"ckpt={OLD_CHECKPOINT}", "hydra.run.dir=eval"])
+    metrics = json.loads((tmp_path / "eval/metrics.json").read_text())
     assert metrics["mIoU"] == pytest.approx(OLD_CHECKPOINT_MIOU, abs=1e-12)
 
     exported = tmp_path / "model.onnx"
-    result = run_cli("export", f"ckpt={OLD_CHECKPOINT}", f"output={exported}", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
+    main(["export", f"ckpt={OLD_CHECKPOINT}", f"output={exported}", "hydra.run.dir=export"])
     meta = json.loads((tmp_path / "model.onnx.json").read_text())
     assert meta["task"] == "semantic" and meta["classes"][0] == "background"
 
@@ -223,17 +225,20 @@ def test_old_checkpoint_evaluates_predicts_and_exports(tmp_path: Path):
     Image.new("RGB", (40, 30), (200, 10, 10)).save(images / "red.png")
     for model in (OLD_CHECKPOINT, exported):
         out = tmp_path / f"pred_{model.suffix[1:]}"
-        result = run_cli("predict", f"ckpt={model}", f"input={images}", f"output={out}", cwd=tmp_path)
-        assert result.returncode == 0, result.stderr
+        main(["predict", f"ckpt={model}", f"input={images}", f"output={out}", f"hydra.run.dir={out}_run"])
         assert Image.open(out / "red.png").size == (40, 30)
 
 
 @pytest.mark.parametrize("name", sorted(PRE_SPEC_CHECKPOINTS))
-def test_checkpoints_from_before_the_task_spec_evaluate_to_the_same_scores(tmp_path: Path, name: str):
+def test_checkpoints_from_before_the_task_spec_evaluate_to_the_same_scores(
+    tmp_path: Path, name: str, monkeypatch
+):
+    from segtrain.cli import main
+
     overrides, expected = PRE_SPEC_CHECKPOINTS[name]
-    result = run_cli("eval", f"ckpt={FIXTURES / name}", *overrides, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    metrics = json.loads(next(tmp_path.rglob("metrics.json")).read_text())
+    monkeypatch.chdir(tmp_path)
+    main(["eval", f"ckpt={FIXTURES / name}", *overrides, "hydra.run.dir=eval"])
+    metrics = json.loads((tmp_path / "eval/metrics.json").read_text())
     for key, value in expected.items():
         assert metrics[key] == pytest.approx(value, abs=1e-12), key
 
