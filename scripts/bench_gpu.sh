@@ -22,5 +22,5 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | 
 "$python" -c "import torch, pytorch_lightning; print('torch', torch.__version__, 'lightning', pytorch_lightning.__version__)" \
   | tee -a "$out/device.txt"
 run eager bench.rounds=2
-run channels_last bench.rounds=2 trainer.channels_last=true
-run compiled bench.rounds=1 trainer.channels_last=true trainer.compile.enable=true
+run channels_last bench.rounds=2 runtime.channels_last=true
+run compiled bench.rounds=1 runtime.channels_last=true runtime.compile.enable=true

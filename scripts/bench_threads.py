@@ -3,7 +3,7 @@
     python scripts/bench_threads.py [--batches 40] [--output benchmarks/threads.md]
 
 Runs ``segtrain`` (the embedded shapes dataset, the README's first command) for one epoch of ``--batches``
-training batches with torch's thread count left to segtrain (``trainer.threads`` unset) and fixed at 1 and
+training batches with torch's thread count left to segtrain (``runtime.threads`` unset) and fixed at 1 and
 at every core, each on an idle machine and beside one process that keeps a core busy (a Python loop),
 and reads the images/s of the epoch's log line and the thread count segtrain chose. The process started
 beside the run is started first and left a second to get going, as a user's other work would be.
@@ -52,7 +52,7 @@ def run(overrides: list[str], busy: bool) -> tuple[float, int]:
     speed = re.findall(r"([\d.]+) images/s", output)
     # segtrain prints its choice; a thread count set on the command line is the one used.
     threads = re.search(r"torch threads: (\d+)", output) or re.search(
-        r"trainer.threads=(\d+)", " ".join(overrides)
+        r"runtime.threads=(\d+)", " ".join(overrides)
     )
     return float(speed[-1]), int(threads.group(1))
 
@@ -70,8 +70,8 @@ def main() -> None:
         f"trainer.limit_train_batches={args.batches}",
         "trainer.limit_val_batches=0",
     ]
-    settings = [("segtrain's default", []), ("trainer.threads=1", ["trainer.threads=1"])]
-    settings.append((f"trainer.threads={cores} (every core)", [f"trainer.threads={cores}"]))
+    settings = [("segtrain's default", []), ("runtime.threads=1", ["runtime.threads=1"])]
+    settings.append((f"runtime.threads={cores} (every core)", [f"runtime.threads={cores}"]))
     rows = []
     for busy in (False, True):
         for name, extra in settings:

@@ -107,8 +107,14 @@ def _task_function(spec: str) -> Callable:
     return getattr(importlib.import_module(module), name)
 
 
-#: Old spellings still read: the name Hydra's template gave the command's key, one dot from task.name.
-_RENAMED_KEYS = {"task_name": "command"}
+#: Old spellings still read: the name Hydra's template gave the command's key (one dot from task.name),
+#: and segtrain's run-time keys from when they sat among Lightning's Trainer arguments.
+_RENAMED_KEYS = {
+    "task_name": "command",
+    "trainer.channels_last": "runtime.channels_last",
+    "trainer.compile": "runtime.compile",
+    "trainer.threads": "runtime.threads",
+}
 
 
 def _renamed(arg: str) -> str:
@@ -117,9 +123,11 @@ def _renamed(arg: str) -> str:
         return "--help"
     key, equals, value = arg.partition("=")
     bare = key.lstrip("+~")
-    if equals and bare in _RENAMED_KEYS:
-        print(f"segtrain: {bare} is now called {_RENAMED_KEYS[bare]}", file=sys.stderr)
-        return f"{key[: len(key) - len(bare)]}{_RENAMED_KEYS[bare]}={value}"
+    for old, new in _RENAMED_KEYS.items():
+        if equals and (bare == old or bare.startswith(old + ".")):
+            renamed = new + bare[len(old) :]
+            print(f"segtrain: {bare} is now called {renamed}", file=sys.stderr)
+            return f"{key[: len(key) - len(bare)]}{renamed}={value}"
     return arg
 
 

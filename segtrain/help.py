@@ -1,22 +1,19 @@
 """``segtrain COMMAND --help``: what the command does, its own keys, its config groups, two examples.
 
 Written for each command and printed without building anything (no torch, no model import), so it
-answers at once. ``--help-all`` adds Hydra's help with the command's whole composed config.
+answers at once: the keys' lines are ``segtrain.schema``'s descriptions (the tasks' own keys included) with
+the defaults conf/ gives them. ``--help-all`` adds Hydra's help with the command's whole composed config.
 """
 
 from __future__ import annotations
 
-INFERENCE_KEYS = [
-    ("inference.mode", "whole | slide (sliding windows for images larger than the training crop)"),
-    ("inference.crop_size", "slide: window [H, W] (default: data.crop_size)"),
-    ("inference.stride", "slide: step between windows (default: half the window)"),
-    ("inference.flip", "true: average with the horizontally flipped image"),
-    ("inference.scales", "test-time scales, e.g. [0.75,1.0,1.25]"),
-    ("inference.crf", "true: refine with DeepLab's dense CRF (RGB images)"),
-    ("inference.score_resolution", "original (each image's own size, the default) | transformed"),
-    ("inference.score_threshold", "task=instance: detections drawn in overlays score above it (0.5)"),
-    ("inference.mask_threshold", "task=instance: mask probability cut to binary (0.5)"),
-]
+import textwrap
+
+#: Key lines wrap at this width.
+WIDTH = 110
+
+#: Every command that reads images with a model takes the task's inference keys (each task's ``keys``).
+INFERENCE = "inference.*"
 
 #: The config groups in the order a user meets them, one concern each (``segtrain list`` and train's help).
 GROUPS = (
@@ -27,31 +24,32 @@ GROUPS = (
     "optimizer",
     "scheduler",
     "trainer",
+    "runtime",
     "logger",
     "callbacks",
     "experiment",
     "debug",
 )
 
-#: command -> (what it does, [(key, one line)], [config groups], [examples])
+#: command -> (what it does, [keys], [config groups], [examples])
 COMMAND_HELP = {
     "train": (
         "Train a model: compose task, data, model, loss, optimizer, scheduler and trainer, fit, validate\n"
         "every epoch, and leave checkpoints, curves.png, overlays/ and val_metrics.json in the run\n"
         "directory.",
         [
-            ("data.root", "where the dataset lies (every data config but shapes needs it)"),
-            ("optimizer.lr", "learning rate (auto_scale_lr.enable=true scales it to the batch size)"),
-            ("data.batch_size", "images per process and step"),
-            ("data.crop_size", "training crop [H, W]"),
-            ("data.num_workers", "loader processes (default: from the machine's cores)"),
-            ("trainer.max_epochs", "epochs to train"),
-            ("trainer.devices", "GPUs or processes (trainer=ddp for several)"),
-            ("trainer.threads", "torch CPU threads per process (default: from cores and workers)"),
-            ("resume", "true: continue the newest run of this run_name; or a checkpoint path"),
-            ("run_name", "runs are grouped under outputs/<run_name>/ (default: <data>-<model>)"),
-            ("seed", "seeds torch, numpy and the augmentations"),
-            *INFERENCE_KEYS,
+            "data.root",
+            "optimizer.lr",
+            "data.batch_size",
+            "data.crop_size",
+            "data.num_workers",
+            "trainer.max_epochs",
+            "trainer.devices",
+            "runtime.threads",
+            "resume",
+            "run_name",
+            "seed",
+            INFERENCE,
         ],
         [*GROUPS, "hparams_search"],
         [
@@ -65,11 +63,11 @@ COMMAND_HELP = {
         "accuracy per class; instance: COCO box and mask AP), metrics.json and a per-class chart;\n"
         "command-line keys replace the stored ones.",
         [
-            ("ckpt", "the .ckpt written by segtrain train (required)"),
-            ("data.root", "evaluate on data elsewhere (same classes)"),
-            ("data.split", "the split to score (default: the validation split)"),
-            ("save_predictions", "true: also write predictions/ (dataset encoding; or COCO results json)"),
-            *INFERENCE_KEYS,
+            "ckpt",
+            "data.root",
+            "data.split",
+            "save_predictions",
+            INFERENCE,
         ],
         ["data", "trainer"],
         [
@@ -82,10 +80,10 @@ COMMAND_HELP = {
         "segtrain export (ONNX or TorchScript): palette PNGs and overlays (semantic), or COCO results json\n"
         "and instance overlays (instance: inference.score_threshold, inference.mask_threshold).",
         [
-            ("ckpt", "a .ckpt, or a model.onnx / model.pt with its .json metadata (required)"),
-            ("input", "an image file or a directory of images (required)"),
-            ("output", "the directory for the masks, outside the input (required)"),
-            *INFERENCE_KEYS,
+            "ckpt",
+            "input",
+            "output",
+            INFERENCE,
         ],
         ["trainer"],
         [
@@ -98,12 +96,12 @@ COMMAND_HELP = {
         "with their masks) or TorchScript, checked against PyTorch at two sizes; writes <file>.json beside\n"
         "it with the task, classes, palette and normalisation.",
         [
-            ("ckpt", "the .ckpt to export (required)"),
-            ("format", "onnx | torchscript"),
-            ("output", "the file to write (default: the run directory's model.onnx / model.pt)"),
-            ("export.check_sizes", "the [H, W] sizes compared with PyTorch (batch 1, then 2)"),
-            ("export.atol", "largest difference from PyTorch allowed"),
-            ("export.opset", "ONNX opset"),
+            "ckpt",
+            "format",
+            "output",
+            "export.check_sizes",
+            "export.atol",
+            "export.opset",
         ],
         [],
         [
@@ -115,12 +113,12 @@ COMMAND_HELP = {
         "Time segtrain's training step against a hand-written PyTorch loop on the same device, precision\n"
         "and memory format: images/s, TFLOP/s, MFU and peak memory; or the data loader alone.",
         [
-            ("bench.steps", "batches per loop"),
-            ("bench.warmup", "first steps of each loop left out"),
-            ("bench.rounds", "plain / segtrain loops alternate this many times"),
-            ("bench.data", "true: time the training DataLoader alone"),
-            ("bench.data_workers", "with bench.data=true: worker counts to time, e.g. [0,4,8]"),
-            ("bench.peak_tflops", "the device's peak for MFU (default: known GPUs' data sheets)"),
+            "bench.steps",
+            "bench.warmup",
+            "bench.rounds",
+            "bench.data",
+            "bench.data_workers",
+            "bench.peak_tflops",
         ],
         ["model", "data", "trainer"],
         [
@@ -133,9 +131,9 @@ COMMAND_HELP = {
         "slips (task=instance: the COCO json's boxes, categories, masks against boxes, missing images);\n"
         "print class shares and the fix of each error; exit non-zero on errors.",
         [
-            ("data.root", "where the dataset lies"),
-            ("data.split", "the split to scan (default: the validation split)"),
-            ("check.workers", "scan processes (default: one per core)"),
+            "data.root",
+            "data.split",
+            "check.workers",
         ],
         ["data"],
         [
@@ -149,14 +147,72 @@ COMMAND_HELP = {
 def command_help(command: str) -> str:
     from segtrain.config import config_groups
 
-    what, keys, groups, examples = COMMAND_HELP[command]
+    what, names, groups, examples = COMMAND_HELP[command]
+    available = config_groups()
+    keys = _key_lines(command, names, available.get("task", []))
     width = max(len(key) for key, _ in keys)
     lines = [f"usage: segtrain {command} [key=value ...]", "", what, "", "keys:"]
-    lines += [f"  {key:<{width}}  {text}" for key, text in keys]
+    for key, text in keys:
+        lines += textwrap.wrap(
+            text, WIDTH, initial_indent=f"  {key:<{width}}  ", subsequent_indent=" " * (width + 4)
+        )
     if groups:
-        available = config_groups()
         lines += ["", "config groups (group=choice):"]
         lines += [f"  {group + ':':<16} {', '.join(available.get(group, []))}" for group in groups]
     lines += ["", "examples:", *(f"  {example}" for example in examples)]
     lines += ["", f"segtrain {command} --help-all also prints Hydra's help with the whole composed config."]
     return "\n".join(lines)
+
+
+def _key_lines(command: str, names: list[str], tasks: list[str]) -> list[tuple[str, str]]:
+    """(key, its schema description and default) for ``names``; ``INFERENCE`` stands for every task's
+    own keys, each marked with the tasks that have it."""
+    from segtrain.schema import KEYS
+    from segtrain.tasks import spec_of
+
+    described = {key.name: key for key in KEYS}
+    owners: dict[str, list[str]] = {}
+    for task in tasks:
+        for key in spec_of(task).keys:
+            if key.help:
+                described.setdefault(key.name, key)
+                owners.setdefault(key.name, []).append(task)
+    defaults = _defaults(command, tasks)
+    lines = []
+    for name in names:
+        for key in owners if name == INFERENCE else [name]:
+            text, notes = described[key].help, []
+            if key in owners:
+                notes.append(f"task={','.join(owners[key])}")
+            if key in defaults and "default" not in text:
+                notes.append(f"default {defaults[key]}")
+            lines.append((key, f"{text} ({'; '.join(notes)})" if notes else text))
+    return lines
+
+
+def _defaults(command: str, tasks: list[str]) -> dict[str, str]:
+    """The values conf/ gives the keys ``--help`` lists, read from the files (not composed: no Hydra)."""
+    from omegaconf import OmegaConf
+
+    from segtrain.config import config_dir
+
+    root = config_dir()
+    files = [(root / "config.yaml", ""), (root / f"{command.replace('-', '_')}.yaml", "")]
+    files += [(root / "runtime" / "cpu.yaml", "runtime.")]
+    files += [(root / "inference" / f"{task}.yaml", "inference.") for task in reversed(tasks)]
+    defaults = {}
+    for path, prefix in files:
+        if path.is_file():
+            node = OmegaConf.load(path)
+            node.pop("defaults", None)
+            for key, value in _flat(OmegaConf.to_container(node, resolve=False), prefix):
+                defaults[key] = value
+    return defaults
+
+
+def _flat(node: dict, prefix: str):
+    for key, value in node.items():
+        if isinstance(value, dict):
+            yield from _flat(value, f"{prefix}{key}.")
+        elif value is not None:
+            yield f"{prefix}{key}", "true" if value is True else "false" if value is False else str(value)

@@ -7,6 +7,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from tests.conftest import TINY, checkpoints, make_voc_tree, run_cli
@@ -324,6 +325,28 @@ def test_the_old_spelling_task_name_is_read_as_command(capsys):
     captured = capsys.readouterr()
     assert "command: renamed" in captured.out and "task_name" not in captured.out
     assert "task_name is now called command" in captured.err
+
+
+def test_the_old_spellings_of_the_runtime_keys_are_read_as_their_node(capsys):
+    """channels_last, compile and threads sat among Lightning's Trainer arguments; they are runtime's, and
+    the Trainer's node no longer holds them."""
+    from segtrain.cli import main
+
+    main(
+        [
+            "trainer.channels_last=true",
+            "trainer.compile.mode=max-autotune",
+            "trainer.threads=3",
+            "--cfg",
+            "job",
+        ]
+    )
+    captured = capsys.readouterr()
+    printed = yaml.safe_load(captured.out)
+    assert printed["runtime"]["channels_last"] is True and printed["runtime"]["threads"] == 3
+    assert printed["runtime"]["compile"]["mode"] == "max-autotune"
+    assert not {"channels_last", "compile", "threads"} & set(printed["trainer"])
+    assert "trainer.compile.mode is now called runtime.compile.mode" in captured.err
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 from pytorch_lightning.loggers import Logger
 
 from segtrain.commands.train import build_trainer
-from segtrain.config import compose, config_groups
+from segtrain.config import compose, config_dir, config_groups
 from segtrain.errors import SegtrainError
 from segtrain.runtime.checkpoint import AtomicCheckpointIO
 from segtrain.tasks.declared import config_task
@@ -184,3 +184,28 @@ def test_inconsistent_pairs_are_caught():
         validate(compose("config", ["loss.class_weights=[1,2]"]))
     with pytest.raises(SegtrainError, match="inference.mode=slide needs inference.crop_size"):
         validate(compose("config", ["inference.mode=slide"]))
+
+
+@pytest.mark.parametrize("task", GROUPS["task"])
+def test_each_inference_key_a_task_ships_is_described_by_the_task(task):
+    """``--help`` and validation read a task's keys from its spec: a key added to the task's inference YAML
+    without a description there would be neither checked nor listed."""
+    from segtrain.tasks import spec_of
+
+    shipped = OmegaConf.load(config_dir() / "inference" / f"{task}.yaml")
+
+    def flattened(node: dict, prefix: str) -> dict:
+        items = {}
+        for key, value in node.items():
+            items.update(
+                flattened(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value}
+            )
+        return items
+
+    flat = flattened(OmegaConf.to_container(shipped, resolve=False), "inference.")
+    described = {key.name: key for key in spec_of(task).keys}
+    assert set(flat) == set(described)
+    for name, key in described.items():
+        value = flat[name]
+        if not (isinstance(value, str) and value.startswith("${")):
+            assert key.check(value), f"the shipped {name}={value!r} fails its own check"

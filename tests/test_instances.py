@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -700,3 +702,34 @@ def test_eval_on_another_root_that_holds_only_the_val_split(trained, tmp_path):
     result = run_cli("eval", f"ckpt={trained['ckpt']}", f"data.root={elsewhere}", cwd=tmp_path, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(next(tmp_path.rglob("metrics.json")).read_text())["images"] == 5
+
+
+def test_export_comparison_pairs_detections_and_forgives_only_ties_at_the_cut():
+    """ONNX and PyTorch may keep different detections where scores tie at the cut (here 3 detections per
+    image): those are left out and the rest compared in PyTorch's order. A detection one side kept above
+    the other side's cut is a real difference: both come back whole, and the comparison sees it."""
+    from segtrain.commands.export import compare
+    from segtrain.tasks.instance.module import align_detections
+
+    def detections(boxes, labels, scores):
+        masks = torch.zeros(len(boxes), 1, 8, 8)
+        return torch.tensor(boxes, dtype=torch.float), torch.tensor(labels), torch.tensor(scores), masks
+
+    def difference(exported, reference, score_thresh=0.05):
+        align = partial(align_detections, score_thresh=score_thresh, limit=3)
+        return compare(lambda _: exported, lambda _: reference, [torch.zeros(1)], "onnx", align)
+
+    reference = detections([[0, 0, 4, 4], [2, 2, 6, 6], [1, 1, 3, 3]], [1, 2, 1], [0.9, 0.8, 0.3])
+    tied = detections([[2, 2, 6, 6], [0, 0, 4, 4], [5, 5, 7, 7]], [2, 1, 2], [0.8, 0.9, 0.30001])
+    paired = align_detections(reference, tied, 0.05, 3)
+    assert paired[0][0].tolist() == paired[1][0].tolist() == [[0, 0, 4, 4], [2, 2, 6, 6]]
+    assert difference(tied, reference) < 1e-4
+    # Under the cap, the cut is the score threshold: a detection only one side kept scores at it.
+    at_threshold = detections([[2, 2, 6, 6], [0, 0, 4, 4]], [2, 1], [0.8, 0.9])
+    assert difference(at_threshold, reference, score_thresh=0.29995) < 1e-4
+    assert difference(at_threshold, reference) == math.inf
+
+    above_the_cut = detections([[2, 2, 6, 6], [0, 0, 4, 4], [5, 5, 7, 7]], [2, 1, 2], [0.8, 0.9, 0.5])
+    assert difference(above_the_cut, reference) > 0.1
+    other_label = detections([[0, 0, 4, 4], [2, 2, 6, 6], [1, 1, 3, 3]], [2, 2, 1], [0.9, 0.8, 0.3])
+    assert difference(other_label, reference) > 0.1

@@ -11,7 +11,7 @@ from tests.conftest import TINY, checkpoints, run_cli
 
 @pytest.mark.slow
 def test_channels_last_and_compile_train_and_a_plain_eval_loads_the_checkpoint(tmp_path):
-    trained = run_cli(*TINY, "trainer.channels_last=true", "trainer.compile.enable=true", cwd=tmp_path)
+    trained = run_cli(*TINY, "runtime.channels_last=true", "runtime.compile.enable=true", cwd=tmp_path)
     assert trained.returncode == 0, trained.stderr[-3000:]
     (last,) = checkpoints(tmp_path / "outputs")
     keys = list(torch.load(last, weights_only=True)["state_dict"])

@@ -3,7 +3,7 @@
 
 Both loops train the same model (same initial weights), on the same batches held in pinned host memory,
 with the same loss, optimizer and schedule, on the configured accelerator, precision and memory format
-(``trainer.channels_last``); the hand-written loop is compiled when ``bench.compile_reference`` says so
+(``runtime.channels_last``); the hand-written loop is compiled when ``bench.compile_reference`` says so
 (default: when segtrain compiles). Throughput is taken over the steps after warm-up, between two device
 synchronisations, so asynchronous GPU work is counted in full. The rounds alternate to spread machine
 noise over both. FLOPs per step come from ``torch.utils.flop_counter``; MFU divides the achieved rate by

@@ -103,14 +103,14 @@ def compare(
     exported, model: torch.nn.Module, samples: list, label: str, align: Callable | None = None
 ) -> float:
     """The largest difference between the exported model and PyTorch over ``samples`` and every output
-    (infinite where an output's shape differs, e.g. another number of detections); ``align`` puts the
-    export's outputs in PyTorch's order first."""
+    (infinite where an output's shape differs, e.g. another number of detections); ``align`` pairs the
+    two sides' outputs first."""
     worst = 0.0
     for sample in samples:
         inputs = sample if isinstance(sample, tuple) else (sample,)
         ours, theirs = as_tuple(exported(*inputs)), as_tuple(model(*inputs))
         if align is not None:
-            ours = align(theirs, ours)
+            theirs, ours = align(theirs, ours)
         diff = 0.0
         for mine, reference in zip(ours, theirs):
             if mine.shape != reference.shape:

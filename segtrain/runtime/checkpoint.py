@@ -27,7 +27,7 @@ from segtrain.runtime.processes import process_runs
 #: Keys of eval / predict / export themselves, never applied to a checkpoint's training config.
 COMMAND_KEYS = {"ckpt", "input", "output", "format", "export", "command", "task_name", "hydra"}
 #: The machine and where outputs go: always this command's, never the checkpoint's.
-RUNTIME_KEYS = ("trainer", "paths", "logger", "callbacks")
+RUNTIME_KEYS = ("trainer", "runtime", "paths", "logger", "callbacks")
 
 
 _ABSENT = object()

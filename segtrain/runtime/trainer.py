@@ -23,9 +23,6 @@ log = logging.getLogger(__name__)
 METRICS_FILE = "val_metrics.json"
 
 
-MODEL_RUNTIME_KEYS = ("channels_last", "compile", "threads")
-
-
 def build_trainer(cfg: DictConfig, rank_function: str | None = None, **overrides) -> pl.Trainer:
     """The Trainer of ``cfg.trainer``. ``rank_function`` (e.g. ``segtrain.commands.train.fit``) is what the
     extra ranks of a ``trainer.strategy=ddp`` run execute on ``cfg``
@@ -45,19 +42,16 @@ def build_trainer(cfg: DictConfig, rank_function: str | None = None, **overrides
         kwargs["enable_progress_bar"] = False
     if strategy is not None:
         kwargs["strategy"] = strategy
-    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
-    for key in MODEL_RUNTIME_KEYS:
-        trainer_cfg.pop(key, None)
-    return instantiate(trainer_cfg, **kwargs)
+    return instantiate(cfg.trainer, **kwargs)
 
 
 def set_threads(cfg: DictConfig) -> int:
-    """torch's CPU threads for this process: ``trainer.threads``, else ``OMP_NUM_THREADS`` when set, else the
+    """torch's CPU threads for this process: ``runtime.threads``, else ``OMP_NUM_THREADS`` when set, else the
     idle cores this process may use (``idle_cores``), shared between the training processes on the node,
     less one per loader worker, at least 1. torch's default of one thread per core fights the loader
     workers and the other processes for the same cores: on 2 busy cores the default run took 7x the CPU
     time."""
-    threads = OmegaConf.select(cfg, "trainer.threads") or os.environ.get("OMP_NUM_THREADS")
+    threads = OmegaConf.select(cfg, "runtime.threads") or os.environ.get("OMP_NUM_THREADS")
     if not threads:
         cores = idle_cores()
         nodes = int(OmegaConf.select(cfg, "trainer.num_nodes") or 1)
@@ -65,7 +59,7 @@ def set_threads(cfg: DictConfig) -> int:
         workers = int(OmegaConf.select(cfg, "data.num_workers") or 0)
         threads = max(1, cores // processes - workers)
         log.info(
-            "torch threads: %d (%d idle cores, %d processes, %d loader workers each; trainer.threads=N "
+            "torch threads: %d (%d idle cores, %d processes, %d loader workers each; runtime.threads=N "
             "overrides)",
             threads,
             cores,

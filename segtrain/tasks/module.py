@@ -1,5 +1,5 @@
 """What every task's LightningModule shares: normalisation on the device, optimisation, the first
-non-finite loss, launch time, ``trainer.channels_last`` / ``trainer.compile``, and checkpoint metadata.
+non-finite loss, launch time, ``runtime.channels_last`` / ``runtime.compile``, and checkpoint metadata.
 
 A task's module owns its steps, losses, metrics, prediction writer and export wrapper; the hooks the
 commands call without a network are its spec's (``segtrain.tasks.spec``). Which score ranks its runs is
@@ -49,8 +49,8 @@ class ExportSpec:
     torchscript: str = "trace"
     input: str = ""
     output: str = ""
-    #: (PyTorch's outputs, the export's) -> the export's in PyTorch's order, for outputs whose order is
-    #: not defined (detections of equal score).
+    #: (PyTorch's outputs, the export's) -> the two paired, for outputs whose order or cut is not defined
+    #: (detections of equal score).
     align: Callable | None = None
 
 
@@ -86,7 +86,7 @@ class TaskModule(pl.LightningModule):
         self.lr_base_batch_size = lr_base_batch_size
         self.channels_last = channels_last
         volumetric = any(isinstance(module, nn.Conv3d) for module in model.modules())
-        #: The layout of the model's weights and inputs (``trainer.channels_last``).
+        #: The layout of the model's weights and inputs (``runtime.channels_last``).
         self.memory_format = (
             (torch.channels_last_3d if volumetric else torch.channels_last)
             if channels_last
@@ -94,7 +94,7 @@ class TaskModule(pl.LightningModule):
         )
         compile_options = dict(compile or {})
         self.compile_enabled = bool(compile_options.pop("enable", False))
-        #: ``torch.compile`` arguments of ``trainer.compile`` (mode, dynamic, ...).
+        #: ``torch.compile`` arguments of ``runtime.compile`` (mode, dynamic, ...).
         self.compile_kwargs = compile_options
         #: ``torch.compile(self.model)`` once set up; kept off the module tree so that state dicts,
         #: checkpoints and exports hold the plain model's keys (no ``_orig_mod.``).
@@ -126,15 +126,15 @@ class TaskModule(pl.LightningModule):
             lr_base_batch_size=OmegaConf.select(cfg, "auto_scale_lr.base_batch_size")
             if OmegaConf.select(cfg, "auto_scale_lr.enable")
             else None,
-            channels_last=bool(OmegaConf.select(cfg, "trainer.channels_last")),
-            compile=OmegaConf.to_container(cfg.trainer.compile)
-            if OmegaConf.select(cfg, "trainer.compile")
+            channels_last=bool(OmegaConf.select(cfg, "runtime.channels_last")),
+            compile=OmegaConf.to_container(cfg.runtime.compile)
+            if OmegaConf.select(cfg, "runtime.compile")
             else None,
             **task_arguments,
         )
 
     def setup(self, stage: str) -> None:
-        """``trainer.channels_last`` and ``trainer.compile`` (benchmarks/gpu.md says where they pay)."""
+        """``runtime.channels_last`` and ``runtime.compile`` (benchmarks/gpu.md says where they pay)."""
         if self.channels_last:
             self.model.to(memory_format=self.memory_format)
         if self.compile_enabled and self.run_model is self.model:

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from segtrain.data.io import output_names
 from segtrain.errors import SegtrainError
+from segtrain.schema import Key
 
 
 class Task:
@@ -36,6 +37,9 @@ class Task:
     logits_per_class = False
     #: Files ``predict`` writes once per run besides one set per image.
     prediction_summary_files: list[str] = []
+    #: The task's own keys (its inference slice, ``conf/inference/<name>.yaml``), described as
+    #: ``segtrain.schema`` describes the shared ones: validation checks them and ``--help`` lists them.
+    keys: tuple[Key, ...] = ()
 
     @staticmethod
     def module_class() -> type:

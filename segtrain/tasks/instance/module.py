@@ -10,6 +10,7 @@ returns its losses while training and per-image detections at each image's own s
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -120,9 +121,10 @@ class InstanceSegmentation(TaskModule):
         TorchScript-based ONNX exporter traces torchvision's detectors; torch.export cannot yet."""
         channels = self.description.in_channels
         detections = {0: "detections"}
+        generator = torch.Generator().manual_seed(0)
         return ExportSpec(
             self.exported_module(),
-            [torch.rand(1, channels, *size) * 255 for size in sizes],
+            [torch.rand(1, channels, *size, generator=generator) * 255 for size in sizes],
             output_names=list(DETECTIONS),
             dynamic_axes={
                 "image": {2: "height", 3: "width"},
@@ -133,7 +135,11 @@ class InstanceSegmentation(TaskModule):
             },
             onnx_exporters=("torchscript",),
             torchscript="script",
-            align=align_detections,
+            align=partial(
+                align_detections,
+                score_thresh=self.model.roi_heads.score_thresh,
+                limit=self.model.roi_heads.detections_per_img,
+            ),
             input="float32 [1, C, H, W], RGB, 0-255 (the detector normalises and resizes it itself)",
             output=(
                 "boxes [N, 4] xyxy pixels, labels [N] (classes[label - 1]), scores [N], masks [N, 1, H, W] "
@@ -175,19 +181,38 @@ class DetectorExport(nn.Module):
         return detections["boxes"], detections["labels"], detections["scores"], detections["masks"]
 
 
-def align_detections(reference: tuple, exported: tuple) -> tuple:
-    """``exported`` detections reordered to match ``reference``'s, each to the unclaimed one of the same
-    label with the nearest box: detections of equal score may come out of the two sorts in either order."""
-    boxes, labels = reference[0], reference[1]
-    if len(exported[0]) != len(boxes):
-        return exported
-    distance = (boxes[:, None, :].float() - exported[0][None, :, :].float()).abs().sum(-1)
+#: Scores this close to a side's cut are a tie there: ONNX and PyTorch, a few 1e-6 apart, may keep
+#: different detections at it.
+TIED_AT_CUT = 1e-4
+
+#: Boxes further apart than this (pixels, any coordinate) are different detections.
+SAME_BOX = 1.0
+
+
+def align_detections(
+    reference: tuple, exported: tuple, score_thresh: float, limit: int
+) -> tuple[tuple, tuple]:
+    """The detections both sides kept, in PyTorch's order: each PyTorch detection is paired with the
+    unclaimed exported one of its label with the nearest box (equal scores come out of the two sorts in
+    either order). A detection only one side kept must be tied with the other side's cut (its lowest score
+    when it kept ``limit`` detections, else ``score_thresh``); otherwise both are returned whole, and the
+    comparison fails on them."""
+    boxes, labels = reference[0].float(), reference[1]
+    distance = (boxes[:, None, :] - exported[0][None, :, :].float()).abs().amax(-1)
     distance[labels[:, None] != exported[1][None, :]] = float("inf")
-    order = []
-    for row in distance:
+    kept, order = [], []
+    for index, row in enumerate(distance):
         row[order] = float("inf")
-        order.append(int(row.argmin()))
-    return tuple(output[order] for output in exported)
+        if len(row) and row.min() <= SAME_BOX:
+            kept.append(index)
+            order.append(int(row.argmin()))
+    sides = ((reference[2], kept), (exported[2], order))
+    for (scores, paired), (other, _) in (sides, sides[::-1]):
+        cut = other.min() if len(other) >= limit else score_thresh
+        lone = scores[[i for i in range(len(scores)) if i not in paired]]
+        if len(lone) and (lone - cut).abs().max() > TIED_AT_CUT:
+            return reference, exported
+    return tuple(output[kept] for output in reference), tuple(output[order] for output in exported)
 
 
 def draw_instances(

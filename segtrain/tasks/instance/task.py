@@ -9,6 +9,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from segtrain.errors import SegtrainError
+from segtrain.schema import MASK_THRESHOLD, Key, number
 from segtrain.tasks.spec import Task
 
 
@@ -18,6 +19,17 @@ class InstanceTask(Task):
     counts_background = True
     #: COCO results, and which image each image_id is.
     prediction_summary_files = ["detections.json", "images.json"]
+    # Scores and mask probabilities are in [0, 1] and kept when above the threshold: 1 keeps nothing, and
+    # a mask cut at 0 or below is its whole box.
+    keys = (
+        Key(
+            "inference.score_threshold",
+            "predict's overlays draw the detections scoring above it",
+            lambda v: number(v) and 0 <= v < 1,
+            "a score in [0, 1): detections scoring above it are drawn",
+        ),
+        MASK_THRESHOLD,
+    )
 
     @staticmethod
     def module_class() -> type:

@@ -11,6 +11,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from segtrain.errors import SegtrainError
+from segtrain.schema import MASK_THRESHOLD
 from segtrain.tasks.spec import Task, pinned
 
 log = logging.getLogger(__name__)
@@ -21,6 +22,7 @@ class ReferringTask(Task):
     trains_on = "model=text_objseg and data=shapes_referring or refcoco"
     #: Which expression each mask answers.
     prediction_summary_files = ["expressions.json"]
+    keys = (MASK_THRESHOLD,)
 
     @staticmethod
     def module_class() -> type:

@@ -6,11 +6,21 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from segtrain.errors import SegtrainError
+from segtrain.schema import (
+    MEDIAN_FREQUENCY,
+    MIN_WINDOW,
+    SCALE_RANGE,
+    Key,
+    boolean,
+    integer,
+    number,
+    one_of,
+    size,
+)
 from segtrain.tasks.spec import Task, pinned, score_resolution
-from segtrain.validation import MEDIAN_FREQUENCY
 
 log = logging.getLogger(__name__)
 
@@ -19,6 +29,59 @@ class SemanticTask(Task):
     name = "semantic"
     trains_on = "a semantic model (model=unet, deeplabv3plus, ...) and data (data=voc, camvid, ...)"
     logits_per_class = True
+    keys = (
+        Key(
+            "inference.mode",
+            "whole | slide (windows, for images larger than the training crop)",
+            one_of("whole", "slide"),
+            "'whole' or 'slide'",
+        ),
+        Key(
+            "inference.crop_size",
+            "slide: window [H, W] (default: data.crop_size)",
+            size(MIN_WINDOW),
+            f"null or [H, W] (or [D, H, W]) of integers >= {MIN_WINDOW}",
+        ),
+        Key(
+            "inference.stride",
+            "slide: step between windows (default: half the window)",
+            size(1),
+            "null (half the crop) or [H, W] (or [D, H, W]) of integers >= 1",
+        ),
+        Key(
+            "inference.gaussian",
+            "slide: blend windows with a Gaussian weight",
+            boolean,
+            "true or false",
+        ),
+        Key("inference.flip", "true: average with the horizontally flipped image", boolean, "true or false"),
+        Key(
+            "inference.scales",
+            "test-time scales, e.g. [0.75,1.0,1.25]",
+            lambda v: (
+                isinstance(v, (list, tuple, ListConfig))
+                and len(v) > 0
+                and all(number(s) and SCALE_RANGE[0] <= s <= SCALE_RANGE[1] for s in v)
+            ),
+            f"a non-empty list of numbers in [{SCALE_RANGE[0]}, {SCALE_RANGE[1]}]",
+        ),
+        Key("inference.crf", "true: refine with DeepLab's dense CRF (RGB images)", boolean, "true or false"),
+        Key(
+            "inference.score_resolution",
+            "original (each image's own size) | transformed (data.val_transforms' size)",
+            one_of("original", "transformed"),
+            "'original' (each image's own size) or 'transformed' (the size data.val_transforms give)",
+        ),
+        Key("inference.crf_params.iterations", "", lambda v: integer(v) and v >= 1, "an integer >= 1"),
+        *(
+            Key(f"inference.crf_params.{name}", "", lambda v: number(v) and v >= 0, "a number >= 0")
+            for name in ("w1", "w2")
+        ),
+        *(
+            Key(f"inference.crf_params.{name}", "", lambda v: number(v) and v > 0, "a number > 0")
+            for name in ("theta_alpha", "theta_beta", "theta_gamma")
+        ),
+    )
 
     @staticmethod
     def module_class() -> type:
