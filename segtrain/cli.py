@@ -165,8 +165,8 @@ def checkpoint_task(command: str, overrides: list[str]) -> list[str]:
 def precheck(command: str, overrides: list[str], flags: set[str]) -> list[str]:
     """Compose and validate one run before Hydra starts it and writes its directory (the jobs of a
     sweep are validated one by one, as they start). Returns the overrides the run adds to the command
-    line's: the task a model or data config is for, where no task is typed (in a sweep, where the
-    overrides it does not sweep name one)."""
+    line's: the task a model or data config is for, where no task is typed (in a sweep, also the task of
+    the models or data it sweeps)."""
     from omegaconf import OmegaConf
 
     from segtrain.config import compose
@@ -178,20 +178,26 @@ def precheck(command: str, overrides: list[str], flags: set[str]) -> list[str]:
         requeued,
         wait_for_claim,
     )
+    from segtrain.tasks import task_name
     from segtrain.validation import check_accelerator, other_task, validate
 
     multirun = bool(flags & {"-m", "--multirun"})
-    if multirun:
-        overrides = [o for o in overrides if not _is_sweep(o)]
+    swept = [o for o in overrides if multirun and _is_sweep(o)]
+    overrides = [o for o in overrides if o not in swept]
     cfg = compose(COMMANDS[command][0], overrides, with_hydra=True)
     derived = []
     # No task typed: the model's (or the data's) is the run's, also in what --cfg job prints.
-    mismatch = other_task(cfg) if command == "train" and _typed(overrides, "task") is None else None
-    if mismatch is not None:
-        key, target, task = mismatch
-        derived = [f"task={task}"]
-        print(f"segtrain: {key}._target_={target} is for task={task}: training task={task}", file=sys.stderr)
-        cfg = compose(COMMANDS[command][0], overrides + derived, with_hydra=True)
+    if command == "train" and _typed(overrides, "task") is None:
+        task = _swept_task(task_name(cfg), overrides, swept) if swept else None
+        mismatch = None if task else other_task(cfg)
+        if mismatch is not None:
+            key, target, task = mismatch
+            print(
+                f"segtrain: {key}._target_={target} is for task={task}: training task={task}", file=sys.stderr
+            )
+        if task is not None:
+            derived = [f"task={task}"]
+            cfg = compose(COMMANDS[command][0], overrides + derived, with_hydra=True)
     if flags & _INSPECT_FLAGS:
         return derived
     check_writable(cfg.paths.log_dir)
@@ -216,6 +222,34 @@ def precheck(command: str, overrides: list[str], flags: set[str]) -> list[str]:
     if not multirun:
         claim_directory(directory, command, may_continue)
     return derived
+
+
+def _swept_task(default: str, overrides: list[str], swept: list[str]) -> str | None:
+    """The task of the models (or data) a sweep runs, where it is not ``default``: every job then trains
+    it. Models of different tasks in one sweep are refused, naming them."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from segtrain.config import compose
+    from segtrain.validation import other_task
+
+    for override in swept:
+        parsed = OverridesParser.create().parse_override(override)
+        if parsed.key_or_group not in ("model", "data") or type(parsed.value()).__name__ != "ChoiceSweep":
+            continue
+        tasks = {}
+        for choice in parsed.sweep_string_iterator():
+            mismatch = other_task(compose("config", [*overrides, f"{parsed.key_or_group}={choice}"]))
+            tasks[choice] = mismatch[2] if mismatch else default
+        if len(set(tasks.values())) > 1:
+            named = ", ".join(f"{choice} (task={task})" for choice, task in tasks.items())
+            raise SegtrainError(
+                f"{override} sweeps configs of different tasks: {named}. Sweep each task's in its own run"
+            )
+        task = next(iter(tasks.values()))
+        if task != default:
+            print(f"segtrain: {override} trains task={task}", file=sys.stderr)
+            return task
+    return None
 
 
 def _is_sweep(override: str) -> bool:

@@ -25,6 +25,20 @@ _UNIT_NODES = ("model", "loss", "scheduler", "adversarial", "task")
 
 _ABSENT = object()
 
+#: The config ``validate`` last passed (see ``validated``).
+_passed: tuple[str, bool] | None = None
+
+
+def _fingerprint(cfg: DictConfig, data_root: bool) -> tuple[str, bool]:
+    """The config as composed, without Hydra's own node (which only the CLI's first composition has)."""
+    return OmegaConf.to_yaml(OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])), data_root
+
+
+def validated(cfg: DictConfig, data_root: bool = True) -> bool:
+    """Whether ``validate`` has just passed this config: the CLI validates a run before Hydra starts it
+    (and writes its directory), and the job it then starts in this process composes the same config."""
+    return _passed == _fingerprint(cfg, data_root)
+
 
 def _value(cfg: DictConfig, key: str):
     try:
@@ -43,6 +57,7 @@ def validate(cfg: DictConfig, data_root: bool = True) -> None:
     ``data_root=False`` for commands that read no dataset (predict, export)."""
     from segtrain.tasks import task_spec
 
+    global _passed
     if data_root:
         _check_data_root(cfg)
     for key in (*KEYS, *task_spec(cfg).keys):
@@ -58,6 +73,7 @@ def validate(cfg: DictConfig, data_root: bool = True) -> None:
     for node in _UNIT_NODES:
         _check_unit_keys(cfg.get(node), node)
     _check_consistency(cfg)
+    _passed = _fingerprint(cfg, data_root)
 
 
 def _check_unit_keys(node, path: str) -> None:

@@ -31,9 +31,9 @@ def test_binary_masks_get_the_label_map_fix_and_pass_with_it(tmp_path, capsys):
     assert report is None and "fix: data.label_map={255: 1}" in out and "12 image/mask pairs" in out
     report, out = run_check(capsys, "folder", root, "data.split=all", "data.label_map={255:1}")
     assert report is not None and "OK: no errors found" in out
-    share = report.counts[:2] / report.counts.sum()
+    share = report.scan.counts[:2] / report.scan.counts.sum()
     assert share.sum() == 1 and 0.3 < share[1] < 0.7
-    assert report.images_per_second > 0
+    assert report.scan.images_per_second > 0
 
 
 def test_cityscapes_label_ids_where_train_ids_are_expected(tmp_path, capsys):
@@ -135,8 +135,8 @@ def test_training_stops_on_binary_masks_in_its_first_batches(tmp_path):
 def test_real_camvid_val_is_clean(capsys):
     report, out = run_check(capsys, "camvid", SHARED_DATA / "camvid")
     assert report is not None, out
-    assert report.pairs == 101 and "OK: no errors found" in out
-    shares = report.counts[:11] / report.counts.sum()
+    assert report.scan.pairs == 101 and "OK: no errors found" in out
+    shares = report.scan.counts[:11] / report.scan.counts.sum()
     assert shares.argmax() == 3  # road is the majority class of CamVid
 
 
@@ -255,3 +255,29 @@ def test_an_all_ignored_batch_names_the_label_encoding_not_the_lr(tmp_path):
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "is ignore_index=255, so the loss is undefined" in result.stderr and "check-data" in result.stderr
+
+
+@pytest.mark.parametrize("task", ["semantic", "instance", "referring"])
+def test_every_task_reports_in_one_shape(task, tmp_path, capsys):
+    """check-data prints one report shape whatever the task: a header naming the data and split, a table,
+    then warnings and errors, and the verdict last."""
+    from segtrain.data.checks import DataReport
+    from tests.instances import make_shapes_instances
+
+    overrides = {
+        "semantic": ["data=shapes"],
+        "instance": [
+            "task=instance",
+            "model=mask_rcnn",
+            "data=instances_folder",
+            f"data.root={make_shapes_instances(tmp_path, {'train': 2, 'val': 2})}",
+        ],
+        "referring": ["task=referring", "model=text_objseg_small", "data=shapes_referring"],
+    }[task]
+    report = check_data(compose("check_data", [*overrides, "check.workers=1"]))
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert isinstance(report, DataReport) and not report.errors
+    assert printed[0].startswith(
+        f"data={overrides[-1].split('=')[1] if task != 'instance' else 'instances_folder'}"
+    )
+    assert "split=val" in printed[0] and printed[-1] == "OK: no errors found"

@@ -10,6 +10,7 @@ import torch
 import yaml
 from PIL import Image
 
+from segtrain.errors import SegtrainError
 from tests.conftest import TINY, checkpoints, make_voc_tree, run_cli
 
 
@@ -371,3 +372,34 @@ def test_the_task_a_command_adds_is_in_the_config_it_prints(args, task, capsys, 
     main(args)
     printed = capsys.readouterr().out
     assert f"task:\n  _target_: segtrain.tasks.{task}.task." in printed and f"  name: {task}\n" in printed
+
+
+def test_a_run_is_validated_once(tmp_path, monkeypatch):
+    """The CLI validates a run before Hydra starts it; the job does not check the same config again (a
+    sweep's jobs, which the CLI does not see one by one, are checked as they start)."""
+    import segtrain.validation
+    from segtrain.cli import main
+
+    checks = []
+    consistency = segtrain.validation._check_consistency
+    monkeypatch.setattr(
+        segtrain.validation, "_check_consistency", lambda cfg: checks.append(consistency(cfg))
+    )
+    monkeypatch.chdir(tmp_path)
+    main([*TINY, "trainer.limit_train_batches=1", "trainer.limit_val_batches=1", "hydra.run.dir=run"])
+    assert len(checks) == 1
+    assert list((tmp_path / "run" / "checkpoints").glob("*.ckpt"))
+
+
+def test_a_sweep_over_models_trains_their_task_and_refuses_a_mix(capsys):
+    """``segtrain -m model=mask_rcnn,panet`` with no task typed trains task=instance in every job; a sweep
+    over models of two tasks is one error naming each model's task, before any job starts."""
+    from segtrain.cli import precheck
+
+    assert precheck("train", ["model=mask_rcnn,panet", "data=instances_folder"], {"-m", "--cfg"}) == [
+        "task=instance"
+    ]
+    assert "model=mask_rcnn,panet trains task=instance" in capsys.readouterr().err
+    assert precheck("train", ["model=unet,fcn"], {"-m", "--cfg"}) == []
+    with pytest.raises(SegtrainError, match=r"mask_rcnn \(task=instance\), unet \(task=semantic\)"):
+        precheck("train", ["model=mask_rcnn,unet"], {"-m", "--cfg"})

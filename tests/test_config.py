@@ -209,3 +209,24 @@ def test_each_inference_key_a_task_ships_is_described_by_the_task(task):
         value = flat[name]
         if not (isinstance(value, str) and value.startswith("${")):
             assert key.check(value), f"the shipped {name}={value!r} fails its own check"
+
+
+@pytest.mark.parametrize("data", GROUPS["data"])
+def test_each_data_config_extends_its_tasks_base_and_relists_none_of_it(data):
+    """A data config names what is its own (classes, reader, layout) over one base chain per task
+    (_base, then _image_base, _instances_base or _referring_base): a key set to the value its base already
+    gives is a copy that the next change to the base would miss."""
+    directory = config_dir() / "data"
+
+    def chain(name: str) -> list[dict]:
+        node = OmegaConf.to_container(OmegaConf.load(directory / f"{name}.yaml"), resolve=False)
+        bases = [entry for entry in node.pop("defaults", []) if entry != "_self_"]
+        return [layer for base in bases for layer in chain(base)] + [node]
+
+    *bases, own = chain(data)
+    assert bases, f"conf/data/{data}.yaml extends no base"
+    inherited = {}
+    for layer in bases:
+        inherited.update(layer)
+    copied = [key for key, value in own.items() if key in inherited and inherited[key] == value]
+    assert not copied, f"conf/data/{data}.yaml repeats its base's {copied}"

@@ -14,10 +14,10 @@ from segtrain.validation import validate
 
 
 def check_data(cfg: DictConfig):
-    """Prints the task's scan of ``data.split`` and returns the scan's report."""
+    """Prints the task's scan of ``data.split`` and returns its report (a ``DataReport``, every task's)."""
     validate(cfg)
-    report, text = task_spec(cfg).check_data(cfg)
-    print(text, flush=True)
+    report = task_spec(cfg).check_data(cfg)
+    print(report, flush=True)
     if report.errors:
         raise SegtrainError(
             f"check-data found {len(report.errors)} error(s) in data={cfg.data.get('name', '?')} "

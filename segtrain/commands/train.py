@@ -17,7 +17,7 @@ from segtrain.runtime.callbacks import TrainingLog, duration
 from segtrain.runtime.resume import resolve_resume
 from segtrain.runtime.trainer import METRICS_FILE, build_trainer, output_dir, set_threads, write_metrics
 from segtrain.tasks import build_datamodule, build_task, task_spec, with_derived
-from segtrain.validation import check_accelerator, validate
+from segtrain.validation import check_accelerator, validate, validated
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +25,9 @@ log = logging.getLogger(__name__)
 def train(cfg: DictConfig) -> float | None:
     """Fit, print the validation table and return the best val score of ``task.monitor`` (what picks
     best.ckpt and what sweeps optimise)."""
-    validate(cfg)
-    check_accelerator(cfg)
+    if not validated(cfg):  # a sweep's job, or a run not started by the CLI
+        validate(cfg)
+        check_accelerator(cfg)
     derived = task_spec(cfg).derive(cfg)
     if derived:
         # Logged and kept beside the run; the checkpoints store the config with them applied.

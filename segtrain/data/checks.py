@@ -8,8 +8,8 @@ that fixes it, and every place that checks labels uses the same words.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -28,6 +28,26 @@ class Finding:
 
     def __str__(self) -> str:
         return f"{self.problem} Fix: {self.fix}"
+
+
+@dataclass
+class DataReport:
+    """What ``segtrain check-data`` prints, the same for every task: what was scanned, a table of what was
+    found (class shares, instances per category, ...), the warnings, and each error with its fix.
+    ``scan``: the task's own scan, for what else reads it (class counts, images per second)."""
+
+    header: str
+    table: list[str] = field(default_factory=list)
+    errors: list[Finding] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    scan: Any = None
+
+    def __str__(self) -> str:
+        lines = [self.header, *self.table]
+        lines += [f"warning: {text}" for text in self.warnings]
+        lines += [f"error: {finding.problem}\n  fix: {finding.fix}" for finding in self.errors]
+        lines.append("OK: no errors found" if not self.errors else f"{len(self.errors)} error(s) found")
+        return "\n".join(lines)
 
 
 def out_of_range(values: Iterable[int], num_classes: int, ignore_index: int) -> list[int]:

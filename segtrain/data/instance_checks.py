@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from segtrain.data.checks import Finding
+from segtrain.data.checks import DataReport, Finding
 from segtrain.data.datasets.coco_instances import (
     decode_mask,
     empty_mask,
@@ -186,14 +186,12 @@ def scan_instances(
     return report
 
 
-def format_instance_report(report: InstanceReport, name: str, split: str) -> str:
-    lines = [
+def data_report(report: InstanceReport, name: str, split: str) -> DataReport:
+    """check-data's report of a COCO-format split: the instances of each category."""
+    header = (
         f"data={name} split={split}: {report.annotation_file}: {report.images} images, {report.annotations} "
-        f"annotations ({report.crowd} crowd regions) scanned in {report.seconds:.2f} s",
-        f"{'category':<24} {'instances':>9}",
-    ]
-    lines += [f"{category[:24]:<24} {count:>9}" for category, count in sorted(report.per_category.items())]
-    lines += [f"warning: {text}" for text in report.warnings]
-    lines += [f"error: {finding.problem}\n  fix: {finding.fix}" for finding in report.errors]
-    lines.append("OK: no errors found" if not report.errors else f"{len(report.errors)} error(s) found")
-    return "\n".join(lines)
+        f"annotations ({report.crowd} crowd regions) scanned in {report.seconds:.2f} s"
+    )
+    table = [f"{'category':<24} {'instances':>9}"]
+    table += [f"{category[:24]:<24} {count:>9}" for category, count in sorted(report.per_category.items())]
+    return DataReport(header, table, report.errors, report.warnings, scan=report)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import Iterable, Sequence
 
@@ -22,6 +22,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from segtrain.data.checks import DataReport, Finding
 from segtrain.data.datamodule import SegDataModule
 from segtrain.data.datasets.base import SegmentationDataset, pad_collate
 from segtrain.errors import SegtrainError
@@ -162,14 +163,14 @@ class ReferringReport:
     longest: int = 0
     cut: int = 0
     object_pixels: float = 0.0
-    errors: list[str] = field(default_factory=list)
 
 
-def scan_expressions(cfg: DictConfig) -> tuple[ReferringReport, str]:
+def scan_expressions(cfg: DictConfig) -> DataReport:
     """check-data's scan of a referring split: expressions, words past ``data.max_length``, empty masks."""
     datamodule = instantiate(cfg.data)
     dataset = datamodule.reader(cfg.data.split, vocabulary=None)
     report = ReferringReport(expressions=len(dataset))
+    errors = []
     for index in range(len(dataset)):
         _, mask, meta = dataset.load(index)
         words = len(tokenize(meta["expression"]))
@@ -177,13 +178,16 @@ def scan_expressions(cfg: DictConfig) -> tuple[ReferringReport, str]:
         report.cut += words > datamodule.max_length
         report.object_pixels += float((mask == 1).mean())
         if not (mask == 1).any():
-            report.errors.append(f"{meta['name']}: the mask of '{meta['expression']}' is empty")
-    lines = [
+            errors.append(
+                Finding(
+                    f"{meta['name']}: the mask of '{meta['expression']}' is empty.",
+                    "fix the annotation, or remove the expression from the split",
+                )
+            )
+    header = (
         f"data={cfg.data.get('name', '?')} split={cfg.data.split}: {report.expressions} expressions, "
-        f"the longest {report.longest} words ({report.cut} cut at data.max_length="
-        f"{datamodule.max_length}); the referred object covers "
-        f"{100 * report.object_pixels / max(report.expressions, 1):.1f}% of an "
-        "image on average",
-        *report.errors[:20],
-    ]
-    return report, "\n".join(lines)
+        f"the longest {report.longest} words ({report.cut} cut at data.max_length={datamodule.max_length}); "
+        f"the referred object covers {100 * report.object_pixels / max(report.expressions, 1):.1f}% of an "
+        "image on average"
+    )
+    return DataReport(header, errors=errors, scan=report)

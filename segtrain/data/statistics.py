@@ -19,7 +19,14 @@ import numpy as np
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from segtrain.data.checks import Finding, diagnose_binary, diagnose_values, format_size, out_of_range
+from segtrain.data.checks import (
+    DataReport,
+    Finding,
+    diagnose_binary,
+    diagnose_values,
+    format_size,
+    out_of_range,
+)
 from segtrain.data.datasets.base import SegmentationDataset
 from segtrain.data.encoding import rgb_code
 from segtrain.data.io import MaskModeError, UnreadableFileError
@@ -264,23 +271,15 @@ def scan_split(data_cfg: DictConfig, split: str, workers: int | None = None):
     return datamodule, scan(dataset, datamodule.classes, datamodule.palette, workers or os.cpu_count() or 1)
 
 
-def format_report(report: Report, classes: list[str], ignore_index: int, name: str) -> str:
+def data_report(report: Report, classes: list[str], ignore_index: int, name: str) -> DataReport:
+    """check-data's report of a semantic split: each class's share of the pixels and of the images."""
     total = max(int(report.counts.sum()), 1)
-    lines = [
+    table = [f"{'id':>4}  {'class':<24} {'pixels %':>9} {'images':>7}"]
+    for index, label in [*enumerate(classes), (ignore_index, "(ignored)")]:
+        share = 100 * report.counts[index] / total
+        table.append(f"{index:>4}  {label[:24]:<24} {share:>9.3f} {report.images_with[index]:>7}")
+    header = (
         f"data={name} split={report.split}: {report.pairs} image/mask pairs scanned in {report.seconds:.2f} "
-        f"s ({report.images_per_second:.1f} images/s, {report.workers} workers)",
-        f"{'id':>4}  {'class':<24} {'pixels %':>9} {'images':>7}",
-    ]
-    for index, label in enumerate(classes):
-        lines.append(
-            f"{index:>4}  {label[:24]:<24} {100 * report.counts[index] / total:>9.3f} "
-            f"{report.images_with[index]:>7}"
-        )
-    lines.append(
-        f"{ignore_index:>4}  {'(ignored)':<24} {100 * report.counts[ignore_index] / total:>9.3f} "
-        f"{report.images_with[ignore_index]:>7}"
+        f"s ({report.images_per_second:.1f} images/s, {report.workers} workers)"
     )
-    lines += [f"warning: {text}" for text in report.warnings]
-    lines += [f"error: {finding.problem}\n  fix: {finding.fix}" for finding in report.errors]
-    lines.append("OK: no errors found" if not report.errors else f"{len(report.errors)} error(s) found")
-    return "\n".join(lines)
+    return DataReport(header, table, report.errors, report.warnings, scan=report)

@@ -98,7 +98,7 @@ class Task:
 
     @staticmethod
     def check_data(cfg: DictConfig):
-        """check-data: the scan of ``data.split``, as (report with ``errors``, its text)."""
+        """check-data: the scan of ``data.split``, as a ``segtrain.data.checks.DataReport``."""
         raise NotImplementedError
 
     @staticmethod

@@ -48,8 +48,8 @@ class InstanceTask(Task):
 
     @staticmethod
     def check_data(cfg: DictConfig):
-        """``segtrain check-data``'s scan of ``data.split``'s json and images: the report and its text."""
-        from segtrain.data.instance_checks import format_instance_report, scan_instances
+        """``segtrain check-data``'s scan of ``data.split``'s json and images."""
+        from segtrain.data.instance_checks import data_report, scan_instances
 
         data = cfg.data
         root = Path(str(data.root))
@@ -57,7 +57,7 @@ class InstanceTask(Task):
             root / data.annotation_file.format(split=data.split),
             root / data.image_dir.format(split=data.split),
         )
-        return report, format_instance_report(report, data.get("name", "?"), data.split)
+        return data_report(report, data.get("name", "?"), data.split)
 
     @staticmethod
     def bench_batch(batch: dict) -> dict:

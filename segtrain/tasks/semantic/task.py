@@ -145,11 +145,11 @@ class SemanticTask(Task):
 
     @staticmethod
     def check_data(cfg: DictConfig):
-        """``segtrain check-data``'s scan of ``data.split``: the report and its text."""
-        from segtrain.data.statistics import format_report, scan_split
+        """``segtrain check-data``'s scan of ``data.split``: pairs, label encoding, class shares."""
+        from segtrain.data.statistics import data_report, scan_split
 
         datamodule, report = scan_split(cfg.data, cfg.data.split, cfg.check.workers)
-        return report, format_report(report, datamodule.classes, datamodule.ignore_index, datamodule.name)
+        return data_report(report, datamodule.classes, datamodule.ignore_index, datamodule.name)
 
     @staticmethod
     def bench_batch(batch: dict) -> dict:
