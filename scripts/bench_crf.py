@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from segtrain.data.datamodule import build_datamodule
 from segtrain.metrics import ConfusionMatrix, scores
 from segtrain.runtime.checkpoint import load_checkpoint
 from segtrain.tasks import build_task
@@ -59,7 +59,7 @@ def main() -> None:
     task = build_task(cfg)
     task.load_state_dict(checkpoint["state_dict"])
     task.eval()
-    datamodule = instantiate(cfg.data)
+    datamodule = build_datamodule(cfg.data)
     dataset = datamodule.build("val" if args.split == cfg.data.val_split else "eval")
     classes, ignore = task.classes, task.ignore_index
     params = dict(task.inference.get("crf_params") or {})

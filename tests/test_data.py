@@ -3,8 +3,10 @@
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 from PIL import Image
 
+from segtrain.config import config_groups
 from segtrain.data.datamodule import SegDataModule
 from segtrain.data.datasets.shapes import CLASSES, Shapes
 from segtrain.data.datasets.voc import VOCSegmentation
@@ -112,14 +114,22 @@ def test_shapes_is_deterministic_and_not_trivial():
 
 
 def test_datamodule_pads_validation_batches_with_ignore(voc_root):
-    dm = SegDataModule(
-        dataset=lambda **kw: VOCSegmentation(root=voc_root, **kw),
-        classes=[str(i) for i in range(21)],
-        palette=[[0, 0, 0]] * 21,
-        num_classes=21,
-        batch_size=2,
-        val_batch_size=4,
-        num_workers=0,
+    reader = {
+        "_target_": "segtrain.data.datasets.voc.VOCSegmentation",
+        "_partial_": True,
+        "root": str(voc_root),
+    }
+    dm = SegDataModule.from_config(
+        OmegaConf.create(
+            {
+                "dataset": reader,
+                "classes": [str(i) for i in range(21)],
+                "palette": [[0, 0, 0]] * 21,
+                "batch_size": 2,
+                "val_batch_size": 4,
+                "num_workers": 0,
+            }
+        )
     )
     dm.setup("fit")
     batch = next(iter(dm.val_dataloader()))
@@ -128,3 +138,24 @@ def test_datamodule_pads_validation_batches_with_ignore(voc_root):
     assert batch["image"].shape[-2:] == (max(h for _, h in sizes), max(w for w, _ in sizes))
     w, h = sizes[0]
     assert (batch["mask"][0, h:, :] == 255).all() and (batch["mask"][0, :, w:] == 255).all()
+
+
+def test_a_data_key_no_module_reads_is_refused_by_name():
+    """The module takes its parts (description, splits, loading, pipelines, encoding) and a few options;
+    a key it would not read (a typo, a key of another task's data) is one error naming it, not ignored."""
+    from segtrain.config import compose
+
+    cfg = compose("config", ["+data.batchsize=4"])
+    with pytest.raises(SegtrainError, match=r"data\.batchsize is not a key data=shapes reads .* remove it"):
+        SegDataModule.from_config(cfg.data)
+
+
+@pytest.mark.parametrize("data", config_groups()["data"])
+def test_every_shipped_data_config_holds_only_keys_its_module_reads(data):
+    from hydra.utils import get_class
+
+    from segtrain.config import compose
+
+    cfg = compose("config", [f"data={data}"])
+    unread = set(cfg.data) - {"_target_"} - get_class(cfg.data._target_).keys()
+    assert not unread

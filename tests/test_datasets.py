@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 import torch
-from hydra.utils import instantiate
 from PIL import Image
 
 from segtrain.config import compose
+from segtrain.data.datamodule import build_datamodule
 from segtrain.data.datasets.cityscapes import LABEL_ID_TO_TRAIN_ID
 from segtrain.data.datasets.coco_stuff import STUFFTHINGMAP_TO_TRAIN_ID
 from segtrain.data.encoding import LabelEncoding
@@ -25,7 +25,7 @@ from tests.layouts import (
 
 def datamodule(data: str, root, *overrides: str):
     cfg = compose("config", [f"data={data}", f"data.root={root}", "data.num_workers=0", *overrides])
-    return instantiate(cfg.data)
+    return build_datamodule(cfg.data)
 
 
 def read_pairs(dm, split: str):

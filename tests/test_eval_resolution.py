@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
 from PIL import Image
 
 from segtrain.config import compose as compose_config
+from segtrain.data.datamodule import build_datamodule
 from segtrain.data.datasets.base import pad_collate
 from segtrain.data.io import read_mask
 from segtrain.data.transforms import compose, transform_item
@@ -130,7 +130,7 @@ def test_tta_and_sliding_windows_run_before_the_mapping_back():
 
 def datamodule(data: str, root, *overrides: str):
     cfg = compose_config("config", [f"data={data}", f"data.root={root}", "data.num_workers=0", *overrides])
-    return instantiate(cfg.data, score_resolution=cfg.inference.score_resolution)
+    return build_datamodule(cfg.data, cfg.inference.score_resolution)
 
 
 RESIZE = (
@@ -273,7 +273,7 @@ def evaluate_and_rescore(cwd, best, common, *overrides: str) -> tuple[dict, dict
     metrics = max((cwd / "outputs" / "eval").rglob("metrics.json"), key=lambda p: p.stat().st_mtime)
     ours = json.loads(metrics.read_text())
     cfg = compose_config("config", [*common, *overrides])
-    dm = instantiate(cfg.data)
+    dm = build_datamodule(cfg.data)
     dataset = dm.build("eval")
     confmat = ConfusionMatrix(dm.num_classes)
     for index, (image_path, mask_path) in enumerate(dataset.samples):

@@ -8,6 +8,7 @@ import torch
 from hydra.utils import instantiate
 
 from segtrain.config import compose, config_groups
+from segtrain.data.datamodule import build_datamodule
 from segtrain.tasks import with_derived
 from segtrain.tasks.semantic.task import SemanticTask
 from segtrain.validation import validate
@@ -100,7 +101,7 @@ def test_experiment_trains_on_its_layout(experiment, tmp_path):
         *TINY_MODELS[base.model._target_.rsplit(".", 1)[-1]],
     )
     validate(cfg)
-    datamodule = instantiate(cfg.data)
+    datamodule = build_datamodule(cfg.data)
     datamodule.setup("fit")
     batch = next(iter(datamodule.train_dataloader()))
     assert batch["image"].shape[:2] == (2, cfg.data.in_channels)  # 32x32 crops, or whole images (SegNet)

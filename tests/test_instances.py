@@ -639,23 +639,24 @@ def test_converter_on_isbi_cells_and_camvid_cars_and_pedestrians(tmp_path):
 
 
 def test_instance_datamodule_batches_are_lists(shapes_instances):
-    from functools import partial
+    from omegaconf import OmegaConf
 
-    reader = partial(
-        CocoInstances,
-        root=str(shapes_instances),
-        annotation_file="annotations/{split}.json",
-        image_dir="images/{split}",
-    )
-    module = InstanceDataModule(
-        category_ids=[1, 2],
-        dataset=reader,
-        classes=["disc", "square"],
-        palette=[[0, 0, 0], [255, 0, 0], [0, 0, 255]],
-        num_classes=3,
-        batch_size=3,
-        num_workers=0,
-    )
+    reader = {
+        "_target_": "segtrain.data.datasets.coco_instances.CocoInstances",
+        "_partial_": True,
+        "root": str(shapes_instances),
+        "annotation_file": "annotations/{split}.json",
+        "image_dir": "images/{split}",
+    }
+    data = {
+        "category_ids": [1, 2],
+        "dataset": reader,
+        "classes": ["disc", "square"],
+        "palette": [[0, 0, 0], [255, 0, 0], [0, 0, 255]],
+        "batch_size": 3,
+        "num_workers": 0,
+    }
+    module = InstanceDataModule.from_config(OmegaConf.create(data))
     module.setup("fit")
     batch = next(iter(module.train_dataloader()))
     assert isinstance(batch["image"], list) and len(batch["image"]) == 3

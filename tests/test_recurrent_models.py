@@ -1,8 +1,6 @@
 """Zoo III's recurrent and graph models: the 2D-LSTM's anti-diagonal sweep against a cell-by-cell one,
 its receptive field, ReSeg's sweeps, and the Graph LSTM's neighbours, update order and superpixels."""
 
-from functools import partial
-
 import pytest
 import torch
 
@@ -252,17 +250,20 @@ def test_graph_lstm_trains_every_part_at_odd_sizes():
 
 
 def test_data_workers_compute_superpixels_for_training_batches():
+    from omegaconf import OmegaConf
+
     from segtrain.data.datamodule import SegDataModule
 
-    datamodule = SegDataModule(
-        dataset=partial(Shapes, lengths={"train": 4, "val": 2}, image_size=32),
-        classes=["a"] * 6,
-        palette=[[0, 0, 0]] * 6,
-        num_classes=6,
-        batch_size=2,
-        num_workers=0,
-        superpixels={"n_segments": 20, "compactness": 10.0},
-    )
+    shapes = {"_target_": "segtrain.data.datasets.shapes.Shapes", "_partial_": True, "image_size": 32}
+    data = {
+        "dataset": {**shapes, "lengths": {"train": 4, "val": 2}},
+        "classes": ["a"] * 6,
+        "palette": [[0, 0, 0]] * 6,
+        "batch_size": 2,
+        "num_workers": 0,
+        "superpixels": {"n_segments": 20, "compactness": 10.0},
+    }
+    datamodule = SegDataModule.from_config(OmegaConf.create(data))
     batch = next(iter(datamodule.loader("train")))
     assert batch["superpixels"].shape == (2, 32, 32) and batch["superpixels"].min() == 0
     assert "superpixels" not in next(iter(datamodule.loader("val")))

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 
 from segtrain.config import compose
+from segtrain.data.datamodule import build_datamodule
 from segtrain.data.weight_map import unet_weight_map
 from segtrain.errors import SegtrainError
 from segtrain.losses import CrossEntropyLoss, DiceLoss
@@ -69,7 +70,7 @@ def test_unet_weight_map_loss_option_feeds_weights_through_the_loader(tmp_path):
             "loss=unet_weight_map",
         ],
     )
-    datamodule = instantiate(cfg.data)
+    datamodule = build_datamodule(cfg.data)
     datamodule.setup("fit")
     batch = next(iter(datamodule.train_dataloader()))
     assert batch["weight"].shape == batch["mask"].shape and batch["weight"].dtype == torch.float32

@@ -21,10 +21,10 @@ import time
 
 import pytorch_lightning as pl
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.flop_counter import FlopCounterMode
 
+from segtrain.data.datamodule import build_datamodule
 from segtrain.errors import SegtrainError
 from segtrain.runtime.trainer import build_trainer, output_dir
 from segtrain.tasks import build_task, task_spec, with_derived
@@ -143,7 +143,7 @@ def loader_rate(data_cfg: DictConfig, workers: int, batches: int) -> float:
     which pays for the workers' start."""
     data_cfg = data_cfg.copy()
     data_cfg.num_workers = workers
-    datamodule = instantiate(data_cfg)
+    datamodule = build_datamodule(data_cfg)
     datamodule.setup("fit")
     loader = datamodule.train_dataloader()
     iterator = iter(loader)
@@ -191,7 +191,7 @@ def bench(cfg: DictConfig) -> dict:
     # What training derives from the data first (class weights, a referring model's vocabulary).
     cfg = with_derived(cfg, spec.derive(cfg))
     pl.seed_everything(cfg.seed)
-    datamodule = instantiate(cfg.data)
+    datamodule = build_datamodule(cfg.data)
     datamodule.setup("fit")
     steps, warmup = cfg.bench.steps, cfg.bench.warmup
     if not 0 <= warmup < steps:

@@ -1,34 +1,78 @@
-"""The LightningDataModule every data config instantiates."""
+"""The LightningDataModule every data config names, built from its parts (``SegDataModule.from_config``)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
 from functools import partial
 from typing import Callable, Sequence
 
+import albumentations as A
 import pytorch_lightning as pl
 import torch
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig
 from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from pytorch_lightning.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 
 from segtrain.data.checks import diagnose_binary
 from segtrain.data.datasets.base import SegmentationDataset, pad_collate
+from segtrain.data.description import DatasetDescription
 from segtrain.data.encoding import LabelEncoding
 from segtrain.data.transforms import compose, seed_worker
 from segtrain.errors import SegtrainError
 
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Loading:
+    """How the loaders batch and fetch: ``val_batch_size`` None is ``batch_size``."""
+
+    batch_size: int = 8
+    val_batch_size: int | None = None
+    num_workers: int = 4
+    pin_memory: bool = True
+    persistent_workers: bool = True
+
+
+LOADING_KEYS = tuple(field.name for field in fields(Loading))
+#: The keys ``SegDataModule.from_config`` makes the description, splits, encoding and pipelines of.
+CONFIG_KEYS = (
+    "dataset",
+    "classes",
+    "palette",
+    "mean",
+    "std",
+    "ignore_index",
+    "category_ids",
+    "train_split",
+    "val_split",
+    "split",
+    "label_map",
+    "reduce_zero_label",
+    "color_map",
+    "seed",
+    "train_transforms",
+    "val_transforms",
+)
+
+
+def build_datamodule(data: DictConfig, score_resolution: str = "original") -> SegDataModule:
+    """The module a data config names (``data._target_``), made from the config's keys."""
+    return get_class(data._target_).from_config(data, score_resolution)
+
 
 class SegDataModule(pl.LightningDataModule):
-    """Train / val / eval loaders over one dataset reader.
+    """Train / val / eval loaders over one dataset reader, built from parts: what the dataset is
+    (``description``), which split each stage reads (``splits``: train, val, and ``eval`` for eval and
+    check-data), how batches are loaded (``loading``), the augmentation pipelines (``transforms``: train,
+    val) and how the published masks encode class ids (``encoding``, see ``LabelEncoding``).
+    ``from_config`` makes them from a data config's keys, which stay one flat node for users.
 
     ``dataset`` is a partial of a reader class taking ``split``, ``num_classes``, ``ignore_index``,
-    ``in_channels``, ``transform`` and ``encoding``. ``label_map``, ``reduce_zero_label`` and
-    ``color_map`` say how the published masks encode class ids (see ``LabelEncoding``). The rest of
-    the data config (classes, palette, mean, std, the training ``crop_size`` that sliding-window
-    inference defaults to) describes the dataset to the task, checkpoints and exports.
-
-    ``seed``: seeds the augmentation pipelines (``segtrain.data.transforms``); the data configs pass
-    ``${seed}``.
+    ``in_channels``, ``transform`` and ``encoding``.
 
     ``weight_map``: the U-Net paper's per-pixel loss weights (``unet_weight_map`` arguments),
     computed for training samples in the workers; ``loss=unet_weight_map`` sets it.
@@ -37,74 +81,128 @@ class SegDataModule(pl.LightningDataModule):
     training samples in the workers (batches carry them as ``superpixels``, -1 in padding);
     ``model=graph_lstm`` sets it.
 
-    ``score_resolution`` (``inference.score_resolution``, which the semantic task passes): ``original`` keeps
-    validation and evaluation masks as annotated, so predictions are scored at each image's own size
-    whatever ``val_transforms`` do; ``transformed`` transforms them with the image.
+    ``original_masks`` (``inference.score_resolution=original``, which the semantic task passes): validation
+    and evaluation masks stay as annotated, so predictions are scored at each image's own size whatever
+    ``val_transforms`` do; False transforms them with the image.
 
     The first ``label_check_batches`` training batches are checked for the {0, 255} binary-mask
     slip that per-image checks cannot see, since one image may rightly hold background only.
     """
 
     task = "semantic"
+    #: Data config keys the constructor takes as they are (besides the parts ``from_config`` makes).
+    options = ("name", "label_check_batches", "weight_map", "superpixels")
+    #: Data config keys that only describe: read through interpolations (``data.dataset.root``,
+    #: ``inference.crop_size``) or by the checks (``num_classes``, ``in_channels``), not by the module.
+    describing = ("root", "crop_size", "num_classes", "in_channels")
 
     def __init__(
         self,
         dataset: Callable[..., SegmentationDataset],
-        classes: Sequence[str],
-        palette: Sequence[Sequence[int]],
-        num_classes: int,
+        description: DatasetDescription,
+        splits: dict[str, str],
+        loading: Loading,
+        transforms: dict[str, A.Compose | None],
+        encoding: LabelEncoding,
         name: str = "",
-        root: str | None = None,
-        ignore_index: int = 255,
-        in_channels: int = 3,
-        mean: Sequence[float] = (0.485, 0.456, 0.406),
-        std: Sequence[float] = (0.229, 0.224, 0.225),
-        train_split: str = "train",
-        val_split: str = "val",
-        split: str = "val",
-        crop_size: Sequence[int] | None = None,
-        batch_size: int = 8,
-        val_batch_size: int | None = None,
-        num_workers: int = 4,
-        pin_memory: bool = True,
-        persistent_workers: bool = True,
-        train_transforms: Sequence = (),
-        val_transforms: Sequence = (),
-        label_map: dict[int, int] | str | None = None,
-        reduce_zero_label: bool = False,
-        color_map: dict | Sequence | str | None = None,
         label_check_batches: int = 20,
         weight_map: dict | None = None,
         superpixels: dict | None = None,
-        seed: int | None = None,
-        score_resolution: str = "original",
+        original_masks: bool = True,
     ):
         super().__init__()
         self.dataset_factory = dataset
-        self.classes = list(classes)
-        self.palette = [list(color) for color in palette]
-        self.num_classes = num_classes
+        self.description = description
         self.name = name
-        self.ignore_index = ignore_index
-        self.in_channels = in_channels
-        self.mean, self.std = list(mean), list(std)
-        self.splits = {"train": train_split, "val": val_split, "eval": split}
-        self.batch_size = batch_size
-        self.val_batch_size = val_batch_size or batch_size
-        self.num_workers = num_workers
-        self.pin_memory = pin_memory and torch.cuda.is_available()
-        self.persistent_workers = persistent_workers and num_workers > 0
-        self.original_masks = score_resolution == "original"
-        self.transforms = {
-            "train": compose(train_transforms, seed),
-            "val": compose(val_transforms, seed, track_extent=self.original_masks),
-        }
-        self.encoding = LabelEncoding(ignore_index, label_map, reduce_zero_label, color_map, self.palette)
+        self.splits = dict(splits)
+        self.loading = loading
+        self.pin_memory = loading.pin_memory and torch.cuda.is_available()
+        self.original_masks = original_masks
+        self.transforms = transforms
+        self.encoding = encoding
         self.label_check_batches = label_check_batches
         self.weight_map = dict(weight_map) if weight_map else None
         self.superpixels = dict(superpixels) if superpixels else None
         self.labels_seen: torch.Tensor | None = None
         self.datasets: dict[str, SegmentationDataset] = {}
+
+    @classmethod
+    def from_config(cls, data: DictConfig, score_resolution: str = "original") -> SegDataModule:
+        """The module of a data config (its ``_target_`` is ``cls``): the flat keys made into parts. A key
+        the module does not read is refused by name: it would otherwise be silently ignored."""
+        values = instantiate(data, _target_="builtins.dict")
+        take = values.pop
+        original_masks = score_resolution == "original"
+        palette = [list(color) for color in take("palette")]
+        ignore_index = take("ignore_index", 255)
+        description = DatasetDescription(
+            task=cls.task,
+            classes=[str(name) for name in take("classes")],
+            palette=palette,
+            mean=[float(value) for value in take("mean", IMAGENET_MEAN)],
+            std=[float(value) for value in take("std", IMAGENET_STD)],
+            ignore_index=ignore_index,
+            category_ids=[int(i) for i in take("category_ids")] if values.get("category_ids") else None,
+        )
+        splits = {"train": take("train_split", "train"), "val": take("val_split", "val")}
+        splits["eval"] = take("split", splits["val"])
+        loading = Loading(**{key: take(key) for key in LOADING_KEYS if key in values})
+        encoding = LabelEncoding(
+            ignore_index,
+            take("label_map", None),
+            take("reduce_zero_label", False),
+            take("color_map", None),
+            palette,
+        )
+        seed = take("seed", None)
+        transforms = cls.pipelines(
+            take("train_transforms", ()), take("val_transforms", ()), seed, original_masks
+        )
+        options = {key: take(key) for key in cls.options if key in values}
+        unread = sorted(key for key in values if key not in cls.describing and key != "dataset")
+        if unread:
+            raise SegtrainError(
+                f"data.{unread[0]} is not a key data={options.get('name', '?')} reads "
+                f"({cls.__name__} reads {', '.join(sorted(cls.keys()))}); remove it"
+            )
+        return cls(
+            values["dataset"],
+            description,
+            splits,
+            loading,
+            transforms,
+            encoding,
+            original_masks=original_masks,
+            **options,
+        )
+
+    @classmethod
+    def keys(cls) -> set[str]:
+        return {*CONFIG_KEYS, *LOADING_KEYS, *cls.options, *cls.describing}
+
+    @staticmethod
+    def pipelines(train: Sequence, val: Sequence, seed: int | None, original_masks: bool) -> dict:
+        return {"train": compose(train, seed), "val": compose(val, seed, track_extent=original_masks)}
+
+    @property
+    def classes(self) -> list[str]:
+        return self.description.classes
+
+    @property
+    def palette(self) -> list[list[int]]:
+        return self.description.palette
+
+    @property
+    def ignore_index(self) -> int:
+        return self.description.ignore_index
+
+    @property
+    def in_channels(self) -> int:
+        return self.description.in_channels
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
 
     def reader(self, split: str, **options) -> SegmentationDataset:
         """The dataset reader of ``split``, its masks encoded as training encodes them; without ``options``
@@ -159,15 +257,17 @@ class SegDataModule(pl.LightningDataModule):
             sampler = UnrepeatedDistributedSampler(dataset, shuffle=False)
         return DataLoader(
             dataset,
-            batch_size=self.batch_size if training else self.val_batch_size,
+            batch_size=self.loading.batch_size
+            if training
+            else self.loading.val_batch_size or self.loading.batch_size,
             shuffle=training,
             sampler=sampler,
             drop_last=training,
-            num_workers=self.num_workers,
+            num_workers=self.loading.num_workers,
             pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers,
+            persistent_workers=self.loading.persistent_workers and self.loading.num_workers > 0,
             collate_fn=self.collate(),
-            worker_init_fn=seed_worker if self.num_workers else None,
+            worker_init_fn=seed_worker if self.loading.num_workers else None,
         )
 
     def collate(self):

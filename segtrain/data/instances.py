@@ -28,32 +28,36 @@ class InstanceDataModule(SegDataModule):
     """
 
     task = "instance"
+    options = ("name", "annotation_check")
+    #: annotation_file and image_dir reach the reader through data.dataset's interpolations.
+    describing = (*SegDataModule.describing, "annotation_file", "image_dir")
 
-    def __init__(
-        self,
-        category_ids: Sequence[int],
-        annotation_file: str = "",
-        image_dir: str = "",
-        annotation_check: str = "error",
-        **data,
-    ):
-        # annotation_file and image_dir reach the reader through data.dataset's interpolations.
-        super().__init__(label_check_batches=0, **data)
+    def __init__(self, *parts, annotation_check: str = "error", **options):
+        super().__init__(*parts, label_check_batches=0, **options)
         if annotation_check not in ("error", "warn"):
             raise SegtrainError(
                 f"data.annotation_check={annotation_check!r} is invalid: it must be 'error' (stop on "
                 "annotations that would make the numbers wrong) or 'warn' (train anyway)"
             )
         self.annotation_check = annotation_check
-        self.category_ids = [int(i) for i in category_ids]
-        if len(self.category_ids) != len(self.classes):
+        ids = self.description.category_ids or []
+        if len(ids) != len(self.classes):
             raise SegtrainError(
-                f"data.category_ids has {len(self.category_ids)} ids for the {len(self.classes)} data.classes"
+                f"data.category_ids has {len(ids)} ids for the {len(self.classes)} data.classes"
             )
-        self.transforms = {
-            "train": compose(data.get("train_transforms"), data.get("seed"), boxes=True),
-            "val": compose(data.get("val_transforms"), data.get("seed"), boxes=True),
-        }
+
+    @staticmethod
+    def pipelines(train: Sequence, val: Sequence, seed: int | None, original_masks: bool) -> dict:
+        return {"train": compose(train, seed, boxes=True), "val": compose(val, seed, boxes=True)}
+
+    @property
+    def category_ids(self) -> list[int]:
+        return self.description.category_ids
+
+    @property
+    def num_classes(self) -> int:
+        """The categories and the background torchvision's detectors count as class 0."""
+        return len(self.classes) + 1
 
     def reader(self, split: str, **options):
         return self.dataset_factory(

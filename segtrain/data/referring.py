@@ -19,11 +19,10 @@ from typing import Iterable, Sequence
 
 import albumentations as A
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from segtrain.data.checks import DataReport, Finding
-from segtrain.data.datamodule import SegDataModule
+from segtrain.data.datamodule import SegDataModule, build_datamodule
 from segtrain.data.datasets.base import SegmentationDataset, pad_collate
 from segtrain.errors import SegtrainError
 
@@ -110,12 +109,12 @@ class ReferringDataModule(SegDataModule):
     """
 
     task = "referring"
+    options = ("name", "weight_map", "superpixels", "vocabulary", "max_length")
+    #: Read where the vocabulary is built (ReferringTask.derive).
+    describing = (*SegDataModule.describing, "min_word_count")
 
-    def __init__(
-        self, vocabulary: Sequence[str] | None = None, max_length: int = 20, min_word_count: int = 1, **data
-    ):
-        # min_word_count is read where the vocabulary is built (ReferringTask.derive).
-        super().__init__(label_check_batches=0, **data)
+    def __init__(self, *parts, vocabulary: Sequence[str] | None = None, max_length: int = 20, **options):
+        super().__init__(*parts, label_check_batches=0, **options)
         self.vocabulary = list(vocabulary) if vocabulary is not None else None
         self.max_length = max_length
         pipeline = self.transforms["train"]
@@ -167,7 +166,7 @@ class ReferringReport:
 
 def scan_expressions(cfg: DictConfig) -> DataReport:
     """check-data's scan of a referring split: expressions, words past ``data.max_length``, empty masks."""
-    datamodule = instantiate(cfg.data)
+    datamodule = build_datamodule(cfg.data)
     dataset = datamodule.reader(cfg.data.split, vocabulary=None)
     report = ReferringReport(expressions=len(dataset))
     errors = []

@@ -16,7 +16,6 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from segtrain.data.checks import (
@@ -27,6 +26,7 @@ from segtrain.data.checks import (
     format_size,
     out_of_range,
 )
+from segtrain.data.datamodule import build_datamodule
 from segtrain.data.datasets.base import SegmentationDataset
 from segtrain.data.encoding import rgb_code
 from segtrain.data.io import MaskModeError, UnreadableFileError
@@ -266,7 +266,7 @@ def median_frequency_weights(report: Report, num_classes: int) -> list[float]:
 
 def scan_split(data_cfg: DictConfig, split: str, workers: int | None = None):
     """(datamodule, report) for one split, read as training reads it but without augmentation."""
-    datamodule = instantiate(data_cfg)
+    datamodule = build_datamodule(data_cfg)
     dataset = datamodule.reader(split)
     return datamodule, scan(dataset, datamodule.classes, datamodule.palette, workers or os.cpu_count() or 1)
 

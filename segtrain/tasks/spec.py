@@ -55,9 +55,9 @@ class Task:
     @classmethod
     def build_datamodule(cls, cfg: DictConfig):
         """The data config's module, told at which resolution validation and evaluation score."""
-        from hydra.utils import instantiate
+        from segtrain.data.datamodule import build_datamodule
 
-        return instantiate(cfg.data, score_resolution=score_resolution(cfg.get("inference") or {}))
+        return build_datamodule(cfg.data, score_resolution(cfg.get("inference") or {}))
 
     @classmethod
     def validate(cls, cfg: DictConfig) -> None:

@@ -56,11 +56,10 @@ class ReferringTask(Task):
         """``data.vocabulary=null``: the vocabulary, built from the train split's expressions."""
         if cfg.data.get("vocabulary") is not None:
             return {}
-        from hydra.utils import instantiate
-
+        from segtrain.data.datamodule import build_datamodule
         from segtrain.data.referring import build_vocabulary
 
-        datamodule = instantiate(cfg.data)
+        datamodule = build_datamodule(cfg.data)
         expressions = datamodule.reader(datamodule.splits["train"], vocabulary=None).expressions()
         vocabulary = build_vocabulary(expressions, int(cfg.data.get("min_word_count", 1)))
         log.info(
