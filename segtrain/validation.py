@@ -7,7 +7,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from segtrain.compat import config_node
@@ -106,10 +105,10 @@ def _check_data_root(cfg: DictConfig) -> None:
 
 
 def _dataset_layout(data: DictConfig) -> str:
-    try:
-        return getattr(get_class(data.dataset._target_), "layout", "") or "see the dataset's docs"
-    except Exception:
-        return "see the dataset's docs"
+    from segtrain.tasks.declared import class_attribute
+
+    target = OmegaConf.select(data, "dataset._target_")
+    return (class_attribute(str(target), "layout", "") if target else "") or "see the dataset's docs"
 
 
 def other_task(cfg: DictConfig) -> tuple[str, str, str] | None:

@@ -66,16 +66,18 @@ def test_help_list_and_cfg(tmp_path):
         ("eval",),
         ("task=semantic", "model=mask_rcnn"),
         ("inference.mode=slide", "inference.crop_size=null"),
+        ("data=camvid",),
     ],
 )
 def test_light_commands_and_config_errors_import_no_heavy_library(args, tmp_path):
-    """Printing help, a config or a config error imports neither Lightning, optuna nor torchvision (Hydra
-    imports every installed plugin module whenever it composes, segtrain's sweeper among them)."""
+    """Printing help, a config or a config error imports neither torch, Lightning, optuna nor torchvision
+    (Hydra imports every installed plugin module whenever it composes, segtrain's sweeper among them; the
+    unset data.root names the reader's layout, read from its source)."""
     result = run_cli(*args, cwd=tmp_path, timeout=120, interpreter_flags=("-X", "importtime"))
     assert result.returncode in (0, 2), result.stderr[-2000:]
     imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "|" in line}
     assert "segtrain.cli" in imported
-    assert not imported & {"pytorch_lightning", "lightning_fabric", "optuna", "torchvision"}
+    assert not imported & {"torch", "pytorch_lightning", "lightning_fabric", "optuna", "torchvision"}
 
 
 def test_task_monitor_is_the_score_train_reports_as_best(tmp_path):

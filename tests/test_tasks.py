@@ -302,3 +302,23 @@ def test_the_task_of_every_model_and_data_config_is_read_without_importing_it():
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert result.stdout.split() == ["instance", "False"]
+
+
+def test_the_layout_a_missing_data_root_names_is_read_without_importing_the_reader():
+    """``data.root`` unset names the dataset's expected layout: read from the reader's source (nifti's is a
+    module constant), the same as the imported class's, for every data config's reader."""
+    from hydra.utils import get_class
+    from omegaconf import OmegaConf
+
+    from segtrain.config import compose, config_groups
+    from segtrain.tasks.declared import class_attribute
+
+    targets = set()
+    for data in config_groups()["data"]:
+        target = OmegaConf.select(compose("config", [f"data={data}"]), "data.dataset._target_")
+        if target:
+            targets.add(target)
+    assert len(targets) > 8
+    read = {target: class_attribute(target, "layout", "") for target in sorted(targets)}
+    assert read == {target: getattr(get_class(target), "layout", "") for target in sorted(targets)}
+    assert sum(bool(layout) for layout in read.values()) >= 8

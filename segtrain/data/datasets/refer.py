@@ -69,6 +69,8 @@ def load_instances(path: Path) -> dict:
 
 
 class Refer(ReferringDataset):
+    layout = LAYOUT
+
     def __init__(
         self,
         root: str,
