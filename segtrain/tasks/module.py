@@ -217,9 +217,10 @@ class TaskModule(pl.LightningModule):
     def scale_lr(self, optimizer: torch.optim.Optimizer) -> None:
         """Reports the effective batch size and, with ``lr_base_batch_size`` set, scales the lr linearly
         to it (Goyal et al., 2017, "Accurate, Large Minibatch SGD")."""
-        per_device = getattr(self.trainer.datamodule, "batch_size", None)
-        if per_device is None:
+        loading = getattr(self.trainer.datamodule, "loading", None)
+        if loading is None:  # a data module segtrain did not build says nothing of its batches
             return
+        per_device = loading.batch_size
         processes, accumulated = self.trainer.world_size, self.trainer.accumulate_grad_batches
         effective = per_device * processes * accumulated
         message = (
