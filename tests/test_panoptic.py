@@ -1,0 +1,176 @@
+"""Panoptic segmentation: PQ against the official evaluator, the data, the model and the commands."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from segtrain.tasks.panoptic.quality import PanopticQuality, id_to_rgb, rgb_to_id
+
+#: category id -> is a thing: two things (person, car) and two stuff classes (road, sky).
+CATEGORIES = {24: True, 26: True, 7: False, 23: False}
+
+
+def random_scene(generator: np.random.Generator, size=(48, 64)) -> tuple[np.ndarray, list[dict]]:
+    """An id map of stuff bands, thing boxes over them, a void patch and sometimes a crowd region."""
+    height, width = size
+    ids = np.zeros(size, np.int64)
+    segments = []
+    cut = int(generator.integers(10, height - 10))
+    for next_id, (category, rows) in enumerate(((23, slice(0, cut)), (7, slice(cut, height))), start=1):
+        ids[rows] = next_id
+        segments.append({"id": next_id, "category_id": category, "iscrowd": 0})
+    for next_id in range(3, 3 + int(generator.integers(1, 5))):
+        top, left = int(generator.integers(0, height - 8)), int(generator.integers(0, width - 8))
+        box_height, box_width = int(generator.integers(4, 20)), int(generator.integers(4, 24))
+        ids[top : top + box_height, left : left + box_width] = next_id
+        crowd = int(generator.random() < 0.2)
+        segments.append({"id": next_id, "category_id": int(generator.choice([24, 26])), "iscrowd": crowd})
+    top, left = int(generator.integers(0, height - 6)), int(generator.integers(0, width - 6))
+    ids[top : top + 5, left : left + 5] = 0
+    present = set(np.unique(ids).tolist())
+    return ids, [s for s in segments if s["id"] in present]
+
+
+def perturbed(generator: np.random.Generator, ids: np.ndarray, segments: list[dict]):
+    """A prediction near the truth: segments shifted, some relabelled, one split, one dropped, void kept
+    as predicted void in places."""
+    predicted = np.roll(
+        ids, shift=(int(generator.integers(-2, 3)), int(generator.integers(-2, 3))), axis=(0, 1)
+    )
+    predicted_segments = []
+    for segment in segments:
+        category = segment["category_id"]
+        if generator.random() < 0.15:
+            category = int(generator.choice(list(CATEGORIES)))
+        predicted_segments.append({"id": segment["id"], "category_id": category})
+    if predicted_segments and generator.random() < 0.5:
+        victim = predicted_segments[-1]["id"]
+        rows, columns = np.nonzero(predicted == victim)
+        if len(rows):
+            half = columns > np.median(columns)
+            predicted[rows[half], columns[half]] = 99
+            predicted_segments.append({"id": 99, "category_id": predicted_segments[-1]["category_id"]})
+    present = set(np.unique(predicted).tolist())
+    return predicted, [s for s in predicted_segments if s["id"] in present]
+
+
+def write_coco_panoptic(root, name: str, scenes: list[tuple[np.ndarray, list[dict]]], truth: bool) -> tuple:
+    folder = root / name
+    folder.mkdir()
+    annotations = []
+    for image_id, (ids, segments) in enumerate(scenes, start=1):
+        file_name = f"{image_id:04d}.png"
+        Image.fromarray(id_to_rgb(ids)).save(folder / file_name)
+        listed = []
+        for segment in segments:
+            entry = dict(segment)
+            if truth:
+                entry["area"] = int((ids == segment["id"]).sum())
+            listed.append(entry)
+        annotations.append({"image_id": image_id, "file_name": file_name, "segments_info": listed})
+    categories = [{"id": c, "name": str(c), "isthing": int(thing)} for c, thing in CATEGORIES.items()]
+    path = root / f"{name}.json"
+    path.write_text(json.dumps({"annotations": annotations, "categories": categories}))
+    return path, folder
+
+
+def test_pq_equals_cityscapesscripts_on_the_written_files(tmp_path):
+    """30 scenes with void, crowd regions, relabelled, shifted, split and dropped segments: PQ, SQ and RQ
+    overall, for things, for stuff and per category equal cityscapesscripts' evaluatePanoptic (which
+    follows panopticapi's pq_compute) run on the PNGs and json files, to 1e-6."""
+    from cityscapesscripts.evaluation.evalPanopticSemanticLabeling import evaluatePanoptic
+
+    generator = np.random.default_rng(0)
+    truths = [random_scene(generator) for _ in range(30)]
+    predictions = [perturbed(generator, *truth) for truth in truths]
+    gt_json, gt_folder = write_coco_panoptic(tmp_path, "truth", truths, truth=True)
+    pred_json, pred_folder = write_coco_panoptic(tmp_path, "predicted", predictions, truth=False)
+    official = evaluatePanoptic(gt_json, gt_folder, pred_json, pred_folder, tmp_path / "official.json")
+
+    quality = PanopticQuality(CATEGORIES)
+    listed = json.loads(gt_json.read_text())["annotations"]
+    for index, (_, predicted_segments) in enumerate(predictions):
+        # Read back from the files, as the official evaluator reads them.
+        name = f"{index + 1:04d}.png"
+        gt = rgb_to_id(np.asarray(Image.open(gt_folder / name)))
+        pred = rgb_to_id(np.asarray(Image.open(pred_folder / name)))
+        quality.update(gt, listed[index]["segments_info"], pred, predicted_segments)
+    ours = quality.compute()
+    for name, suffix in (("All", ""), ("Things", "_th"), ("Stuff", "_st")):
+        for key in ("pq", "sq", "rq"):
+            assert ours[f"{key.upper()}{suffix}"] == pytest.approx(100 * official[name][key], abs=1e-6)
+        assert ours[f"n{suffix}"] == official[name]["n"]
+    assert 20 < ours["PQ"] < 95 and ours["n"] == 4  # neither trivial nor degenerate
+    for category, scores in ours["per_category"].items():
+        for key in ("pq", "sq", "rq"):
+            assert scores[key] == pytest.approx(official["per_class"][category][key], abs=1e-6)
+
+
+def scene_quality(truth: np.ndarray, truth_segments: list, predicted: np.ndarray, predicted_segments: list):
+    quality = PanopticQuality(CATEGORIES)
+    quality.update(truth, truth_segments, predicted, predicted_segments)
+    return quality.compute()
+
+
+def test_hand_made_predictions_have_their_known_pq():
+    """Ground truth as prediction: PQ 100. A missed person: its TP becomes an FN. A car called a person:
+    an FN for car and an FP for person. A person split in halves: neither half matches (IoU 0.5 is not
+    above 0.5), so one FN and, since neither half lies on void, two FPs."""
+    truth = np.ones((20, 20), np.int64)  # road
+    truth[:, 10:] = 2  # sky
+    truth[2:8, 2:8] = 3  # a person of 36 pixels
+    truth[12:18, 12:18] = 4  # a car
+    segments = [
+        {"id": 1, "category_id": 7, "iscrowd": 0},
+        {"id": 2, "category_id": 23, "iscrowd": 0},
+        {"id": 3, "category_id": 24, "iscrowd": 0},
+        {"id": 4, "category_id": 26, "iscrowd": 0},
+    ]
+    perfect = scene_quality(truth, segments, truth, segments)
+    assert perfect["PQ"] == perfect["SQ"] == perfect["RQ"] == 100 and perfect["n"] == 4
+
+    missed = truth.copy()
+    missed[2:8, 2:8] = 1
+    result = scene_quality(truth, segments, missed, [s for s in segments if s["id"] != 3])
+    # The road (columns 0-9, 200 pixels less the person's 36) takes the person's pixels: 164 / 200.
+    road_iou = (200 - 36) / 200
+    assert result["per_category"][24] == {"pq": 0.0, "sq": 0.0, "rq": 0.0}
+    assert result["per_category"][7]["pq"] == pytest.approx(road_iou)
+    assert result["PQ_th"] == pytest.approx(100 * (0 + 1) / 2)
+
+    wrong_class = [dict(s, category_id=24) if s["id"] == 4 else s for s in segments]
+    result = scene_quality(truth, segments, truth, wrong_class)
+    # person: its own TP and the car as an FP -> 1 / (1 + 0.5); car: one FN -> 0.
+    assert result["per_category"][24]["pq"] == pytest.approx(1 / 1.5)
+    assert result["per_category"][26]["pq"] == 0.0
+
+    split = truth.copy()
+    split[2:8, 5:8] = 5
+    result = scene_quality(truth, segments, split, [*segments, {"id": 5, "category_id": 24}])
+    assert result["per_category"][24] == {"pq": 0.0, "sq": 0.0, "rq": 0.0}
+    quality = PanopticQuality(CATEGORIES)
+    quality.update(truth, segments, split, [*segments, {"id": 5, "category_id": 24}])
+    assert quality.counts[list(CATEGORIES).index(24)].tolist() == [0.0, 0.0, 2.0, 1.0]
+
+
+def test_prediction_files_that_disagree_with_their_segments_are_refused():
+    truth = np.zeros((4, 4), np.int64)
+    truth[:2] = 1
+    segments = [{"id": 1, "category_id": 7, "iscrowd": 0}]
+    quality = PanopticQuality(CATEGORIES)
+    with pytest.raises(ValueError, match=r"segment ids \[1\] are in the PNG but not in its segments_info"):
+        quality.update(truth, segments, truth, [])
+    with pytest.raises(ValueError, match=r"segment ids \[2\] are in segments_info but not in the PNG"):
+        quality.update(truth, segments, truth, [*segments, {"id": 2, "category_id": 7}])
+    with pytest.raises(ValueError, match=r"category ids \[5\]"):
+        quality.update(truth, segments, truth, [{"id": 1, "category_id": 5}])
+
+
+def test_ids_round_trip_through_rgb():
+    ids = np.array([[0, 1, 255], [256, 65536, 256**3 - 1]])
+    assert np.array_equal(rgb_to_id(id_to_rgb(ids)), ids)
+    assert id_to_rgb(np.array([[256 + 2]]))[0, 0].tolist() == [2, 1, 0]
