@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segtrain.tasks.panoptic.quality import PanopticQuality, id_to_rgb, rgb_to_id
+from segtrain.data.datasets.coco_panoptic import id_to_rgb, rgb_to_id
+from segtrain.tasks.panoptic.quality import PanopticQuality
+from tests.panoptic import CATEGORIES as PANOPTIC_CATEGORIES
+from tests.panoptic import make_panoptic_tree
 
 #: category id -> is a thing: two things (person, car) and two stuff classes (road, sky).
 CATEGORIES = {24: True, 26: True, 7: False, 23: False}
@@ -174,3 +177,64 @@ def test_ids_round_trip_through_rgb():
     ids = np.array([[0, 1, 255], [256, 65536, 256**3 - 1]])
     assert np.array_equal(rgb_to_id(id_to_rgb(ids)), ids)
     assert id_to_rgb(np.array([[256 + 2]]))[0, 0].tolist() == [2, 1, 0]
+
+
+CLASSES = [name for name, _, _ in PANOPTIC_CATEGORIES]
+IDS = [category for _, category, _ in PANOPTIC_CATEGORIES]
+THINGS = [name for name, _, thing in PANOPTIC_CATEGORIES if thing]
+
+
+@pytest.mark.parametrize("layout", ["coco", "cityscapes"])
+def test_the_reader_derives_semantic_classes_and_thing_instances_from_one_annotation(layout, tmp_path):
+    """Each pixel's class index (data.classes order; unlabelled ignored) and one instance per thing
+    segment (labels 1..T in data.things order), from the PNG and its segments_info, in both layouts."""
+    from segtrain.data.datasets.coco_panoptic import CocoPanoptic
+
+    root = make_panoptic_tree(tmp_path, {"val": 3}, layout=layout)
+    paths = (
+        {}
+        if layout == "coco"
+        else {
+            "annotation_file": "gtFine/cityscapes_panoptic_{split}.json",
+            "segment_dir": "gtFine/cityscapes_panoptic_{split}",
+            "image_dir": "leftImg8bit/{split}/{city}/{file_name}",
+        }
+    )
+    dataset = CocoPanoptic(str(root), "val", CLASSES, IDS, THINGS, **paths)
+    assert len(dataset) == 3
+    for index in range(3):
+        item = dataset[index]
+        ids, segments = item["meta"]["panoptic"].numpy(), item["meta"]["segments"]
+        expected = np.full(ids.shape, 255)
+        for segment in segments:
+            expected[ids == segment["id"]] = IDS.index(segment["category_id"])
+        assert np.array_equal(item["semantic"].numpy(), expected) and (expected == 255).any()
+        things = [s for s in segments if s["category_id"] in (11, 12)]
+        assert len(item["labels"]) == len(things) > 0
+        for segment, label, mask, box in zip(things, item["labels"], item["masks"], item["boxes"]):
+            assert label == THINGS.index(CLASSES[IDS.index(segment["category_id"])]) + 1
+            assert np.array_equal(mask.numpy().astype(bool), ids == segment["id"])
+            x, y, w, h = segment["bbox"]
+            assert box.tolist() == [x, y, x + w, y + h]
+        assert item["image"].shape == (3, *ids.shape)
+
+
+def test_the_reader_refuses_an_instances_json_a_missing_png_and_other_things(tmp_path):
+    from segtrain.data.datasets.coco_panoptic import CocoPanoptic
+    from segtrain.errors import SegtrainError
+
+    root = make_panoptic_tree(tmp_path, {"val": 2})
+    annotation = root / "annotations" / "panoptic_val2017.json"
+    data = json.loads(annotation.read_text())
+    with pytest.raises(SegtrainError, match=r"data\.things=\['disc'\]; list the file's thing classes"):
+        CocoPanoptic(str(root), "val", CLASSES, IDS, ["disc"])
+    (root / "annotations" / "panoptic_val2017" / data["annotations"][1]["file_name"]).unlink()
+    dataset = CocoPanoptic(str(root), "val", CLASSES, IDS, THINGS)
+    with pytest.raises(SegtrainError, match=r"the panoptic PNG .*000000000001\.png of image 2 .* is missing"):
+        dataset[1]
+    instances = {**data, "annotations": [{"id": 1, "image_id": 1, "bbox": [0, 0, 2, 2], "category_id": 11}]}
+    annotation.write_text(json.dumps(instances))
+    with pytest.raises(SegtrainError, match=r"is a COCO instances file .* Pass the panoptic json"):
+        CocoPanoptic(str(root), "val", CLASSES, IDS, THINGS)
+    with pytest.raises(SegtrainError, match=r"panoptic_train2017\.json does not exist; cityscapesscripts'"):
+        CocoPanoptic(str(root), "train", CLASSES, IDS, THINGS)

@@ -19,24 +19,12 @@ from typing import Sequence
 
 import numpy as np
 
-#: The id of unlabelled pixels in panoptic PNGs.
-VOID = 0
+from segtrain.data.datasets.coco_panoptic import VOID
+
 #: ids are at most 256^3 - 1 (three bytes of RGB): pairs of ids are counted as gt * OFFSET + prediction.
 OFFSET = 256**3
 #: The IoU above which two segments are the same.
 MATCH_IOU = 0.5
-
-
-def rgb_to_id(rgb: np.ndarray) -> np.ndarray:
-    """The segment ids of a panoptic PNG: R + 256 G + 256^2 B."""
-    rgb = rgb.astype(np.int64)
-    return rgb[..., 0] + 256 * rgb[..., 1] + 256 * 256 * rgb[..., 2]
-
-
-def id_to_rgb(ids: np.ndarray) -> np.ndarray:
-    """The RGB a panoptic PNG stores for segment ids (HxW -> HxWx3 uint8)."""
-    ids = ids.astype(np.int64)
-    return np.stack([ids % 256, ids // 256 % 256, ids // 65536 % 256], axis=-1).astype(np.uint8)
 
 
 class PanopticQuality:
