@@ -105,9 +105,9 @@ def test_pq_equals_cityscapesscripts_on_the_written_files(tmp_path):
     ours = quality.compute()
     for name, suffix in (("All", ""), ("Things", "_th"), ("Stuff", "_st")):
         for key in ("pq", "sq", "rq"):
-            assert ours[f"{key.upper()}{suffix}"] == pytest.approx(100 * official[name][key], abs=1e-6)
+            assert ours[f"{key.upper()}{suffix}"] == pytest.approx(official[name][key], abs=1e-6)
         assert ours[f"n{suffix}"] == official[name]["n"]
-    assert 20 < ours["PQ"] < 95 and ours["n"] == 4  # neither trivial nor degenerate
+    assert 0.2 < ours["PQ"] < 0.95 and ours["n"] == 4  # neither trivial nor degenerate
     for category, scores in ours["per_category"].items():
         for key in ("pq", "sq", "rq"):
             assert scores[key] == pytest.approx(official["per_class"][category][key], abs=1e-6)
@@ -134,7 +134,7 @@ def test_hand_made_predictions_have_their_known_pq():
         {"id": 4, "category_id": 26, "iscrowd": 0},
     ]
     perfect = scene_quality(truth, segments, truth, segments)
-    assert perfect["PQ"] == perfect["SQ"] == perfect["RQ"] == 100 and perfect["n"] == 4
+    assert perfect["PQ"] == perfect["SQ"] == perfect["RQ"] == 1 and perfect["n"] == 4
 
     missed = truth.copy()
     missed[2:8, 2:8] = 1
@@ -143,7 +143,7 @@ def test_hand_made_predictions_have_their_known_pq():
     road_iou = (200 - 36) / 200
     assert result["per_category"][24] == {"pq": 0.0, "sq": 0.0, "rq": 0.0}
     assert result["per_category"][7]["pq"] == pytest.approx(road_iou)
-    assert result["PQ_th"] == pytest.approx(100 * (0 + 1) / 2)
+    assert result["PQ_th"] == pytest.approx((0 + 1) / 2)
 
     wrong_class = [dict(s, category_id=24) if s["id"] == 4 else s for s in segments]
     result = scene_quality(truth, segments, truth, wrong_class)
@@ -238,3 +238,13 @@ def test_the_reader_refuses_an_instances_json_a_missing_png_and_other_things(tmp
         CocoPanoptic(str(root), "val", CLASSES, IDS, THINGS)
     with pytest.raises(SegtrainError, match=r"panoptic_train2017\.json does not exist; cityscapesscripts'"):
         CocoPanoptic(str(root), "train", CLASSES, IDS, THINGS)
+
+
+def test_scores_are_plain_floats():
+    """Scores end up in checkpoints (the training log), which hold plain values only."""
+    truth = np.ones((4, 4), np.int64)
+    result = scene_quality(
+        truth, [{"id": 1, "category_id": 7, "iscrowd": 0}], truth, [{"id": 1, "category_id": 7}]
+    )
+    assert all(type(result[key]) is float for key in ("PQ", "SQ", "RQ", "PQ_th", "PQ_st"))
+    assert all(type(value) is float for value in result["per_category"][7].values())

@@ -122,10 +122,11 @@ class PanopticQuality:
         self.counts += counts
 
     def compute(self) -> dict:
-        """``PQ``, ``SQ``, ``RQ`` and ``n`` (categories counted) overall, ``*_th`` for things and ``*_st``
-        for stuff, in percent as the official tables print them; ``per_category``: each one's, in [0, 1]."""
+        """``PQ``, ``SQ``, ``RQ`` (in [0, 1]) and ``n`` (categories counted) overall, ``*_th`` for things
+        and ``*_st`` for stuff; ``per_category``: each counted category's ``pq``, ``sq`` and ``rq``."""
         per_category = {}
-        for category, (iou, tp, fp, fn) in zip(self.categories, self.counts):
+        for category, row in zip(self.categories, self.counts):
+            iou, tp, fp, fn = (float(value) for value in row)  # plain floats: checkpoints keep the scores
             if tp + fp + fn == 0:
                 continue
             denominator = tp + 0.5 * fp + 0.5 * fn
@@ -139,6 +140,6 @@ class PanopticQuality:
             counted = [s for c, s in per_category.items() if things is None or self.categories[c] == things]
             for key in ("pq", "sq", "rq"):
                 mean = sum(s[key] for s in counted) / len(counted) if counted else 0.0
-                result[f"{key.upper()}{suffix}"] = 100 * mean
+                result[f"{key.upper()}{suffix}"] = mean
             result[f"n{suffix}"] = len(counted)
         return result
