@@ -248,3 +248,150 @@ def test_scores_are_plain_floats():
     )
     assert all(type(result[key]) is float for key in ("PQ", "SQ", "RQ", "PQ_th", "PQ_st"))
     assert all(type(value) is float for value in result["per_category"][7].values())
+
+
+def test_the_merge_places_things_by_score_then_fills_stuff():
+    """Panoptic FPN's merge, by hand on a 10x10 image: A (0.9) is placed whole; B (0.8) has 60% of its
+    pixels under A and is dropped; C (0.7) has 30% under A and keeps its free pixels; D (0.3) scores
+    below the threshold. Stuff 1 covers the free left half (kept); stuff 2's 10 pixels are below
+    stuff_area; "other" pixels no thing took stay unlabelled."""
+    from segtrain.tasks.panoptic.merge import merge
+
+    def box(rows, columns):
+        mask = np.zeros((1, 10, 10), np.float32)
+        mask[0, rows, columns] = 0.9
+        return mask
+
+    masks = np.stack(
+        [
+            box(slice(0, 5), slice(5, 10)),  # A: 25 pixels
+            box(slice(0, 3), slice(5, 10)),  # B: 15 pixels, all under A
+            box(slice(3, 8), slice(8, 10)),  # C: 10 pixels, 4 under A
+            box(slice(8, 10), slice(0, 10)),  # D
+        ]
+    )
+    semantic = np.zeros((10, 10), np.int64)  # "other"
+    semantic[:, :5] = 1
+    semantic[8:, 5:] = 2
+    inference = {"score_threshold": 0.5, "mask_threshold": 0.5, "overlap_threshold": 0.5, "stuff_area": 11}
+    labels, scores = np.array([1, 2, 1, 2]), np.array([0.9, 0.8, 0.7, 0.3])
+    ids, segments = merge(labels, scores, masks, semantic, [11, 12], [3, 5], inference)
+
+    expected = np.zeros((10, 10), np.int32)
+    expected[0:5, 5:10] = 1  # A
+    expected[5:8, 8:10] = 2  # C's free pixels
+    expected[:, :5] = 3  # stuff 1 (category 3)
+    assert np.array_equal(ids, expected)
+    assert [(s["id"], s["category_id"], s["area"]) for s in segments] == [(1, 11, 25), (2, 11, 6), (3, 3, 50)]
+    assert segments[1]["bbox"] == [8, 5, 2, 3] and segments[0]["score"] == pytest.approx(0.9)
+
+
+#: A tiny Panoptic FPN on the drawn tree's classes (tests/panoptic.py), on CPU.
+TINY = [
+    "task=panoptic",
+    "data=coco_panoptic",
+    f"data.classes={CLASSES}".replace("'", ""),
+    f"data.category_ids={IDS}",
+    f"data.things={THINGS}".replace("'", ""),
+    "data.palette=[[70,130,180],[90,160,60],[220,30,40],[240,220,30]]",
+    "data.num_workers=0",
+    "model.backbone.name=resnet18",
+    "model.backbone.pretrained=false",
+    "model.backbone.trainable_layers=5",
+    "model.fpn_channels=32",
+    "model.semantic_channels=32",
+    "model.representation_size=64",
+    "model.mask_channels=32",
+    "model.min_size=64",
+    "model.max_size=96",
+    "inference.stuff_area=64",
+    "inference.score_threshold=0.05",
+    "callbacks.progress_bar=null",
+]
+
+
+@pytest.mark.slow
+def test_panoptic_fpn_trains_evaluates_exports_and_predicts_through_the_commands(
+    tmp_path, monkeypatch, capsys
+):
+    """Through the unchanged commands: train, eval (its PQ equals cityscapesscripts' evaluatePanoptic run
+    on the files eval wrote, to 1e-6), export to ONNX (detections and semantic logits), predict from the
+    checkpoint and from the export (the same segments); a panoptic checkpoint at task=semantic is refused."""
+    from cityscapesscripts.evaluation.evalPanopticSemanticLabeling import evaluatePanoptic
+
+    from segtrain.cli import main
+
+    root = make_panoptic_tree(tmp_path / "data", {"train": 8, "val": 3})
+    monkeypatch.chdir(tmp_path)
+    main([*TINY, f"data.root={root}", "trainer.max_epochs=2", "hydra.run.dir=run"])
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+
+    main(["eval", f"ckpt={ckpt}", "save_predictions=true", "hydra.run.dir=eval"])
+    scores = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    predictions = tmp_path / "eval" / "predictions"
+    truth = root / "annotations"
+    official = evaluatePanoptic(
+        truth / "panoptic_val2017.json",
+        truth / "panoptic_val2017",
+        predictions / "panoptic.json",
+        predictions / "panoptic",
+        tmp_path / "official.json",
+    )
+    for name, suffix in (("All", ""), ("Things", "_th"), ("Stuff", "_st")):
+        for key in ("pq", "sq", "rq"):
+            assert scores[f"{key.upper()}{suffix}"] == pytest.approx(official[name][key], abs=1e-6)
+    assert scores["PQ_st"] > 0.2  # the stuff is being learned; the equality above is not of zeros
+
+    main(["export", f"ckpt={ckpt}", f"output={tmp_path / 'model.onnx'}", "hydra.run.dir=export"])
+    outputs = []
+    for source in (ckpt, tmp_path / "model.onnx"):
+        out = tmp_path / f"predicted_{source.suffix[1:]}"
+        images = root / "val2017"
+        main(["predict", f"ckpt={source}", f"input={images}", f"output={out}", f"hydra.run.dir={out}_run"])
+        written = json.loads((out / "panoptic.json").read_text())["annotations"]
+        outputs.append([np.asarray(Image.open(out / "panoptic" / a["file_name"])) for a in written])
+    for from_checkpoint, from_export in zip(*outputs):
+        assert (from_checkpoint != from_export).any(-1).mean() < 1e-3
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["eval", f"ckpt={ckpt}", "task=semantic", "hydra.run.dir=refused"])
+    assert (
+        "is a panoptic segmentation checkpoint, but the command says task=semantic" in capsys.readouterr().err
+    )
+
+
+def test_check_data_names_what_is_wrong_with_a_panoptic_tree(tmp_path, capsys):
+    """A clean tree passes; ids a PNG holds that the json does not list, a listed segment absent from its
+    PNG, an area that is not the PNG's and a PNG of another size are each one error with its fix, and a
+    thing class without an instance is a warning."""
+    from segtrain.commands.check_data import check_data
+    from segtrain.config import compose
+    from segtrain.errors import SegtrainError
+
+    root = make_panoptic_tree(tmp_path, {"val": 4})
+    overrides = [o for o in TINY if o.startswith(("task=", "data."))] + [f"data.root={root}"]
+    report = check_data(compose("check_data", overrides))
+    assert not report.errors and report.scan["disc"] + report.scan["square"] > 0
+    assert capsys.readouterr().out.strip().endswith("OK: no errors found")
+
+    annotation = root / "annotations" / "panoptic_val2017.json"
+    data = json.loads(annotation.read_text())
+    folder = root / "annotations" / "panoptic_val2017"
+    first, second, third = data["annotations"][:3]
+    first["segments_info"] = first["segments_info"][:-1]  # its PNG still holds the last segment
+    second["segments_info"].append({"id": 250, "category_id": 3, "iscrowd": 0, "area": 1})
+    third["segments_info"][0]["area"] += 5
+    for entry in data["annotations"]:
+        entry["segments_info"] = [s for s in entry["segments_info"] if s["category_id"] != 12]
+    annotation.write_text(json.dumps(data))
+    png = folder / data["annotations"][3]["file_name"]
+    Image.fromarray(np.asarray(Image.open(png))[:-4]).save(png)
+    with pytest.raises(SegtrainError, match="check-data found"):
+        check_data(compose("check_data", overrides))
+    out = capsys.readouterr().out
+    assert "PNGs hold segment ids their segments_info does not list" in out
+    assert "listed segments are not in their PNG" in out and "(segment 250)" in out
+    assert "segments' areas are not their PNG's" in out and "PNGs are not the size of their images" in out
+    assert "warning: thing classes without an instance in split val: ['square']" in out
+    assert out.count("fix: ") == 4
