@@ -22,6 +22,7 @@ from segtrain.data.datasets.coco_panoptic import id_to_rgb
 from segtrain.errors import SegtrainError
 from segtrain.tasks.instance.module import DETECTIONS, InstanceSegmentation
 from segtrain.tasks.module import ExportSpec
+from segtrain.tasks.panoptic.files import PREDICTIONS_JSON, categories_of
 from segtrain.tasks.panoptic.merge import merge
 from segtrain.tasks.panoptic.quality import PanopticQuality
 
@@ -191,8 +192,6 @@ class PanopticPredictionWriter(pl.Callback):
             )
 
     def on_test_end(self, trainer, pl_module) -> None:
-        from segtrain.tasks.panoptic.task import PREDICTIONS_JSON, categories_of
-
         data = {"annotations": self.annotations, "categories": categories_of(self.meta)}
         (self.directory / PREDICTIONS_JSON).write_text(json.dumps(data))
 

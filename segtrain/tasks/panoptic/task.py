@@ -10,10 +10,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from segtrain.errors import SegtrainError
 from segtrain.schema import MASK_THRESHOLD, Key, number
+from segtrain.tasks.panoptic.files import PREDICTIONS_JSON, categories_of
 from segtrain.tasks.spec import Task
-
-#: The json beside the predicted PNGs, as panopticapi and cityscapesscripts read predictions.
-PREDICTIONS_JSON = "panoptic.json"
 
 
 def unit(value) -> bool:
@@ -140,12 +138,3 @@ class PanopticTask(Task):
             f"wrote panoptic PNGs of {len(inputs)} images to {out_dir / 'panoptic'} with their segments in "
             f"{out_dir / PREDICTIONS_JSON}, and overlays to {out_dir / 'overlays'}"
         )
-
-
-def categories_of(meta: dict) -> list[dict]:
-    """The json ``categories`` of a checkpoint's or an export's metadata."""
-    things = set(meta["things"])
-    return [
-        {"id": category, "name": name, "isthing": int(name in things), "color": list(color)}
-        for name, category, color in zip(meta["classes"], meta["category_ids"], meta["palette"])
-    ]
