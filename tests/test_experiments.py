@@ -158,11 +158,12 @@ def test_vnet_trains_and_evaluates_on_decathlon_volumes(tmp_path):
     assert torch.load(best, weights_only=True)["segtrain"]["config"]["model"]["_target_"].endswith("VNet")
 
 
-#: The reading list's 25 systems and the model config (or adversarial group) each recipe must train.
+#: The reading list's 25 systems and Panoptic FPN, and the model config (or adversarial group) each recipe
+#: must train.
 SYSTEMS = [
     "fcn8s", "parsenet", "deeplabv1", "deeplabv2", "deeplabv3", "deeplabv3plus", "dpn", "deconvnet", "segnet",
     "unet", "vnet", "fpn", "pspnet", "mask_rcnn", "panet", "masklab", "lstm2d", "reseg", "graph_lstm",
-    "text_objseg", "attention_to_scale", "reverse_attention", "pan", "danet", "adversarial",
+    "text_objseg", "attention_to_scale", "reverse_attention", "pan", "danet", "adversarial", "panoptic_fpn",
 ]  # fmt: skip
 
 

@@ -140,7 +140,7 @@ def test_every_task_defines_every_member_of_the_contract():
     from tests.foreground_task import ForegroundTask
 
     specs = registered_specs()
-    assert sorted(specs) == ["instance", "referring", "semantic"]
+    assert sorted(specs) == ["instance", "panoptic", "referring", "semantic"]
     specs["foreground"] = ForegroundTask  # the test-only fourth task (tests/test_fourth_task.py)
     spec_members, module_members = contract_members(Task), contract_members(TaskModule)
     assert len(spec_members) >= 10 and len(module_members) >= 5
@@ -158,7 +158,7 @@ def test_task_specs_import_neither_torch_nor_lightning():
     """Validating a config asks the task's spec, so a config error never waits for torch."""
     probe = (
         "import sys, segtrain.tasks.semantic.task, segtrain.tasks.instance.task, "
-        "segtrain.tasks.referring.task; "
+        "segtrain.tasks.referring.task, segtrain.tasks.panoptic.task; "
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'pytorch_lightning', 'optuna'}))"
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)

@@ -47,6 +47,7 @@ CONFIG_KEYS = (
     "std",
     "ignore_index",
     "category_ids",
+    "things",
     "train_split",
     "val_split",
     "split",
@@ -135,6 +136,7 @@ class SegDataModule(pl.LightningDataModule):
         original_masks = score_resolution == "original"
         palette = [list(color) for color in take("palette")]
         ignore_index = take("ignore_index", 255)
+        category_ids, things = take("category_ids", None), take("things", None)
         description = DatasetDescription(
             task=cls.task,
             classes=[str(name) for name in take("classes")],
@@ -142,7 +144,8 @@ class SegDataModule(pl.LightningDataModule):
             mean=[float(value) for value in take("mean", IMAGENET_MEAN)],
             std=[float(value) for value in take("std", IMAGENET_STD)],
             ignore_index=ignore_index,
-            category_ids=[int(i) for i in take("category_ids")] if values.get("category_ids") else None,
+            category_ids=[int(i) for i in category_ids] if category_ids else None,
+            things=[str(name) for name in things] if things else None,
         )
         splits = {"train": take("train_split", "train"), "val": take("val_split", "val")}
         splits["eval"] = take("split", splits["val"])

@@ -25,6 +25,8 @@ class DatasetDescription:
     ignore_index: int = 255
     #: Instance datasets: the json category id of each class, in label order 1..K (COCO's ids have gaps).
     category_ids: list[int] | None = None
+    #: Panoptic datasets: the classes that have instances (the rest is stuff).
+    things: list[str] | None = None
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> DatasetDescription:
@@ -37,6 +39,7 @@ class DatasetDescription:
             std=[float(value) for value in data.std],
             ignore_index=int(data.get("ignore_index", 255)),
             category_ids=[int(i) for i in data.category_ids] if data.get("category_ids") else None,
+            things=[str(name) for name in data.things] if data.get("things") else None,
         )
 
     @classmethod
@@ -50,6 +53,7 @@ class DatasetDescription:
             std=list(meta["std"]),
             ignore_index=meta.get("ignore_index", 255),
             category_ids=meta.get("category_ids"),
+            things=meta.get("things"),
         )
 
     @property

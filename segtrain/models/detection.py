@@ -216,4 +216,7 @@ class StableSizeTransform(GeneralizedRCNNTransform):
             if "masks" in target:
                 masks = target["masks"][:, None].float()
                 target["masks"] = F.interpolate(masks, size=image.shape[-2:])[:, 0].byte()
+            if "semantic" in target:  # Panoptic FPN's per-pixel classes, resized as the image
+                semantic = target["semantic"][None, None].float()
+                target["semantic"] = F.interpolate(semantic, size=image.shape[-2:])[0, 0].byte()
         return image, target

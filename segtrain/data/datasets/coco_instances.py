@@ -211,22 +211,32 @@ class CocoInstances(Dataset):
 
 
 def transform_instances(
-    transform: A.Compose | None, image: np.ndarray, boxes: list, labels: list, masks: list
+    transform: A.Compose | None,
+    image: np.ndarray,
+    boxes: list,
+    labels: list,
+    masks: list,
+    semantic: np.ndarray | None = None,
 ) -> dict:
-    """Applies ``transform`` to the image, boxes and masks together; boxes that leave the image (or shrink
-    below albumentations' ``min_area``) are dropped with their masks and labels."""
+    """Applies ``transform`` to the image, boxes and masks (and a ``semantic`` class map, for panoptic
+    items) together; boxes that leave the image (or shrink below albumentations' ``min_area``) are dropped
+    with their masks and labels."""
     height, width = image.shape[:2]
+    extra = {} if semantic is None else {"mask": semantic}
     if transform is not None:
         boxes = np.clip(np.asarray(boxes, np.float32).reshape(-1, 4), 0, [width, height, width, height])
         out = transform(
-            image=image, masks=masks, bboxes=boxes, labels=labels, indices=list(range(len(labels)))
+            image=image, masks=masks, bboxes=boxes, labels=labels, indices=list(range(len(labels))), **extra
         )
         image = out["image"]
+        if semantic is not None:
+            semantic = out["mask"]
         kept = [int(i) for i in out["indices"]]
         boxes, labels = np.asarray(out["bboxes"], np.float32).reshape(-1, 4), [labels[i] for i in kept]
         masks = [np.asarray(out["masks"][i]) for i in kept]
     height, width = image.shape[:2]
-    return {
+    item = {} if semantic is None else {"semantic": torch.from_numpy(np.ascontiguousarray(semantic))}
+    return item | {
         "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
         "boxes": torch.as_tensor(np.asarray(boxes, np.float32).reshape(-1, 4)),
         "labels": torch.as_tensor(labels, dtype=torch.int64),

@@ -67,14 +67,20 @@ class InstanceSegmentation(TaskModule):
         }
         return sum(model(self.to_unit_range(moved["image"]), self.targets(moved)).values())
 
-    def evaluate_batch(self, batch: dict, stage: str) -> list[dict]:
+    @staticmethod
+    def check_sizes(batch: dict) -> None:
+        """Evaluation images keep their own size: the detector resizes them itself, and scores are taken
+        at each image's size."""
         for image, meta in zip(batch["image"], batch["meta"]):
             if tuple(image.shape[-2:]) != tuple(meta["size"]):
                 raise SegtrainError(
                     f"data.val_transforms change the size of image {meta['name']} ({tuple(meta['size'])} -> "
-                    f"{tuple(image.shape[-2:])}); COCO's evaluation scores each image at its own size. Leave "
+                    f"{tuple(image.shape[-2:])}); the evaluation scores each image at its own size. Leave "
                     "resizing to the detector (model.min_size, model.max_size) and data.val_transforms empty"
                 )
+
+    def evaluate_batch(self, batch: dict, stage: str) -> list[dict]:
+        self.check_sizes(batch)
         outputs = self(batch["image"])
         for output, meta in zip(outputs, batch["meta"]):
             self.results += coco_results(
@@ -212,7 +218,12 @@ def align_detections(
         lone = scores[[i for i in range(len(scores)) if i not in paired]]
         if len(lone) and (lone - cut).abs().max() > TIED_AT_CUT:
             return reference, exported
-    return tuple(output[kept] for output in reference), tuple(output[order] for output in exported)
+    # Outputs after the detections (Panoptic FPN's semantic logits) are per image: compared as they are.
+    count = len(DETECTIONS)
+    return (
+        tuple(output[kept] for output in reference[:count]) + tuple(reference[count:]),
+        tuple(output[order] for output in exported[:count]) + tuple(exported[count:]),
+    )
 
 
 def draw_instances(
