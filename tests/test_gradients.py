@@ -15,6 +15,7 @@ from segtrain.models.graph_lstm import GraphLSTMNet
 from segtrain.models.mask_rcnn import MaskRCNN
 from segtrain.models.masklab import MaskLab
 from segtrain.models.panet import PANet
+from segtrain.models.panoptic_fpn import PanopticFPN
 from segtrain.models.text_objseg import TextObjSeg
 from segtrain.models.vnet import VNet
 from segtrain.tasks.semantic.adversarial import Adversary
@@ -55,6 +56,14 @@ def instance_loss(model: nn.Module) -> torch.Tensor:
     return sum(model(images, _targets(images)).values())
 
 
+def panoptic_loss(model: nn.Module) -> torch.Tensor:
+    images = [torch.rand(3, 64, 80), torch.rand(3, 71, 66)]
+    targets = _targets(images)
+    for target, image in zip(targets, images):
+        target["semantic"] = torch.randint(0, 3, image.shape[-2:], dtype=torch.uint8)  # other + 2 stuff
+    return sum(model(images, targets).values())
+
+
 def zoo_case(name: str):
     return ZOO[name], lambda model: semantic_loss(model, torch.randn(2, 3, *SIZES.get(name, ODD_SIZES)[0]))
 
@@ -76,6 +85,12 @@ CASES = {
     "panet": (lambda: PANet(**TINY, mask_channels=32), instance_loss),
     "panet_group_norm": (lambda: PANet(**TINY, mask_channels=32, group_norm=True), instance_loss),
     "masklab": (lambda: MaskLab(**TINY, head_channels=16, refine_channels=16), instance_loss),
+    "panoptic_fpn": (
+        lambda: PanopticFPN(
+            **{**TINY, "num_classes": 4}, num_things=2, semantic_channels=32, mask_channels=32
+        ),
+        panoptic_loss,
+    ),
     "text_objseg": (
         lambda: TextObjSeg(VOCABULARY, **TINY_MODEL),
         lambda model: weighted(model(torch.randn(2, 3, 45, 71), torch.tensor([[0, 2, 3, 4], [2, 3, 4, 5]]))),

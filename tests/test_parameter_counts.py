@@ -257,6 +257,7 @@ OURS = {
     "vnet": lambda: ours("vnet", "decathlon", "data.in_channels=1", "data.classes=[a,b]"),
     "panet": lambda: ours("panet", "coco_instances", "task=instance", "model.num_classes=91"),
     "masklab": lambda: ours("masklab", "coco_instances", "task=instance", "model.num_classes=91"),
+    "panoptic_fpn": lambda: ours("panoptic_fpn", "coco_panoptic", "task=panoptic"),
     "text_objseg": lambda: text_objseg_count(8803),
     **{
         f"discriminator_{architecture}_{kind}": lambda architecture=architecture, kind=kind: adversary_count(
@@ -280,6 +281,9 @@ def detection_references() -> dict:
         mask_rcnn = count(
             MaskRCNN(resnet_fpn_backbone(backbone_name="resnet50", weights=None), num_classes=91)
         )
+        mask_rcnn_things = count(
+            MaskRCNN(resnet_fpn_backbone(backbone_name="resnet50", weights=None), num_classes=80 + 1)
+        )
         trunk101 = resnet_fpn_backbone(backbone_name="resnet101", weights=None)
         faster_rcnn101 = count(FasterRCNN(trunk101, num_classes=91))
     level, classes = 256, 91
@@ -297,6 +301,14 @@ def detection_references() -> dict:
         # Chen et al. 2018: + the semantic head (3x3 conv 256, 1x1 to the classes) and the direction head (3x3
         # conv 256, 1x1 to 8 bins), the 1x1 conv merging the two pooled maps, and the hypercolumn refinement
         # (three 3x3 convs of 128 over [coarse logits, stride-4 features], 1x1 to the mask).
+        # Kirillov et al. 2019: Mask R-CNN over COCO panoptic's 80 things, plus the semantic branch: P2-P5
+        # each through 1, 1, 2 and 3 stages of a 3x3 conv to 128 (no bias) and GroupNorm, and a 1x1 conv
+        # to the 53 stuff classes and "other".
+        "panoptic_fpn": mask_rcnn_things
+        + 4 * conv(level, 128, 3, bias=False)
+        + 3 * conv(128, 128, 3, bias=False)
+        + 7 * 2 * 128
+        + conv(128, 53 + 1),
         "masklab": faster_rcnn101
         + conv(level, 256, 3)
         + conv(256, classes)
