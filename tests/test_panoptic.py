@@ -315,8 +315,9 @@ def test_panoptic_fpn_trains_evaluates_exports_and_predicts_through_the_commands
     tmp_path, monkeypatch, capsys
 ):
     """Through the unchanged commands: train, eval (its PQ equals cityscapesscripts' evaluatePanoptic run
-    on the files eval wrote, to 1e-6), export to ONNX (detections and semantic logits), predict from the
-    checkpoint and from the export (the same segments); a panoptic checkpoint at task=semantic is refused."""
+    on the files eval wrote, to 1e-6), export to ONNX and TorchScript (detections and semantic logits),
+    predict from the checkpoint and from each export (the same segments); a panoptic checkpoint at
+    task=semantic is refused."""
     from cityscapesscripts.evaluation.evalPanopticSemanticLabeling import evaluatePanoptic
 
     from segtrain.cli import main
@@ -343,15 +344,18 @@ def test_panoptic_fpn_trains_evaluates_exports_and_predicts_through_the_commands
     assert scores["PQ_st"] > 0.2  # the stuff is being learned; the equality above is not of zeros
 
     main(["export", f"ckpt={ckpt}", f"output={tmp_path / 'model.onnx'}", "hydra.run.dir=export"])
+    script = ["format=torchscript", f"output={tmp_path / 'model.pt'}", "hydra.run.dir=script"]
+    main(["export", f"ckpt={ckpt}", *script])
     outputs = []
-    for source in (ckpt, tmp_path / "model.onnx"):
+    for source in (ckpt, tmp_path / "model.onnx", tmp_path / "model.pt"):
         out = tmp_path / f"predicted_{source.suffix[1:]}"
         images = root / "val2017"
         main(["predict", f"ckpt={source}", f"input={images}", f"output={out}", f"hydra.run.dir={out}_run"])
         written = json.loads((out / "panoptic.json").read_text())["annotations"]
         outputs.append([np.asarray(Image.open(out / "panoptic" / a["file_name"])) for a in written])
-    for from_checkpoint, from_export in zip(*outputs):
-        assert (from_checkpoint != from_export).any(-1).mean() < 1e-3
+    for exported in outputs[1:]:
+        for from_checkpoint, from_export in zip(outputs[0], exported):
+            assert (from_checkpoint != from_export).any(-1).mean() < 1e-3
 
     capsys.readouterr()
     with pytest.raises(SystemExit):

@@ -24,11 +24,6 @@ from segtrain.models.detection import IMAGENET_MEAN, IMAGENET_STD
 from segtrain.models.fpn import ScaleHead
 from segtrain.models.mask_rcnn import MaskRCNN
 
-#: The semantic branch's class of thing pixels.
-OTHER = 0
-IGNORE = 255
-
-
 class SemanticBranch(nn.Module):
     """P2-P5 -> per-pixel logits at 1/4 scale (upsampled by the caller to the batch's size)."""
 
@@ -87,6 +82,8 @@ class PanopticFPN(MaskRCNN):
         self.semantic_branch = SemanticBranch(fpn_channels, semantic_channels, num_classes - num_things + 1)
         self.semantic_weight = semantic_weight
         self.instance_weight = instance_weight
+        #: Pixels of the semantic target to leave out (unlabelled, and the padding of a batch).
+        self.ignore_index = 255
 
     def forward(self, images: list[torch.Tensor], targets: Optional[list[dict[str, torch.Tensor]]] = None):
         original_sizes: list[tuple[int, int]] = []
@@ -100,24 +97,29 @@ class PanopticFPN(MaskRCNN):
         logits = F.interpolate(
             self.semantic_branch(pyramid), size=batch.tensors.shape[-2:], mode="bilinear", align_corners=False
         )
+        losses: dict[str, torch.Tensor] = {}
         if self.training:
             assert targets is not None
-            losses = {name: self.instance_weight * value for name, value in proposal_losses.items()}
-            losses.update({name: self.instance_weight * value for name, value in detector_losses.items()})
-            semantic = torch.full(
-                logits.shape[:1] + logits.shape[2:], IGNORE, dtype=torch.long, device=logits.device
-            )
+            for name, value in proposal_losses.items():
+                losses[name] = self.instance_weight * value
+            for name, value in detector_losses.items():
+                losses[name] = self.instance_weight * value
+            shape = [logits.shape[0], logits.shape[2], logits.shape[3]]
+            semantic = torch.full(shape, self.ignore_index, dtype=torch.long, device=logits.device)
             for index, target in enumerate(targets):
                 mask = target["semantic"]
                 semantic[index, : mask.shape[-2], : mask.shape[-1]] = mask.long()
             losses["loss_semantic"] = self.semantic_weight * F.cross_entropy(
-                logits, semantic, ignore_index=IGNORE
+                logits, semantic, ignore_index=self.ignore_index
             )
-            return losses
-        detections = self.transform.postprocess(detections, batch.image_sizes, original_sizes)
-        for index, (height, width) in enumerate(batch.image_sizes):
-            cropped = logits[index : index + 1, :, :height, :width]
-            detections[index]["semantic"] = F.interpolate(
-                cropped, size=original_sizes[index], mode="bilinear", align_corners=False
-            )[0]
-        return detections
+        else:
+            detections = self.transform.postprocess(detections, batch.image_sizes, original_sizes)
+            for index, (height, width) in enumerate(batch.image_sizes):
+                cropped = logits[index : index + 1, :, :height, :width]
+                size = [original_sizes[index][0], original_sizes[index][1]]
+                semantic_logits = F.interpolate(cropped, size=size, mode="bilinear", align_corners=False)
+                detections[index]["semantic"] = semantic_logits[0]
+        # As torchvision's detectors: scripted, both; eagerly, the losses while training, else the detections.
+        if torch.jit.is_scripting():
+            return losses, detections
+        return self.eager_outputs(losses, detections)

@@ -149,8 +149,12 @@ class PanopticExport(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, image: torch.Tensor):
-        output = self.model([image[0] / 255])[0]
+    def forward(
+        self, image: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        outputs = self.model([image[0] / 255])
+        # Scripted, the model returns (losses, detections), as torchvision's detectors do.
+        output = outputs[1][0] if torch.jit.is_scripting() else outputs[0]
         return output["boxes"], output["labels"], output["scores"], output["masks"], output["semantic"]
 
 
