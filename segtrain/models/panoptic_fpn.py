@@ -24,6 +24,7 @@ from segtrain.models.detection import IMAGENET_MEAN, IMAGENET_STD
 from segtrain.models.fpn import ScaleHead
 from segtrain.models.mask_rcnn import MaskRCNN
 
+
 class SemanticBranch(nn.Module):
     """P2-P5 -> per-pixel logits at 1/4 scale (upsampled by the caller to the batch's size)."""
 
