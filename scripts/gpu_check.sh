@@ -10,7 +10,8 @@
 #
 # Every step writes its command, stdout, stderr and any bench.json / metrics under OUT_DIR/<step>/, has its
 # own time limit, and a failure is recorded in OUT_DIR/steps.tsv (step, exit code, seconds) before the next
-# step runs: one failing step never costs the others.
+# step runs: one failing step never costs the others. The whole run stops at BUDGET seconds (default 570,
+# inside the device's 10 minutes a command): a step that would start later is recorded as skipped.
 set -u
 cd "$(dirname "$0")/.."
 out=$(realpath -m "${1:?usage: scripts/gpu_check.sh OUT_DIR [tiny]}")
@@ -33,11 +34,18 @@ else
   detector=()
 fi
 common=(data.num_workers=0 callbacks.progress_bar=null "paths.log_dir=$out/runs")
+deadline=$((SECONDS + ${BUDGET:-$([[ $mode == tiny ]] && echo 1800 || echo 570)}))
 
 # step NAME SECONDS COMMAND...: runs COMMAND in OUT_DIR/NAME with a time limit (tiny: $limit for every step).
 step() {
   local name=$1 seconds=$2; shift 2
   [[ $limit -gt 0 ]] && seconds=$limit
+  local remaining=$((deadline - SECONDS))
+  if [[ $remaining -lt 15 ]]; then
+    printf '%s\tskipped\t0\n' "$name" >> "$out/steps.tsv"
+    return
+  fi
+  [[ $seconds -gt $remaining ]] && seconds=$remaining
   mkdir -p "$out/$name"
   printf '%q ' "$@" > "$out/$name/command.txt"
   local start=$SECONDS
@@ -48,7 +56,7 @@ step() {
 }
 
 # The newest file matching $2 under the runs, copied into step $1's folder.
-keep() { local found; found=$(ls -t $2 2>/dev/null | head -1); [[ -n $found ]] && cp "$found" "$out/$1/"; }
+keep() { local found; [[ -d $out/$1 ]] || return 0; found=$(ls -t $2 2>/dev/null | head -1); [[ -n $found ]] && cp "$found" "$out/$1/"; }
 
 segtrain=("$python" -m segtrain)
 bench=("${segtrain[@]}" bench model=deeplabv3plus model.backbone.pretrained=false data=shapes "${shapes[@]}" "${timing[@]}"
