@@ -55,8 +55,11 @@ step() {
   echo "== $name: exit $code in $((SECONDS - start)) s"
 }
 
-# The newest file matching $2 under the runs, copied into step $1's folder.
-keep() { local found; [[ -d $out/$1 ]] || return 0; found=$(ls -t $2 2>/dev/null | head -1); [[ -n $found ]] && cp "$found" "$out/$1/"; }
+# The bench.json step $1 wrote (none when it failed before writing one), copied into its folder.
+keep() {
+  [[ -d $out/$1 ]] || return 0
+  find "$out/runs/bench" -name bench.json -newer "$out/$1/command.txt" -exec cp {} "$out/$1/" \; 2>/dev/null
+}
 
 segtrain=("$python" -m segtrain)
 bench=("${segtrain[@]}" bench model=deeplabv3plus model.backbone.pretrained=false data=shapes "${shapes[@]}" "${timing[@]}"
@@ -65,16 +68,16 @@ bench=("${segtrain[@]}" bench model=deeplabv3plus model.backbone.pretrained=fals
 step environment 30 bash -c "nvidia-smi || echo 'no nvidia-smi'; $python -c 'import torch, pytorch_lightning as pl; \
 print(\"torch\", torch.__version__, \"lightning\", pl.__version__, \"cuda\", torch.cuda.is_available())'"
 
-step bench_eager 90 "${bench[@]}"; keep bench_eager "$out/runs/bench/*/bench.json"
+step bench_eager 90 "${bench[@]}"; keep bench_eager
 step bench_channels_last 90 "${bench[@]}" runtime.channels_last=true
-keep bench_channels_last "$out/runs/bench/*/bench.json"
+keep bench_channels_last
 # The compiled path (0.65x of the hand-written compiled loop on the H200): its recompiles and graph breaks.
 step bench_compiled 150 env TORCH_LOGS=recompiles,graph_breaks "${bench[@]}" runtime.channels_last=true \
   runtime.compile.enable=true bench.compile_reference=true
-keep bench_compiled "$out/runs/bench/*/bench.json"
+keep bench_compiled
 step bench_compiled_static 90 "${bench[@]}" runtime.channels_last=true runtime.compile.enable=true \
   runtime.compile.dynamic=false bench.compile_reference=true
-keep bench_compiled_static "$out/runs/bench/*/bench.json"
+keep bench_compiled_static
 
 # CamVid as JPEGs on local disk (images/{train,val}/*.jpg, masks as published), then a real-data run with
 # nvidia-smi sampling SM utilisation every 200 ms.
@@ -128,7 +131,7 @@ step camvid_instances 60 "$python" scripts/labels_to_coco.py --images "$camvid/i
 step mask_rcnn 90 "${segtrain[@]}" bench task=instance model=mask_rcnn model.backbone.pretrained=false data=instances_folder \
   "data.root=$camvid" data.image_dir=images/train "data.annotation_file=annotations/train.json" data.split=train \
   "${detector[@]}" "${device[@]}" "${common[@]}" bench.steps=10 bench.warmup=2 bench.rounds=1
-keep mask_rcnn "$out/runs/bench/*/bench.json"
+keep mask_rcnn
 
 step ddp_train 90 "${segtrain[@]}" "${shapes[@]}" "${ddp[@]}" model=unet_small trainer.max_epochs=2 \
   "${common[@]}" "hydra.run.dir=$out/ddp_train/run"
