@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import pytorch_lightning as pl
 import torch
 from omegaconf import OmegaConf
 from PIL import Image
@@ -159,3 +160,22 @@ def test_every_shipped_data_config_holds_only_keys_its_module_reads(data):
     cfg = compose("config", [f"data={data}"])
     unread = set(cfg.data) - {"_target_"} - get_class(cfg.data._target_).keys()
     assert not unread
+
+
+class OwnDataModule(pl.LightningDataModule):
+    """A user's own data module, named by data._target_."""
+
+    def __init__(self, batch_size: int, score_resolution: str = "original"):
+        super().__init__()
+        self.batch_size, self.score_resolution = batch_size, score_resolution
+
+
+def test_a_users_own_lightning_data_module_is_built_from_its_keys():
+    from segtrain.data.datamodule import build_datamodule
+
+    data = OmegaConf.create({"_target_": f"{__name__}.OwnDataModule", "batch_size": 3})
+    module = build_datamodule(data, "transformed")
+    assert isinstance(module, OwnDataModule) and (module.batch_size, module.score_resolution) == (
+        3,
+        "transformed",
+    )

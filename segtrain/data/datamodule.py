@@ -60,9 +60,13 @@ CONFIG_KEYS = (
 )
 
 
-def build_datamodule(data: DictConfig, score_resolution: str = "original") -> SegDataModule:
-    """The module a data config names (``data._target_``), made from the config's keys."""
-    return get_class(data._target_).from_config(data, score_resolution)
+def build_datamodule(data: DictConfig, score_resolution: str = "original") -> pl.LightningDataModule:
+    """The module a data config names (``data._target_``), made from the config's keys; a user's own
+    LightningDataModule that is not a ``SegDataModule`` is instantiated with them as they are."""
+    cls = get_class(data._target_)
+    if not issubclass(cls, SegDataModule):
+        return instantiate(data, score_resolution=score_resolution)
+    return cls.from_config(data, score_resolution)
 
 
 class SegDataModule(pl.LightningDataModule):
