@@ -228,13 +228,14 @@ def _swept_task(default: str, overrides: list[str], swept: list[str]) -> str | N
     """The task of the models (or data) a sweep runs, where it is not ``default``: every job then trains
     it. Models of different tasks in one sweep are refused, naming them."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import ChoiceSweep
 
     from segtrain.config import compose
     from segtrain.validation import other_task
 
     for override in swept:
         parsed = OverridesParser.create().parse_override(override)
-        if parsed.key_or_group not in ("model", "data") or type(parsed.value()).__name__ != "ChoiceSweep":
+        if parsed.key_or_group not in ("model", "data") or not isinstance(parsed.value(), ChoiceSweep):
             continue
         tasks = {}
         for choice in parsed.sweep_string_iterator():

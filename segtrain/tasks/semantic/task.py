@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from segtrain.errors import SegtrainError
 from segtrain.schema import (
@@ -16,6 +16,7 @@ from segtrain.schema import (
     Key,
     boolean,
     integer,
+    listlike,
     number,
     one_of,
     size,
@@ -59,7 +60,7 @@ class SemanticTask(Task):
             "inference.scales",
             "test-time scales, e.g. [0.75,1.0,1.25]",
             lambda v: (
-                isinstance(v, (list, tuple, ListConfig))
+                listlike(v)
                 and len(v) > 0
                 and all(number(s) and SCALE_RANGE[0] <= s <= SCALE_RANGE[1] for s in v)
             ),
