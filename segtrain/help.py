@@ -170,23 +170,24 @@ def _key_lines(command: str, names: list[str], tasks: list[str]) -> list[tuple[s
     from segtrain.schema import KEYS
     from segtrain.tasks import spec_of
 
-    described = {key.name: key for key in KEYS}
-    owners: dict[str, list[str]] = {}
+    texts = {key.name: key.help for key in KEYS}
+    # A task's own key: {its description: the tasks that describe it so} (a key two tasks read differently,
+    # such as inference.score_threshold, gets both).
+    owners: dict[str, dict[str, list[str]]] = {}
     for task in tasks:
         for key in spec_of(task).keys:
             if key.help:
-                described.setdefault(key.name, key)
-                owners.setdefault(key.name, []).append(task)
+                owners.setdefault(key.name, {}).setdefault(key.help, []).append(task)
+    for key, readings in owners.items():
+        texts[key] = "; ".join(f"task={','.join(owned)}: {text}" for text, owned in readings.items())
     defaults = _defaults(command, tasks)
     lines = []
     for name in names:
         for key in owners if name == INFERENCE else [name]:
-            text, notes = described[key].help, []
-            if key in owners:
-                notes.append(f"task={','.join(owners[key])}")
+            text = texts[key]
             if key in defaults and "default" not in text:
-                notes.append(f"default {defaults[key]}")
-            lines.append((key, f"{text} ({'; '.join(notes)})" if notes else text))
+                text += f" (default {defaults[key]})"
+            lines.append((key, text))
     return lines
 
 
