@@ -399,3 +399,72 @@ def test_check_data_names_what_is_wrong_with_a_panoptic_tree(tmp_path, capsys):
     assert "segments' areas are not their PNG's" in out and "PNGs are not the size of their images" in out
     assert "warning: thing classes without an instance in split val: ['square']" in out
     assert out.count("fix: ") == 4
+
+
+def tiny_panoptic_fpn(**options):
+    import torch
+
+    from segtrain.models.panoptic_fpn import PanopticFPN
+
+    torch.manual_seed(0)
+    backbone = {"name": "resnet18", "trainable_layers": 5, "pretrained": False}
+    return PanopticFPN(
+        4, 2, backbone, fpn_channels=32, semantic_channels=32, representation_size=64, mask_channels=32,
+        min_size=64, max_size=96, **options,
+    )  # fmt: skip
+
+
+def test_the_detector_transform_resizes_the_semantic_target_as_it_resizes_the_image():
+    """A 60x70 image at min_size 64 / max_size 96 is scaled by min(64/60, 96/70) to 64x74 (floor, as
+    torchvision's resize); its semantic target goes to the same size by nearest neighbour, labels kept."""
+    import torch
+    import torch.nn.functional as F
+
+    model = tiny_panoptic_fpn().train()
+    image = torch.rand(3, 60, 70)
+    semantic = torch.randint(0, 3, (60, 70), dtype=torch.uint8)
+    target = {
+        "boxes": torch.tensor([[5.0, 5.0, 30.0, 40.0]]),
+        "labels": torch.tensor([1]),
+        "semantic": semantic,
+    }
+    target["masks"] = torch.zeros(1, 60, 70, dtype=torch.uint8)
+    batch, targets = model.transform([image], [target])
+    scale = min(64 / 60, 96 / 70)
+    assert tuple(batch.image_sizes[0]) == (int(60 * scale), int(70 * scale)) == (64, 74)
+    expected = F.interpolate(semantic[None, None].float(), size=(64, 74), mode="nearest")[0, 0].byte()
+    assert torch.equal(targets[0]["semantic"], expected)
+
+
+def test_the_semantic_loss_is_the_weighted_cross_entropy_of_the_branch_over_the_padded_batch():
+    """loss_semantic = semantic_weight x the per-pixel cross-entropy of the branch's logits, upsampled to the
+    padded batch, against each image's resized target with the padding ignored: written out here from the
+    model's parts (the trunk is frozen BatchNorm, so the two passes see the same features)."""
+    import torch
+    import torch.nn.functional as F
+
+    model = tiny_panoptic_fpn(semantic_weight=0.7).train()
+    images = [torch.rand(3, 64, 80), torch.rand(3, 50, 60)]
+    targets = []
+    for image in images:
+        masks = torch.zeros(1, *image.shape[-2:], dtype=torch.uint8)
+        masks[0, 10:30, 10:30] = 1
+        semantic = torch.randint(0, 3, image.shape[-2:], dtype=torch.uint8)
+        semantic[:4] = 255  # unlabelled rows
+        targets.append({"boxes": torch.tensor([[10.0, 10.0, 30.0, 30.0]]), "labels": torch.tensor([1]),
+                        "masks": masks, "semantic": semantic})  # fmt: skip
+    losses = model([image.clone() for image in images], [dict(t) for t in targets])
+    with torch.no_grad():
+        batch, resized = model.transform(images, [dict(t) for t in targets])
+        features = model.backbone(batch.tensors)
+        logits = model.semantic_branch([features[level] for level in ("0", "1", "2", "3")])
+        logits = F.interpolate(logits, size=batch.tensors.shape[-2:], mode="bilinear", align_corners=False)
+        truth = torch.full((2, *batch.tensors.shape[-2:]), 255, dtype=torch.long)
+        for index, target in enumerate(resized):
+            height, width = target["semantic"].shape
+            truth[index, :height, :width] = target["semantic"].long()
+        pixels = truth != 255
+        per_pixel = -logits.log_softmax(1).gather(1, truth.clamp(max=2)[:, None])[:, 0]
+        expected = 0.7 * per_pixel[pixels].mean()
+    assert tuple(batch.tensors.shape[-2:]) != tuple(batch.image_sizes[1])  # the second image is padded
+    assert losses["loss_semantic"].item() == pytest.approx(expected.item(), rel=1e-5)
