@@ -28,6 +28,14 @@ from segtrain.data.io import read_image
 from segtrain.errors import SegtrainError
 
 
+def read_json(path: Path, key: str):
+    """The json at ``path``; one error naming ``key`` where it cannot be read or parsed."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as err:
+        raise SegtrainError(f"{key}: {path} is not a readable json file ({err}); re-export it") from None
+
+
 def load_coco_json(path: Path, key: str = "data.annotation_file") -> dict:
     """A COCO instances json, checked for what every later step relies on."""
     if not path.is_file():
@@ -37,10 +45,7 @@ def load_coco_json(path: Path, key: str = "data.annotation_file") -> dict:
             "data.annotation_file) "
             "at it"
         )
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, ValueError) as err:
-        raise SegtrainError(f"{key}: {path} is not a readable json file ({err}); re-export it") from None
+    data = read_json(path, key)
     if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
         raise SegtrainError(
             f"{key}: {path} has no 'annotations' list, so it is not a COCO instances file (captions and "

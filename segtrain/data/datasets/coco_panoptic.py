@@ -16,7 +16,6 @@ scores against: ``image_id``, ``name``, ``size``, ``segments`` (the json's ``seg
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 
@@ -25,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from segtrain.data.datasets.coco_instances import transform_instances
+from segtrain.data.datasets.coco_instances import read_json, transform_instances
 from segtrain.data.io import read_image, read_mask
 from segtrain.errors import SegtrainError
 
@@ -58,10 +57,7 @@ def load_panoptic_json(path: Path, key: str = "data.annotation_file") -> dict:
         raise SegtrainError(
             f"{key}: the panoptic annotation file {path} does not exist; {PANOPTIC_PREPARATION}"
         )
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, ValueError) as err:
-        raise SegtrainError(f"{key}: {path} is not a readable json file ({err}); re-export it") from None
+    data = read_json(path, key)
     if not isinstance(data, dict) or not all(
         isinstance(data.get(f), list) for f in ("annotations", "categories")
     ):
