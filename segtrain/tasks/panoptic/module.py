@@ -123,8 +123,7 @@ class PanopticSegmentation(InstanceSegmentation):
         return PanopticExport(self.model).eval()
 
     def export_spec(self, sizes: list[tuple[int, ...]]) -> ExportSpec:
-        spec = super().export_spec(sizes)
-        spec.module = self.exported_module()
+        spec = super().export_spec(sizes)  # whose module is this task's exported_module
         spec.output_names = list(OUTPUTS)
         spec.dynamic_axes["semantic"] = {1: "height", 2: "width"}
         spec.output = f"{spec.output}; semantic [S+1, H, W] logits (0: things, then the stuff classes)"
@@ -132,10 +131,10 @@ class PanopticSegmentation(InstanceSegmentation):
 
     def overlay_panels(self, batch: dict, outputs: list, count: int, alpha: float) -> list[np.ndarray]:
         """Image | ground truth | prediction, one row per image."""
-        panels = []
+        panels, described = [], self.metadata()
         for image, meta, (ids, segments) in list(zip(batch["image"], batch["meta"], outputs))[:count]:
-            truth = draw_panoptic(image, meta["panoptic"].numpy(), meta["segments"], self.metadata(), alpha)
-            predicted = draw_panoptic(image, ids, segments, self.metadata(), alpha)
+            truth = draw_panoptic(image, meta["panoptic"].numpy(), meta["segments"], described, alpha)
+            predicted = draw_panoptic(image, ids, segments, described, alpha)
             original = image.expand(3, -1, -1).permute(1, 2, 0).cpu().numpy()
             panels.append(np.concatenate([original, truth, predicted], axis=1))
         return panels
