@@ -1,45 +1,57 @@
 #!/usr/bin/env bash
 # Issue 27's GPU checks as one run of at most ~10 minutes (benchmarks/gpu.md): segtrain against the
 # hand-written loop (eager, channels_last, compiled, and the compiled path with its recompile and
-# graph-break logs and with static shapes), CamVid JPEG training with SM utilisation sampled by nvidia-smi
-# and launch to first step, eval throughput (whole, slide, flip), Mask R-CNN against the hand-written loop,
-# and DDP over NCCL for 2 epochs, then resumed.
+# graph-break logs, torch profiles of both loops, and with static shapes), CamVid JPEG training with SM
+# utilisation sampled by nvidia-smi and launch to first step, eval throughput (whole, slide, flip), Mask R-CNN
+# against the hand-written loop, and DDP over NCCL for 2 epochs, then resumed.
 #
-#   scripts/gpu_check.sh OUT_DIR            on the GPU machine
-#   scripts/gpu_check.sh OUT_DIR tiny       the same steps on CPU at toy sizes (checks the script itself)
+#   scripts/gpu_check.sh OUT_DIR            on the GPU machine (scripts/gpu_bundle.sh prepares what it needs)
+#   scripts/gpu_check.sh OUT_DIR tiny       the same steps on CPU at toy sizes: every step runs (~5 minutes)
+#   scripts/gpu_check.sh OUT_DIR dry        the GPU's command lines, each composed and validated by segtrain
+#                                           (--cfg job) without running; the data steps run (CI, ~1 minute)
 #
-# Every step writes its command, stdout, stderr and any bench.json / metrics under OUT_DIR/<step>/, has its
+# Every step writes its command, stdout, stderr and any bench.json / profiles under OUT_DIR/<step>/, has its
 # own time limit, and a failure is recorded in OUT_DIR/steps.tsv (step, exit code, seconds) before the next
 # step runs: one failing step never costs the others. The whole run stops at BUDGET seconds (default 570,
 # inside the device's 10 minutes a command): a step that would start later is recorded as skipped.
+# CAMVID_JPEG: CamVid already as JPEGs (scripts/camvid_jpeg.py); otherwise made from CAMVID (default
+# ../shared/data/camvid).
+# ARCHIVE: a .tar.gz of OUT_DIR written at the end, less the images and checkpoints (the device returns files,
+# not folders).
 set -u
 cd "$(dirname "$0")/.."
-out=$(realpath -m "${1:?usage: scripts/gpu_check.sh OUT_DIR [tiny]}")
+out=$(realpath -m "${1:?usage: scripts/gpu_check.sh OUT_DIR [gpu|tiny|dry]}")
 mode=${2:-gpu}
 python=${PYTHON:-.venv/bin/python}
 mkdir -p "$out"
 export HF_HUB_OFFLINE=1 WANDB_MODE=offline NO_ALBUMENTATIONS_UPDATE=1 PYTHONUNBUFFERED=1
 printf 'step\texit\tseconds\n' > "$out/steps.tsv"
 
-if [[ $mode == tiny ]]; then
+case $mode in
+tiny)
   shapes=(data.dataset.image_size=64 "data.dataset.lengths={train:16,val:4,test:4}" data.batch_size=4)
   timing=(model.backbone.name=resnet18 model.backbone.multi_grid=null bench.steps=4 bench.warmup=1 bench.rounds=1)
-  device=(trainer=cpu); limit=120; camvid_size=64; epochs_flag="trainer.max_epochs=1"; ddp=(trainer=ddp_cpu)
+  device=(trainer=cpu); limit=120; profiled=bench.profile=2; camvid_size=64; epochs_flag="trainer.max_epochs=1"; ddp=(trainer=ddp_cpu)
   detector=(model.backbone.name=resnet18 model.fpn_channels=32 model.representation_size=64 model.mask_channels=32
             model.min_size=64 model.max_size=96)
-else
+  camvid_count=8 ;;
+gpu|dry)
   shapes=(data.dataset.image_size=512 "data.dataset.lengths={train:480,val:16,test:16}" data.batch_size=16)
   timing=(bench.steps=30 bench.warmup=10 bench.rounds=1)
-  device=(trainer=gpu); limit=0; camvid_size=0; epochs_flag="trainer.max_steps=300"; ddp=(trainer=ddp trainer.devices=-1)
-  detector=()
-fi
+  device=(trainer=gpu); limit=0; profiled=bench.profile=3; camvid_size=0; epochs_flag="trainer.max_steps=300"; ddp=(trainer=ddp trainer.devices=-1)
+  detector=(); camvid_count=$([[ $mode == dry ]] && echo 8 || echo 0) ;;
+*)
+  echo "scripts/gpu_check.sh: mode '$mode' is none of gpu, tiny, dry" >&2; exit 2 ;;
+esac
 common=(data.num_workers=0 callbacks.progress_bar=null "paths.log_dir=$out/runs")
-deadline=$((SECONDS + ${BUDGET:-$([[ $mode == tiny ]] && echo 1800 || echo 570)}))
+deadline=$((SECONDS + ${BUDGET:-$([[ $mode == gpu ]] && echo 570 || echo 1800)}))
 
-# step NAME SECONDS COMMAND...: runs COMMAND in OUT_DIR/NAME with a time limit (tiny: $limit for every step).
+# step NAME SECONDS COMMAND...: runs COMMAND in OUT_DIR/NAME with a time limit (tiny: $limit for every step;
+# dry: a segtrain command prints its composed config instead of running).
 step() {
   local name=$1 seconds=$2; shift 2
   [[ $limit -gt 0 ]] && seconds=$limit
+  [[ $mode == dry && ( " $* " == *" -m segtrain "* || " $* " == *"/compile_gap.py "* ) ]] && set -- "$@" --cfg job
   local remaining=$((deadline - SECONDS))
   if [[ $remaining -lt 15 ]]; then
     printf '%s\tskipped\t0\n' "$name" >> "$out/steps.tsv"
@@ -55,10 +67,11 @@ step() {
   echo "== $name: exit $code in $((SECONDS - start)) s"
 }
 
-# The bench.json step $1 wrote (none when it failed before writing one), copied into its folder.
+# The bench.json and profiles step $1 wrote (none when it failed before writing them), copied into its folder.
 keep() {
   [[ -d $out/$1 ]] || return 0
-  find "$out/runs/bench" -name bench.json -newer "$out/$1/command.txt" -exec cp {} "$out/$1/" \; 2>/dev/null
+  find "$out/runs/bench" -newer "$out/$1/command.txt" -type f \
+    \( -name bench.json -o -name 'profile_*.txt' -o -name 'trace_*.json.gz' \) -exec cp {} "$out/$1/" \; 2>/dev/null
 }
 
 segtrain=("$python" -m segtrain)
@@ -68,38 +81,21 @@ bench=("${segtrain[@]}" bench model=deeplabv3plus model.backbone.pretrained=fals
 step environment 30 bash -c "nvidia-smi || echo 'no nvidia-smi'; $python -c 'import torch, pytorch_lightning as pl; \
 print(\"torch\", torch.__version__, \"lightning\", pl.__version__, \"cuda\", torch.cuda.is_available())'"
 
-step bench_eager 90 "${bench[@]}"; keep bench_eager
-step bench_channels_last 90 "${bench[@]}" runtime.channels_last=true
+# The compile gap first (0.65x of the hand-written compiled loop on the H200): each candidate the issue names
+# timed as one change to either loop (scripts/compile_gap.py), with both loops' profiles (profile_plain.txt,
+# profile_segtrain.txt: operators and kernels side by side) and torch.compile's recompiles and graph breaks.
+step compile_gap 300 env TORCH_LOGS=recompiles,graph_breaks "$python" scripts/compile_gap.py "$out/compile_gap" \
+  "${bench[@]:4}" runtime.channels_last=true runtime.compile.enable=true "$profiled"
+step bench_channels_last 90 "${bench[@]}" runtime.channels_last=true "$profiled"
 keep bench_channels_last
-# The compiled path (0.65x of the hand-written compiled loop on the H200): its recompiles and graph breaks.
-step bench_compiled 150 env TORCH_LOGS=recompiles,graph_breaks "${bench[@]}" runtime.channels_last=true \
-  runtime.compile.enable=true bench.compile_reference=true
-keep bench_compiled
-step bench_compiled_static 90 "${bench[@]}" runtime.channels_last=true runtime.compile.enable=true \
-  runtime.compile.dynamic=false bench.compile_reference=true
-keep bench_compiled_static
 
 # CamVid as JPEGs on local disk (images/{train,val}/*.jpg, masks as published), then a real-data run with
 # nvidia-smi sampling SM utilisation every 200 ms.
-camvid=$out/camvid_jpeg
-step camvid_jpeg 60 "$python" - "$camvid" "$camvid_size" <<'EOF'
-import sys
-from pathlib import Path
-from PIL import Image
-target, size = Path(sys.argv[1]), int(sys.argv[2])
-source = Path("../shared/data/camvid")
-for split in ("train", "val"):
-    images = sorted((source / split).glob("*.png"))[: 8 if size else None]
-    for kind in ("images", "masks"):
-        (target / kind / split).mkdir(parents=True, exist_ok=True)
-    for path in images:
-        image, mask = Image.open(path).convert("RGB"), Image.open(source / f"{split}annot" / path.name)
-        if size:
-            image, mask = image.resize((size, size)), mask.resize((size, size), Image.NEAREST)
-        image.save(target / "images" / split / f"{path.stem}.jpg", quality=95)
-        mask.save(target / "masks" / split / path.name)
-print(target)
-EOF
+camvid=${CAMVID_JPEG:-$out/camvid_jpeg}
+if [[ -z ${CAMVID_JPEG:-} ]]; then
+  step camvid_jpeg 120 "$python" scripts/camvid_jpeg.py "${CAMVID:-../shared/data/camvid}" "$camvid" \
+    $([[ $camvid_size -gt 0 ]] && echo --size "$camvid_size") $([[ $camvid_count -gt 0 ]] && echo --count "$camvid_count")
+fi
 camvid_data=(data=folder "data.root=$camvid" "data.classes=[sky,building,pole,road,pavement,tree,sign,fence,car,pedestrian,bicyclist]"
              "data.label_map={11:255}" model=deeplabv3plus model.backbone.pretrained=false trainer.limit_val_batches=0
              callbacks.progress_bar=null "paths.log_dir=$out/runs")
@@ -138,4 +134,16 @@ step ddp_train 90 "${segtrain[@]}" "${shapes[@]}" "${ddp[@]}" model=unet_small t
 step ddp_resume 60 "${segtrain[@]}" "${shapes[@]}" "${ddp[@]}" model=unet_small trainer.max_epochs=3 \
   "${common[@]}" "resume=$out/ddp_train/run/checkpoints/last.ckpt" "hydra.run.dir=$out/ddp_resume/run"
 
+# segtrain bench's own rows, as time allows: NCHW eager, and the compiled path as bench reports it, dynamic
+# shapes left to torch and static.
+step bench_eager 90 "${bench[@]}"; keep bench_eager
+step bench_compiled 150 "${bench[@]}" runtime.channels_last=true runtime.compile.enable=true bench.compile_reference=true
+keep bench_compiled
+step bench_compiled_static 90 "${bench[@]}" runtime.channels_last=true runtime.compile.enable=true \
+  runtime.compile.dynamic=false bench.compile_reference=true
+keep bench_compiled_static
+
 column -t "$out/steps.tsv"
+if [[ -n ${ARCHIVE:-} ]]; then
+  tar -czf "$ARCHIVE" -C "$out" --exclude=camvid_jpeg --exclude='*.ckpt' --exclude=wandb . && echo "archive: $ARCHIVE"
+fi

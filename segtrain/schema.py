@@ -207,6 +207,12 @@ KEYS = (
     Key("bench.data", "true: time the training DataLoader alone"),
     Key("bench.data_workers", "with bench.data=true: worker counts to time, e.g. [0,4,8]"),
     Key("bench.peak_tflops", "the device's peak for MFU (default: known GPUs' data sheets)"),
+    Key(
+        "bench.profile",
+        "N > 0: profile N steps after warm-up of each loop in one more round (tables, traces)",
+        at_least(0),
+        "an integer >= 0",
+    ),
     Key("check.workers", "scan processes (default: one per core)"),
 )
 

@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 
+from segtrain.commands import bench
 from tests.conftest import TINY, checkpoints, run_cli
 
 
@@ -36,7 +37,9 @@ def test_channels_last_and_compile_train_and_a_plain_eval_loads_the_checkpoint(t
 
 @pytest.mark.slow
 def test_bench_runs_on_the_configured_device_and_writes_its_fields(tmp_path):
-    result = run_cli("bench", *TINY, "bench.steps=4", "bench.warmup=1", "bench.rounds=1", cwd=tmp_path)
+    result = run_cli(
+        "bench", *TINY, "bench.steps=4", "bench.warmup=1", "bench.rounds=1", "bench.profile=2", cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     (path,) = (tmp_path / "outputs" / "bench").rglob("bench.json")
     bench = json.loads(path.read_text())
@@ -44,6 +47,31 @@ def test_bench_runs_on_the_configured_device_and_writes_its_fields(tmp_path):
     assert bench["plain_images_per_s"] > 0 and bench["segtrain_images_per_s"] > 0 and bench["step_tflop"] > 0
     assert abs(bench["ratio"] - bench["segtrain_images_per_s"] / bench["plain_images_per_s"]) < 1e-9
     assert bench["mfu"] is None  # no known peak for a CPU unless bench.peak_tflops is given
+    assert bench["torch_compile"]["segtrain"]["frames_compiled"] == 0  # eager: nothing compiled
+    # bench.profile=2: both loops' 2 steps after warm-up, the U-Net's convolutions among their operators.
+    for loop in ("plain", "segtrain"):
+        table = (path.parent / f"profile_{loop}.txt").read_text()
+        (steps,) = [line.split() for line in table.splitlines() if line.strip().startswith("ProfilerStep")]
+        assert steps[-1] == "2", table  # the row's call count
+        assert "aten::convolution_backward" in table
+        assert (path.parent / f"trace_{loop}.json.gz").stat().st_size
+
+
+def test_bench_counts_what_torch_compile_did_in_a_block():
+    def halves(x):
+        x = x * 2
+        torch._dynamo.graph_break()
+        return x + 1
+
+    totals = {}
+    with bench.counting_compiles(totals):
+        compiled = torch.compile(halves, backend="eager")
+        compiled(torch.ones(3))
+        compiled(torch.ones(3))  # the cached graphs: nothing more to count
+    counts = bench.compile_counts(totals)
+    # One graph before the break and one after it; the frame after the break is a second frame.
+    assert counts["graphs"] == 2 and counts["graph_breaks"] == 1, counts
+    assert counts["frames_compiled"] == 2 and len(counts["graph_break_reasons"]) == 1, counts
 
 
 def test_bench_data_times_the_loader_alone(tmp_path):

@@ -8,16 +8,24 @@ with the same loss, optimizer and schedule, on the configured accelerator, preci
 synchronisations, so asynchronous GPU work is counted in full. The rounds alternate to spread machine
 noise over both. FLOPs per step come from ``torch.utils.flop_counter``; MFU divides the achieved rate by
 the device's peak (``bench.peak_tflops``, or the dense bf16 peak of known cards).
+
+For finding where one loop loses to the other: ``bench.json`` counts what torch.compile did in each loop
+(frames compiled, graphs, graph breaks with their reasons), and ``bench.profile=N`` records N steps after
+warm-up of each loop in one more round with the torch profiler (operator tables and Chrome traces).
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import gc
 import json
 import os
 import statistics
 import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
@@ -44,13 +52,14 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def autocast(cfg: DictConfig, device: torch.device):
-    """What Lightning's ``trainer.precision`` does to the forward pass."""
+def autocast(cfg: DictConfig, device: torch.device, cache_enabled: bool = True):
+    """What ``trainer.precision`` does to the forward pass, as a user writes it (``cache_enabled=False``: as
+    Lightning 2.6 writes it)."""
     precision = str(cfg.trainer.precision)
     if precision.startswith("bf16") and "mixed" in precision:
-        return torch.autocast(device.type, dtype=torch.bfloat16)
+        return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=cache_enabled)
     if precision.startswith("16") and "mixed" in precision:
-        return torch.autocast(device.type, dtype=torch.float16)
+        return torch.autocast(device.type, dtype=torch.float16, cache_enabled=cache_enabled)
     return contextlib.nullcontext()
 
 
@@ -72,36 +81,192 @@ class StepTimer(pl.Callback):
         self.seconds = time.perf_counter() - self.start
 
 
-def plain_loop(cfg: DictConfig, task, batches: list[dict], warmup: int, compile_model: bool) -> float:
+class GcPauses:
+    """Python's garbage collections inside a block, as (start, seconds, generation); ``timed`` counts those
+    that fell in the block's last seconds (a loop's timed steps end where the loop returns)."""
+
+    def __init__(self):
+        self.collections: list[tuple[float, float, int]] = []
+        self.started: float | None = None
+        self.ended = 0.0
+
+    def record(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self.started = time.perf_counter()
+        elif self.started is not None:
+            self.collections.append((self.started, time.perf_counter() - self.started, info["generation"]))
+
+    def __enter__(self) -> GcPauses:
+        gc.callbacks.append(self.record)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        gc.callbacks.remove(self.record)
+        self.ended = time.perf_counter()
+
+    def timed(self, seconds: float) -> dict:
+        since = self.ended - seconds
+        inside = [(took, generation) for start, took, generation in self.collections if start >= since]
+        return {
+            "collections": len(inside),
+            "full_collections": sum(generation == 2 for _, generation in inside),
+            "seconds": sum(took for took, _ in inside),
+        }
+
+
+class StepProfiler(pl.Callback):
+    """``bench.profile``: the torch profiler over ``steps`` steps after ``warmup`` of one loop; writes the
+    operators by self time (the device's on a GPU) to ``profile_NAME.txt`` and a Chrome trace beside it.
+    The hand-written loop calls ``start``, ``step`` and ``stop`` itself; segtrain's trainer through the
+    callback hooks."""
+
+    def __init__(self, device: torch.device, warmup: int, steps: int, directory: Path, name: str):
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if device.type == "cuda":
+            activities.append(torch.profiler.ProfilerActivity.CUDA)
+        self.sort_by = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+        self.directory, self.name = directory, name
+        schedule = torch.profiler.schedule(
+            wait=max(warmup - 1, 0), warmup=min(warmup, 1), active=steps, repeat=1
+        )
+        self.profiler = torch.profiler.profile(
+            activities=activities, schedule=schedule, on_trace_ready=self.write
+        )
+
+    def write(self, profiler: torch.profiler.profile) -> None:
+        table = profiler.key_averages().table(sort_by=self.sort_by, row_limit=50)
+        (self.directory / f"profile_{self.name}.txt").write_text(table)
+        profiler.export_chrome_trace(str(self.directory / f"trace_{self.name}.json.gz"))
+
+    def start(self) -> None:
+        self.profiler.start()
+
+    def step(self) -> None:
+        self.profiler.step()
+
+    def stop(self) -> None:
+        self.profiler.stop()
+
+    def on_train_start(self, trainer, pl_module):
+        self.start()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.step()
+
+    def on_train_end(self, trainer, pl_module):
+        self.stop()
+
+
+def dynamo_counts() -> dict:
+    """What torch.compile has done in this process so far: frames compiled, graphs, graph breaks by reason."""
+    from torch._dynamo.utils import counters
+
+    return {
+        "frames_compiled": counters["frames"]["ok"],
+        "graphs": counters["stats"]["unique_graphs"],
+        "graph_break_reasons": Counter(counters["graph_break"]),
+    }
+
+
+@contextlib.contextmanager
+def counting_compiles(totals: dict):
+    """Adds what torch.compile does inside the block to ``totals`` (``compile_counts`` reads them)."""
+    before = dynamo_counts()
+    yield
+    for key, after in dynamo_counts().items():
+        totals[key] = totals.get(key, type(after)()) + (after - before[key])
+
+
+def compile_counts(totals: dict) -> dict:
+    reasons = totals.get("graph_break_reasons", Counter())
+    return {
+        "frames_compiled": totals.get("frames_compiled", 0),
+        "graphs": totals.get("graphs", 0),
+        "graph_breaks": sum(reasons.values()),
+        "graph_break_reasons": dict(reasons),
+    }
+
+
+@dataclass(frozen=True)
+class Departure:
+    """Ways the hand-written loop can be made to do what segtrain's Lightning step does, one at a time: the
+    candidates for a gap between the two (``scripts/compile_gap.py`` times each)."""
+
+    #: Lightning 2.6's mixed-precision autocast runs with ``cache_enabled=False``.
+    autocast_cache: bool = True
+    #: Lightning's automatic optimization runs forward and backward inside ``optimizer.step(closure)``.
+    closure: bool = False
+    #: The first non-finite loss recorded on the device each step (``TaskModule.watch_nonfinite``).
+    nonfinite_flag: bool = False
+    #: torch.compile over the whole loss (model and criterion), not the model alone.
+    compile_loss: bool = False
+
+
+def plain_loop(
+    cfg: DictConfig,
+    task,
+    batches: list[dict],
+    warmup: int,
+    compile_model: bool,
+    profiler: StepProfiler | None = None,
+    departure: Departure = Departure(),
+) -> float:
     """The loop a user would write by hand around the same model, loss, optimizer and schedule; returns the
     seconds of the steps after ``warmup``."""
     device = device_of(cfg)
     model = task.model.to(device).train()
     task.to(device)
     model.to(memory_format=task.memory_format)
-    run = torch.compile(model, **task.compile_kwargs) if compile_model else model
+    compile_model_alone = compile_model and not departure.compile_loss
+    run = torch.compile(model, **task.compile_kwargs) if compile_model_alone else model
+
+    def loss_of(batch: dict) -> torch.Tensor:
+        return task.reference_loss(run, batch, device)
+
+    if compile_model and departure.compile_loss:
+        loss_of = torch.compile(loss_of, **task.compile_kwargs)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = task.optimizer_factory(params=params, **fused_on_gpu(task.optimizer_factory, params))
     scheduler = (
         task.scheduler_factory(optimizer, total_steps=len(batches)) if task.scheduler_factory else None
     )
+    nonfinite_step = torch.tensor(-1, device=device)
     start = None
+    if profiler:
+        profiler.start()
     for index, batch in enumerate(batches):
         if index == warmup:
             synchronize(device)
             start = time.perf_counter()
-        with autocast(cfg, device):
-            loss = task.reference_loss(run, batch, device)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+
+        def closure() -> torch.Tensor:
+            with autocast(cfg, device, departure.autocast_cache):
+                loss = loss_of(batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            return loss
+
+        if departure.closure:
+            loss = optimizer.step(closure)
+        else:
+            loss = closure()
+            optimizer.step()
+        if departure.nonfinite_flag:
+            bad = ~torch.isfinite(loss.detach()) & (nonfinite_step < 0)
+            nonfinite_step = torch.where(bad, torch.full_like(nonfinite_step, index), nonfinite_step)
         if scheduler is not None:
             scheduler.step()
+        if profiler:
+            profiler.step()
     synchronize(device)
+    if profiler:
+        profiler.stop()
     return time.perf_counter() - start
 
 
-def segtrain_loop(cfg: DictConfig, task, batches: list[dict], warmup: int) -> float:
+def segtrain_loop(
+    cfg: DictConfig, task, batches: list[dict], warmup: int, profiler: StepProfiler | None = None
+) -> float:
     """The configured trainer, loggers and callbacks; only checkpointing is off (nothing to validate)."""
     timer = StepTimer(device_of(cfg), warmup)
     cfg = OmegaConf.merge(cfg, {"callbacks": {"model_checkpoint": None, "last_checkpoint": None}})
@@ -113,7 +278,7 @@ def segtrain_loop(cfg: DictConfig, task, batches: list[dict], warmup: int) -> fl
         num_sanity_val_steps=0,
         enable_checkpointing=False,
     )
-    trainer.callbacks.append(timer)
+    trainer.callbacks.extend([timer, profiler] if profiler else [timer])
     loader = torch.utils.data.DataLoader(batches, batch_size=None, shuffle=False)
     trainer.fit(task, train_dataloaders=loader)
     return timer.seconds
@@ -182,13 +347,22 @@ def bench_data(cfg: DictConfig) -> dict:
     return result
 
 
-def bench(cfg: DictConfig) -> dict:
-    validate(cfg)
-    if cfg.bench.get("data"):
-        return bench_data(cfg)
+def profile_loops(cfg: DictConfig, reference, batches: list[dict], compile_reference: bool) -> None:
+    """``bench.profile``: one more round of both loops under the profiler, apart from the timed rounds so that
+    its overhead stays out of them."""
+    device, warmup, steps = device_of(cfg), cfg.bench.warmup, cfg.bench.profile
+    directory = output_dir(cfg)
+    plain = StepProfiler(device, warmup, steps, directory, "plain")
+    plain_loop(cfg, copy.deepcopy(reference), batches, warmup, compile_reference, plain)
+    ours = StepProfiler(device, warmup, steps, directory, "segtrain")
+    segtrain_loop(cfg, copy.deepcopy(reference), batches, warmup, ours)
+
+
+def prepare(cfg: DictConfig) -> tuple[DictConfig, pl.LightningModule, list[dict]]:
+    """The config with what training derives from the data (class weights, a referring model's vocabulary),
+    the task module every loop trains a copy of, and ``bench.steps`` training batches held in memory."""
     check_accelerator(cfg)
     spec = task_spec(cfg)
-    # What training derives from the data first (class weights, a referring model's vocabulary).
     cfg = with_derived(cfg, spec.derive(cfg))
     pl.seed_everything(cfg.seed)
     datamodule = build_datamodule(cfg.data)
@@ -196,22 +370,46 @@ def bench(cfg: DictConfig) -> dict:
     steps, warmup = cfg.bench.steps, cfg.bench.warmup
     if not 0 <= warmup < steps:
         raise SegtrainError(f"bench.warmup={warmup} must be >= 0 and below bench.steps={steps}")
+    profiled = cfg.bench.get("profile") or 0
+    if not 0 <= profiled <= steps - warmup:
+        raise SegtrainError(
+            f"bench.profile={profiled} must be >= 0 and at most bench.steps - bench.warmup = {steps - warmup}"
+        )
     reference = build_task(cfg)
     batches = []
     for batch in datamodule.train_dataloader():
         batches.append(spec.bench_batch(batch))
         if len(batches) == steps:
             break
+    return cfg, reference, batches
+
+
+def bench(cfg: DictConfig) -> dict:
+    validate(cfg)
+    if cfg.bench.get("data"):
+        return bench_data(cfg)
+    cfg, reference, batches = prepare(cfg)
+    warmup, profiled = cfg.bench.warmup, cfg.bench.get("profile") or 0
     device = device_of(cfg)
     compile_reference = cfg.bench.get("compile_reference")
     if compile_reference is None:
         compile_reference = reference.compile_enabled
     seconds = {"plain": [], "segtrain": []}
+    compiles = {"plain": {}, "segtrain": {}}
+    pauses = {"plain": [], "segtrain": []}
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    loops = {
+        "plain": lambda: plain_loop(cfg, copy.deepcopy(reference), batches, warmup, compile_reference),
+        "segtrain": lambda: segtrain_loop(cfg, copy.deepcopy(reference), batches, warmup),
+    }
     for _ in range(cfg.bench.rounds):
-        seconds["plain"].append(plain_loop(cfg, copy.deepcopy(reference), batches, warmup, compile_reference))
-        seconds["segtrain"].append(segtrain_loop(cfg, copy.deepcopy(reference), batches, warmup))
+        for name, loop in loops.items():
+            with counting_compiles(compiles[name]), GcPauses() as collections:
+                seconds[name].append(loop())
+            pauses[name].append(collections.timed(seconds[name][-1]))
+    if profiled:
+        profile_loops(cfg, reference, batches, compile_reference)
     timed = len(batches) - warmup
     images = timed * cfg.data.batch_size
     plain, ours = statistics.median(seconds["plain"]), statistics.median(seconds["segtrain"])
@@ -239,6 +437,11 @@ def bench(cfg: DictConfig) -> dict:
         "mfu": achieved / peak if peak else None,
         "peak_memory_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
         "torch_threads": torch.get_num_threads(),
+        # Over every timed round: a loop that compiles again after its first round, or breaks its graph,
+        # shows it here (TORCH_LOGS=recompiles,graph_breaks says why).
+        "torch_compile": {loop: compile_counts(totals) for loop, totals in compiles.items()},
+        # Python's garbage collections inside each round's timed steps: a full one stalls the device.
+        "gc_in_timed_steps": pauses,
         "torch": torch.__version__,
     }
     print(
@@ -252,5 +455,14 @@ def bench(cfg: DictConfig) -> dict:
         f"segtrain / hand-written throughput = {result['ratio']:.3f}; {achieved:.1f} TFLOP/s"
         + (f", MFU {result['mfu'] * 100:.1f}%" if peak else "")
     )
+    for name, key in (("hand-written loop", "plain"), ("segtrain", "segtrain")):
+        counts = result["torch_compile"][key]
+        if counts["frames_compiled"]:
+            print(
+                f"torch.compile in the {name}: {counts['frames_compiled']} frames compiled, "
+                f"{counts['graphs']} graphs, {counts['graph_breaks']} graph breaks"
+            )
+    if profiled:
+        print(f"profiles of {profiled} steps: {output_dir(cfg)}/profile_{{plain,segtrain}}.txt")
     (output_dir(cfg) / "bench.json").write_text(json.dumps(result, indent=2))
     return result
