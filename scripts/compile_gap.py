@@ -81,7 +81,7 @@ def main() -> None:
     def ours(config=cfg, patch=contextlib.nullcontext):
         def run() -> float:
             with patch():
-                return segtrain_loop(config, copy.deepcopy(reference), batches, warmup)
+                return segtrain_loop(config, copy.deepcopy(reference), batches, warmup)[0]
 
         return run
 

@@ -48,6 +48,11 @@ def test_bench_runs_on_the_configured_device_and_writes_its_fields(tmp_path):
     assert abs(bench["ratio"] - bench["segtrain_images_per_s"] / bench["plain_images_per_s"]) < 1e-9
     assert bench["mfu"] is None  # no known peak for a CPU unless bench.peak_tflops is given
     assert bench["torch_compile"]["segtrain"]["frames_compiled"] == 0  # eager: nothing compiled
+    # The once-per-run end (curves.png at least) is timed apart from the steps, and the collector is
+    # emptied before either loop's clock starts.
+    (end,) = bench["segtrain_end_of_training_s"]
+    assert end > 0 and any((tmp_path / "outputs" / "bench").rglob("curves.png"))
+    assert bench["gc_in_timed_steps"]["plain"][0]["full_collections"] == 0
     # bench.profile=2: both loops' 2 steps after warm-up, the U-Net's convolutions among their operators.
     for loop in ("plain", "segtrain"):
         table = (path.parent / f"profile_{loop}.txt").read_text()
