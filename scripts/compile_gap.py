@@ -33,17 +33,9 @@ import torch
 from omegaconf import OmegaConf, open_dict
 from pytorch_lightning.plugins.precision import MixedPrecision
 
-from segtrain.commands.bench import (
-    Departure,
-    GcPauses,
-    compile_counts,
-    counting_compiles,
-    plain_loop,
-    prepare,
-    profile_loops,
-    segtrain_loop,
-)
+from segtrain.commands.bench import Departure, plain_loop, prepare, profile_loops, segtrain_loop
 from segtrain.config import compose
+from segtrain.runtime.profiling import GcPauses, compile_counts, counting_compiles
 from segtrain.validation import validate
 
 

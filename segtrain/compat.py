@@ -29,6 +29,8 @@ _LAZY = {
     # A tensor's shape as a tensor, which a traced ONNX graph keeps dynamic (the operator itself, which
     # TorchScript also compiles).
     "shape_as_tensor": ("torch", "_shape_as_tensor"),
+    # What torch.compile has done in this process (frames, graphs, graph breaks by reason): bench's counts.
+    "dynamo_counters": ("torch._dynamo.utils", "counters"),
 }
 
 
@@ -223,6 +225,11 @@ PRIVATE_APIS = (
         "omegaconf.nodes:ValueNode._value",
         ("self",),
         "unresolved: the text of an interpolation",
+    ),
+    PrivateAPI(
+        "torch._dynamo.utils:counters",
+        None,
+        "dynamo_counters: runtime.profiling counts frames, graphs and graph breaks for segtrain bench",
     ),
     PrivateAPI(
         "torch:_shape_as_tensor",

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from segtrain.commands import bench
+from segtrain.runtime import profiling
 from tests.conftest import TINY, checkpoints, run_cli
 
 
@@ -69,11 +69,11 @@ def test_bench_counts_what_torch_compile_did_in_a_block():
         return x + 1
 
     totals = {}
-    with bench.counting_compiles(totals):
+    with profiling.counting_compiles(totals):
         compiled = torch.compile(halves, backend="eager")
         compiled(torch.ones(3))
         compiled(torch.ones(3))  # the cached graphs: nothing more to count
-    counts = bench.compile_counts(totals)
+    counts = profiling.compile_counts(totals)
     # One graph before the break and one after it; the frame after the break is a second frame.
     assert counts["graphs"] == 2 and counts["graph_breaks"] == 1, counts
     assert counts["frames_compiled"] == 2 and len(counts["graph_break_reasons"]) == 1, counts
