@@ -17,7 +17,8 @@
 # CAMVID_JPEG: CamVid already as JPEGs (scripts/camvid_jpeg.py); otherwise made from CAMVID (default
 # ../shared/data/camvid).
 # ARCHIVE: a .tar.gz of OUT_DIR written at the end, less the images and checkpoints (the device returns files,
-# not folders).
+# not folders). STEPS: a comma-separated list of the steps to run (a later device session runs what the
+# budget cut off), e.g. STEPS=camvid_train,eval_whole,eval_slide,eval_flip.
 set -u
 cd "$(dirname "$0")/.."
 out=$(realpath -m "${1:?usage: scripts/gpu_check.sh OUT_DIR [gpu|tiny|dry]}")
@@ -50,6 +51,7 @@ deadline=$((SECONDS + ${BUDGET:-$([[ $mode == gpu ]] && echo 570 || echo 1800)})
 # dry: a segtrain command prints its composed config instead of running).
 step() {
   local name=$1 seconds=$2; shift 2
+  [[ -n ${STEPS:-} && ",$STEPS," != *",$name,"* ]] && return
   [[ $limit -gt 0 ]] && seconds=$limit
   [[ $mode == dry && ( " $* " == *" -m segtrain "* || " $* " == *"/compile_gap.py "* ) ]] && set -- "$@" --cfg job
   local remaining=$((deadline - SECONDS))

@@ -101,3 +101,15 @@ def test_every_gpu_step_composes_and_one_failing_step_costs_no_other(tmp_path):
     with tarfile.open(archive) as packed:
         names = packed.getnames()
     assert "./steps.tsv" in names and not any("camvid_jpeg" in name for name in names)
+
+    # STEPS: a later session runs only what the budget cut off.
+    chosen = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "gpu_check.sh"), str(tmp_path / "again"), "dry"],
+        env={**env, "STEPS": "mask_rcnn,ddp_resume", "CAMVID_JPEG": str(out / "camvid_jpeg")},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert chosen.returncode == 0, chosen.stderr[-3000:]
+    rows = [line.split("\t") for line in (tmp_path / "again" / "steps.tsv").read_text().splitlines()[1:]]
+    assert [(name, code) for name, code, _ in rows] == [("mask_rcnn", "0"), ("ddp_resume", "0")]
