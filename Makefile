@@ -26,10 +26,10 @@ train: install
 	$(OFFLINE) $(BIN)/segtrain $(ARGS)
 
 test: install
-	$(OFFLINE) $(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder --timeout 900 $(ARGS)
+	$(OFFLINE) $(BIN)/python -m pytest -n 2 --dist loadfile --timeout 900 $(ARGS)
 
 test-fast: install
-	$(OFFLINE) $(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder --timeout 900 -m "not slow" $(ARGS)
+	$(OFFLINE) $(BIN)/python -m pytest -n 2 --dist loadfile --timeout 900 -m "not slow" $(ARGS)
 
 bench: install
 	$(OFFLINE) $(BIN)/segtrain bench $(ARGS)

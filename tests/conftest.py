@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -137,38 +136,11 @@ def trained_run(tmp_path_factory) -> dict:
     return {"cwd": cwd, "best": best, "last": best.with_name("last.ckpt"), "stdout": result.stdout}
 
 
-#: Each test file's seconds in the last full run recorded with ``--record-durations``. The workers take
-#: whole files (``--dist loadfile --no-loadscope-reorder``) in collection order, so the longest go first: a
-#: long file that starts last keeps the run going while the other worker sits idle (the default run, alone
-#: for its 4 minutes at the end, made the whole run that much longer).
-DURATIONS = Path(__file__).with_name("durations.json")
-
-
-def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption(
-        "--record-durations",
-        action="store_true",
-        help=f"write each test file's seconds to {DURATIONS.name}, the order later runs take the files in",
-    )
+#: The files holding the longest end-to-end runs (minutes each). The workers take whole files
+#: (``--dist loadfile``) in collection order, so these go first: a long file that starts last keeps the
+#: run going while the other worker sits idle.
+LONGEST_FILES = ("test_referring.py", "test_slurm.py", "test_scale_out.py")
 
 
 def pytest_collection_modifyitems(items: list) -> None:
-    seconds = json.loads(DURATIONS.read_text()) if DURATIONS.is_file() else {}
-    # A stable sort: the tests of a file stay together and in their order; files never timed go last.
-    items.sort(key=lambda item: -seconds.get(item.path.name, 0.0))
-
-
-_file_seconds: dict[str, float] = {}
-
-
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    name = Path(report.nodeid.split("::")[0]).name
-    _file_seconds[name] = _file_seconds.get(name, 0.0) + report.duration
-
-
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    # The controller of an xdist run (or a run without workers) holds every worker's reports.
-    if session.config.getoption("--record-durations") and not hasattr(session.config, "workerinput"):
-        longest_first = sorted(_file_seconds.items(), key=lambda item: -item[1])
-        seconds = {name: round(value, 1) for name, value in longest_first}
-        DURATIONS.write_text(json.dumps(seconds, indent=1) + "\n")
+    items.sort(key=lambda item: item.path.name not in LONGEST_FILES)
