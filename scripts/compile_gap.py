@@ -70,10 +70,13 @@ def main() -> None:
     def hand(departure: Departure = Departure()):
         return lambda: plain_loop(cfg, copy.deepcopy(reference), batches, warmup, compiled, None, departure)
 
+    end_hooks = [0.0]  # the seconds after segtrain's last step (curves.png, loggers), out of its steps
+
     def ours(config=cfg, patch=contextlib.nullcontext):
         def run() -> float:
             with patch():
-                return segtrain_loop(config, copy.deepcopy(reference), batches, warmup)[0]
+                steps, end_hooks[0] = segtrain_loop(config, copy.deepcopy(reference), batches, warmup)
+                return steps
 
         return run
 
@@ -95,9 +98,10 @@ def main() -> None:
     # Rounds alternate the rows, so that the machine's drift spreads over all of them.
     for _ in range(cfg.bench.rounds):
         for name, run in rows.items():
+            end_hooks[0] = 0.0
             with counting_compiles(compiles[name]), GcPauses() as collections:
                 seconds[name].append(run())
-            pauses[name].append(collections.timed(seconds[name][-1]))
+            pauses[name].append(collections.timed(seconds[name][-1], end_hooks[0]))
     if cfg.bench.get("profile"):
         profile_loops(cfg, reference, batches, compiled)
     images = (len(batches) - warmup) * cfg.data.batch_size

@@ -18,7 +18,8 @@ from segtrain import compat
 
 class GcPauses:
     """Python's garbage collections inside a block, as (start, seconds, generation); ``timed`` counts those
-    that fell in the block's last seconds (a loop's timed steps end where the loop returns)."""
+    that fell in a loop's timed steps: the ``seconds`` before the last ``after`` seconds of the block (what
+    ran once after the last step)."""
 
     def __init__(self):
         self.collections: list[tuple[float, float, int]] = []
@@ -39,9 +40,13 @@ class GcPauses:
         gc.callbacks.remove(self.record)
         self.ended = time.perf_counter()
 
-    def timed(self, seconds: float) -> dict:
-        since = self.ended - seconds
-        inside = [(took, generation) for start, took, generation in self.collections if start >= since]
+    def timed(self, seconds: float, after: float = 0.0) -> dict:
+        until = self.ended - after
+        inside = [
+            (took, generation)
+            for start, took, generation in self.collections
+            if until - seconds <= start < until
+        ]
         return {
             "collections": len(inside),
             "full_collections": sum(generation == 2 for _, generation in inside),
