@@ -33,9 +33,15 @@ import torch
 from omegaconf import OmegaConf, open_dict
 from pytorch_lightning.plugins.precision import MixedPrecision
 
-from segtrain.commands.bench import Departure, plain_loop, prepare, profile_loops, segtrain_loop
+from segtrain.commands.bench import (
+    Departure,
+    plain_loop,
+    prepare,
+    profile_loops,
+    segtrain_loop,
+)
 from segtrain.config import compose
-from segtrain.runtime.profiling import GcPauses, compile_counts, counting_compiles
+from segtrain.runtime.profiling import compile_counts, time_rounds
 from segtrain.validation import validate
 
 
@@ -68,15 +74,15 @@ def main() -> None:
     warmup, compiled = cfg.bench.warmup, reference.compile_enabled
 
     def hand(departure: Departure = Departure()):
-        return lambda: plain_loop(cfg, copy.deepcopy(reference), batches, warmup, compiled, None, departure)
+        def run() -> tuple[float, float]:
+            return plain_loop(cfg, copy.deepcopy(reference), batches, warmup, compiled, None, departure), 0.0
 
-    end_hooks = [0.0]  # the seconds after segtrain's last step (curves.png, loggers), out of its steps
+        return run
 
-    def ours(config=cfg, patch=contextlib.nullcontext):
-        def run() -> float:
+    def ours(patch=contextlib.nullcontext):
+        def run() -> tuple[float, float]:
             with patch():
-                steps, end_hooks[0] = segtrain_loop(config, copy.deepcopy(reference), batches, warmup)
-                return steps
+                return segtrain_loop(cfg, copy.deepcopy(reference), batches, warmup)
 
         return run
 
@@ -90,18 +96,11 @@ def main() -> None:
             Departure(autocast_cache=False, closure=True, nonfinite_flag=True)
         ),
         "segtrain": ours(),
-        "segtrain, autocast with its cache": ours(patch=lightning_autocast_cached),
+        "segtrain, autocast with its cache": ours(lightning_autocast_cached),
     }
-    seconds = {name: [] for name in rows}
-    compiles = {name: {} for name in rows}
-    pauses = {name: [] for name in rows}
-    # Rounds alternate the rows, so that the machine's drift spreads over all of them.
-    for _ in range(cfg.bench.rounds):
-        for name, run in rows.items():
-            end_hooks[0] = 0.0
-            with counting_compiles(compiles[name]), GcPauses() as collections:
-                seconds[name].append(run())
-            pauses[name].append(collections.timed(seconds[name][-1], end_hooks[0]))
+    measured = time_rounds(rows, cfg.bench.rounds)
+    seconds = {name: rounds.seconds for name, rounds in measured.items()}
+    pauses = {name: rounds.pauses for name, rounds in measured.items()}
     if cfg.bench.get("profile"):
         profile_loops(cfg, reference, batches, compiled)
     images = (len(batches) - warmup) * cfg.data.batch_size
@@ -114,7 +113,7 @@ def main() -> None:
         "rounds": cfg.bench.rounds,
         "images_per_s": rates,
         "rounds_s": seconds,
-        "torch_compile": {name: compile_counts(totals) for name, totals in compiles.items()},
+        "torch_compile": {name: compile_counts(rounds.compiles) for name, rounds in measured.items()},
         "gc_in_timed_steps": pauses,
         "overrides": overrides,
     }

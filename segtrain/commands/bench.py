@@ -32,7 +32,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from segtrain.data.datamodule import build_datamodule
 from segtrain.errors import SegtrainError
-from segtrain.runtime.profiling import GcPauses, StepProfiler, compile_counts, counting_compiles
+from segtrain.runtime.profiling import StepProfiler, compile_counts, time_rounds
 from segtrain.runtime.trainer import build_trainer, output_dir
 from segtrain.tasks import build_task, task_spec, with_derived
 from segtrain.tasks.module import fused_on_gpu
@@ -308,28 +308,18 @@ def bench(cfg: DictConfig) -> dict:
     compile_reference = cfg.bench.get("compile_reference")
     if compile_reference is None:
         compile_reference = reference.compile_enabled
-    seconds = {"plain": [], "segtrain": []}
-    compiles = {"plain": {}, "segtrain": {}}
-    pauses = {"plain": [], "segtrain": []}
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    end_of_training = []
 
-    def segtrain_steps() -> float:
-        steps, end = segtrain_loop(cfg, copy.deepcopy(reference), batches, warmup)
-        end_of_training.append(end)
-        return steps
+    def plain_round() -> tuple[float, float]:
+        return plain_loop(cfg, copy.deepcopy(reference), batches, warmup, compile_reference), 0.0
 
-    loops = {
-        "plain": lambda: plain_loop(cfg, copy.deepcopy(reference), batches, warmup, compile_reference),
-        "segtrain": segtrain_steps,
-    }
-    for _ in range(cfg.bench.rounds):
-        for name, loop in loops.items():
-            with counting_compiles(compiles[name]), GcPauses() as collections:
-                seconds[name].append(loop())
-            after = end_of_training[-1] if name == "segtrain" else 0.0
-            pauses[name].append(collections.timed(seconds[name][-1], after))
+    def segtrain_round() -> tuple[float, float]:
+        return segtrain_loop(cfg, copy.deepcopy(reference), batches, warmup)
+
+    measured = time_rounds({"plain": plain_round, "segtrain": segtrain_round}, cfg.bench.rounds)
+    seconds = {name: rounds.seconds for name, rounds in measured.items()}
+    end_of_training = measured["segtrain"].after
     if profiled:
         profile_loops(cfg, reference, batches, compile_reference)
     timed = len(batches) - warmup
@@ -361,9 +351,9 @@ def bench(cfg: DictConfig) -> dict:
         "torch_threads": torch.get_num_threads(),
         # Over every timed round: a loop that compiles again after its first round, or breaks its graph,
         # shows it here (TORCH_LOGS=recompiles,graph_breaks says why).
-        "torch_compile": {loop: compile_counts(totals) for loop, totals in compiles.items()},
+        "torch_compile": {name: compile_counts(rounds.compiles) for name, rounds in measured.items()},
         # Python's garbage collections inside each round's timed steps: a full one stalls the device.
-        "gc_in_timed_steps": pauses,
+        "gc_in_timed_steps": {name: rounds.pauses for name, rounds in measured.items()},
         # Once per run, after the last step (curves.png, the loggers' last writes): not in the steps' time.
         "segtrain_end_of_training_s": end_of_training,
         "torch": torch.__version__,

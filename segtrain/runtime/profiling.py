@@ -8,7 +8,9 @@ import contextlib
 import gc
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import pytorch_lightning as pl
 import torch
@@ -124,3 +126,28 @@ def compile_counts(totals: dict) -> dict:
         "graph_breaks": sum(reasons.values()),
         "graph_break_reasons": dict(reasons),
     }
+
+
+@dataclass
+class Rounds:
+    """One loop's rounds: the seconds of its timed steps, those of what ran once after them, what
+    torch.compile did and the garbage collections inside the timed steps."""
+
+    seconds: list[float] = field(default_factory=list)
+    after: list[float] = field(default_factory=list)
+    compiles: dict = field(default_factory=dict)
+    pauses: list[dict] = field(default_factory=list)
+
+
+def time_rounds(loops: dict[str, Callable[[], tuple[float, float]]], rounds: int) -> dict[str, Rounds]:
+    """Runs each of ``loops`` (each returning its timed steps' seconds and those after them) once per round;
+    the rounds alternate the loops, so that the machine's drift spreads over all of them."""
+    timed = {name: Rounds() for name in loops}
+    for _ in range(rounds):
+        for name, loop in loops.items():
+            with counting_compiles(timed[name].compiles), GcPauses() as collections:
+                steps, after = loop()
+            timed[name].seconds.append(steps)
+            timed[name].after.append(after)
+            timed[name].pauses.append(collections.timed(steps, after))
+    return timed
